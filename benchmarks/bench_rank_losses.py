@@ -1,0 +1,135 @@
+"""Time and peak memory of our O(B^2) rank losses vs a straightforward B x B x B implementation, same run.
+
+For each batch size B (m-per-class labels, m=4, d=512) and each loss (SupAP, Smooth-AP) it runs forward+backward
+of (a) a B^3 implementation that builds D[q, i, j] = s_qj - s_qi like the original ``quick_forward``, (b) ours
+(``roadmap.losses``, all positive pairs at once) and (c) ours chunked. It checks that the values agree within 1e-6
+and prints the median time and the peak memory of each, with the ratios ours / B^3.
+
+Peak memory: ``torch.cuda.max_memory_allocated`` on CUDA; on CPU the process high-water mark (VmHWM, reset
+through /proc/self/clear_refs) above the resident size before the call.
+
+    python benchmarks/bench_rank_losses.py                       # B = 128, 256, 384 on CPU
+    python benchmarks/bench_rank_losses.py --device cuda --sizes 128 256 384 512
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import re
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from common.ranking import SupAPStep, heaviside, sigmoid_step
+from roadmap.losses import SmoothAP, SupAP
+
+
+# ------------------------------------------------------------------ the B^3 formulation (original quick path)
+def ap_loss_b3(emb: torch.Tensor, labels: torch.Tensor, neg_step: Callable, pos_step: Callable) -> torch.Tensor:
+    """1 - mAP with the query included, via the full [B, B, B] difference tensor (like ``quick_forward``)."""
+    e = F.normalize(emb, dim=1)
+    s = e @ e.T  # [B, B]
+    B = s.shape[0]
+    target = (labels[:, None] == labels[None, :]).to(s.dtype)  # [B, B], diagonal included
+    not_self = 1.0 - torch.eye(B, dtype=s.dtype, device=s.device)  # j != i
+    diff = s[:, None, :] - s[:, :, None]  # [q, i, j] = s_qj - s_qi
+    pos_j = target[:, None, :].expand(B, B, B).bool()  # j positive for q
+    steps = torch.where(pos_j, pos_step(diff), neg_step(diff)) * not_self  # [B, B, B]
+    rank = 1.0 + steps.sum(-1)  # [q, i]
+    rank_pos = 1.0 + (pos_step(diff) * target[:, None, :] * not_self).sum(-1)
+    ap = (rank_pos / rank * target).sum(1) / target.sum(1)
+    return 1.0 - ap.mean()
+
+
+def supap_b3(emb, labels):
+    return ap_loss_b3(emb, labels, SupAPStep(offset=1.44), heaviside)
+
+
+def smoothap_b3(emb, labels):
+    step = lambda x: sigmoid_step(x, 0.01)
+    return ap_loss_b3(emb, labels, step, step)
+
+
+# ------------------------------------------------------------------ measurement
+def _kib(field: str) -> int:
+    return int(re.search(rf"{field}:\s+(\d+)", open("/proc/self/status").read()).group(1))
+
+
+def measure(fn: Callable, emb: torch.Tensor, labels: torch.Tensor, repeats: int) -> tuple[float, float, float]:
+    """Return (loss value, median seconds of forward+backward, peak MiB)."""
+    device = emb.device
+    times, peak = [], 0.0
+    value = float("nan")
+    for r in range(repeats + 1):  # first run is a warm-up
+        x = emb.clone().requires_grad_(True)
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+        else:
+            open("/proc/self/clear_refs", "w").write("5")
+            base = _kib("VmRSS") * 1024
+        t0 = time.perf_counter()
+        loss = fn(x, labels)
+        loss.backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        if device.type == "cuda":
+            mem = torch.cuda.max_memory_allocated() - base
+        else:
+            mem = _kib("VmHWM") * 1024 - base
+        value = loss.item()
+        if r > 0:
+            times.append(dt)
+            peak = max(peak, mem / 2**20)
+        del x, loss
+    return value, statistics.median(times), peak
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 384])
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--m", type=int, default=4, help="images per class in the batch")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--chunk", type=int, default=2048, help="(query, positive) pairs per chunk for the chunked path")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    losses = {
+        "SupAP": (supap_b3, SupAP(offset=1.44), SupAP(offset=1.44, chunk_size=args.chunk)),
+        "SmoothAP": (smoothap_b3, SmoothAP(), SmoothAP(chunk_size=args.chunk)),
+    }
+    print(f"device={device} threads={args.threads} d={args.dim} m={args.m} repeats={args.repeats} chunk={args.chunk}")
+    header = (
+        f"{'loss':9s} {'B':>4s} {'B3 s':>8s} {'ours s':>8s} {'chunk s':>8s} {'B3 MiB':>9s} {'ours MiB':>9s} "
+        f"{'chunk MiB':>9s} {'t ours/B3':>9s} {'t chunk/B3':>10s} {'m ours/B3':>9s} {'m chunk/B3':>10s} {'|dv|':>8s}"
+    )
+    print(header)
+    for name, (b3, ours, chunked) in losses.items():
+        for B in args.sizes:
+            g = torch.Generator().manual_seed(B)
+            emb = torch.randn(B, args.dim, generator=g).to(device)
+            labels = torch.arange(B // args.m).repeat_interleave(args.m).to(device)
+            v3, t3, m3 = measure(b3, emb, labels, args.repeats)
+            vo, to, mo = measure(ours, emb, labels, args.repeats)
+            vc, tc, mc = measure(chunked, emb, labels, args.repeats)
+            dv = max(abs(vo - v3), abs(vc - v3))
+            print(
+                f"{name:9s} {B:4d} {t3:8.4f} {to:8.4f} {tc:8.4f} {m3:9.1f} {mo:9.1f} {mc:9.1f} "
+                f"{to / t3:9.3f} {tc / t3:10.3f} {mo / max(m3, 1e-9):9.4f} {mc / max(m3, 1e-9):10.4f} {dv:8.1e}"
+            )
+            if dv > 1e-6:
+                raise SystemExit(f"value mismatch for {name} at B={B}: {dv:.2e} > 1e-6")
+
+
+if __name__ == "__main__":
+    main()

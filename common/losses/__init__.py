@@ -1,0 +1,1 @@
+"""Loss building blocks shared by several methods."""

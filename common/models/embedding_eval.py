@@ -1,0 +1,95 @@
+"""Evaluation mixin for embedding models: collect test embeddings, gather them across DDP ranks in dataset
+order, call :func:`common.metrics.retrieval.evaluate_retrieval` and log every metric.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+
+
+def gather_in_order(module, index: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """All-gather ``(index [n], t1 [n, ...], ...)`` from every rank and return them sorted by ``index``, with
+    duplicates (DistributedSampler padding) removed. Single process: just sorts.
+    """
+    if module.trainer is not None and module.trainer.world_size > 1:
+        gathered = [module.all_gather(t) for t in (index, *tensors)]  # [world, n, ...]
+        index, *tensors = [g.flatten(0, 1) for g in gathered]
+    order = torch.argsort(index, stable=True)
+    index = index[order]
+    keep = torch.ones_like(index, dtype=torch.bool)
+    keep[1:] = index[1:] != index[:-1]
+    return (index[keep], *(t[order][keep] for t in tensors))
+
+
+class EmbeddingEvalMixin:
+    """Adds ``test_step``/``validation_step`` that embed images and an epoch end that computes retrieval metrics.
+
+    The host LightningModule provides ``embed(images) -> [B, D]`` and the attributes ``eval_metrics``,
+    ``recall_at`` and ``per_level_metrics``. The datamodule's ``eval_split()`` says whether the test set is a single
+    self-excluded set or query + gallery loaders.
+    """
+
+    def _eval_reset(self) -> None:
+        self._eval_buffers: dict[int, dict[str, list[torch.Tensor]]] = defaultdict(lambda: defaultdict(list))
+
+    def _eval_step(self, batch: dict, dataloader_idx: int = 0) -> None:
+        if not hasattr(self, "_eval_buffers"):
+            self._eval_reset()
+        emb = self.embed(batch["image"]).float()
+        buf = self._eval_buffers[dataloader_idx]
+        buf["index"].append(torch.as_tensor(batch["index"], device=emb.device))
+        buf["emb"].append(emb.detach())
+        buf["label"].append(torch.as_tensor(batch["label"], device=emb.device))
+
+    def _eval_epoch_end(self, stage: str) -> dict[str, float]:
+        from common.metrics.retrieval import evaluate_retrieval
+
+        buffers = getattr(self, "_eval_buffers", {})
+        if not buffers:
+            return {}
+        parts = []
+        for k in sorted(buffers):
+            b = buffers[k]
+            _, emb, lab = gather_in_order(self, torch.cat(b["index"]), torch.cat(b["emb"]), torch.cat(b["label"]))
+            parts.append((emb, lab))
+        self._eval_reset()
+        if len(parts) == 1:
+            emb, labels = parts[0]
+            kw = {"exclude_self": True}
+        else:  # query loader, gallery loader
+            (q_emb, q_lab), (g_emb, g_lab) = parts
+            emb, labels = torch.cat([q_emb, g_emb]), torch.cat([q_lab, g_lab])
+            nq = len(q_emb)
+            kw = {
+                "query_idx": torch.arange(nq),
+                "gallery_idx": torch.arange(nq, len(emb)),
+                "exclude_self": False,
+            }
+        emb, labels = emb.cpu(), labels.cpu()
+        results = dict(
+            evaluate_retrieval(emb, labels, metrics=tuple(self.eval_metrics), recall_at=tuple(self.recall_at), **kw)
+        )
+        if self.per_level_metrics and labels.ndim == 2:
+            for level in range(1, labels.shape[1]):
+                per = evaluate_retrieval(
+                    emb, labels[:, level], metrics=("map_at_r", "map", "recall"), recall_at=(1,), **kw
+                )
+                results.update({f"level{level}/{k}": v for k, v in per.items()})
+        self.last_eval_results = {f"{stage}/{k}": float(v) for k, v in results.items()}
+        self.log_dict(self.last_eval_results, sync_dist=False)
+        return self.last_eval_results
+
+    # Lightning hooks
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, dataloader_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, dataloader_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")

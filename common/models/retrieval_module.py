@@ -1,0 +1,189 @@
+"""The retrieval LightningModule shared by ROADMAP, HAPPIER and their baselines.
+
+One network (backbone + :class:`~common.backbones.head.RetrievalHead`), a dict of weighted losses, an optional
+cross-batch memory, and exact retrieval evaluation (:class:`~common.models.embedding_eval.EmbeddingEvalMixin`).
+
+Total loss of a step (``w`` = ``loss_weights``, ``M`` = memory, active from its activation epoch)::
+
+    L = sum_name w[name] * loss[name](z, y)  +  M.weight * sum_name w[name] * loss[name](z, y, z_M, y_M)
+
+Every loss has the signature ``loss(embeddings [B, D], labels [B] or [B, L], ref_embeddings=None, ref_labels=None)``.
+Losses that own parameters (proxies of NSM, HAPPIER's cluster loss, CSL) get their own param group, with the lr
+and weight decay given in ``loss_param_groups[name]``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from common.data.errors import check_labels
+from common.models.embedding_eval import EmbeddingEvalMixin
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss came out NaN or Inf."""
+
+
+class RetrievalModule(EmbeddingEvalMixin, L.LightningModule):
+    """Args:
+    net: a :class:`~common.backbones.head.RetrievalNet` (images -> L2-normalised embeddings).
+    losses: ``{name: loss module}``.
+    loss_weights: ``{name: weight}`` (default 1 for each).
+    optimizer: ``_partial_`` optimizer (lr, weight_decay are the defaults of every group).
+    scheduler: ``_partial_`` LR scheduler, or None; ``scheduler_interval``: "epoch" or "step".
+    lr_backbone, lr_head: per-group learning rates (None = the optimizer's lr).
+    loss_param_groups: ``{loss name: {"lr": ..., "weight_decay": ...}}`` for losses with parameters.
+    memory: optional cross-batch memory with ``update(z, y, idx)``, ``get() -> (z, y)``, ``is_active(epoch)``
+        and ``weight``.
+    warmup_epochs: the backbone is frozen (no gradient) for the first ``warmup_epochs`` epochs.
+    nan_policy: "raise" stops with the step and batch indices on a NaN/Inf loss; "skip" skips that batch's update
+        and counts it in ``train/skipped_batches``.
+    compile: wrap the network with ``torch.compile`` at ``setup("fit")``.
+    eval_metrics, recall_at, per_level_metrics: what the evaluation computes (see
+        :func:`common.metrics.retrieval.evaluate_retrieval`).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        losses: Mapping[str, nn.Module],
+        optimizer: Callable[..., torch.optim.Optimizer],
+        loss_weights: Mapping[str, float] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+        scheduler_interval: str = "epoch",
+        lr_backbone: float | None = None,
+        lr_head: float | None = None,
+        loss_param_groups: Mapping[str, Mapping[str, float]] | None = None,
+        memory: nn.Module | None = None,
+        warmup_epochs: int = 0,
+        nan_policy: str = "raise",
+        compile: bool = False,
+        eval_metrics: tuple[str, ...] = ("recall", "precision_at_1", "map_at_r"),
+        recall_at: tuple[int, ...] = (1, 10, 100),
+        per_level_metrics: bool = False,
+    ) -> None:
+        super().__init__()
+        if nan_policy not in ("raise", "skip"):
+            raise ValueError(f"nan_policy must be 'raise' or 'skip', got {nan_policy!r}")
+        if not losses:
+            raise ValueError("RetrievalModule needs at least one loss in `model.losses`")
+        self.save_hyperparameters(ignore=["net", "losses", "memory"], logger=False)
+        self.net = net
+        self.losses = nn.ModuleDict(dict(losses))
+        weights = dict(loss_weights or {})
+        unknown = set(weights) - set(self.losses)
+        if unknown:
+            raise ValueError(f"loss_weights name unknown losses {sorted(unknown)}; losses are {sorted(self.losses)}")
+        self.loss_weights = {name: float(weights.get(name, 1.0)) for name in self.losses}
+        self.memory = memory
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.eval_metrics, self.recall_at, self.per_level_metrics = (
+            list(eval_metrics),
+            list(recall_at),
+            per_level_metrics,
+        )
+        self.skipped_batches = 0
+
+    # ----- forward -----
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.embed(images)
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.compile and stage == "fit":
+            self.net = torch.compile(self.net)
+
+    # ----- training -----
+    def on_train_epoch_start(self) -> None:
+        frozen = self.current_epoch < self.hparams.warmup_epochs
+        backbone = getattr(self.net, "backbone", None)
+        if backbone is not None and self.hparams.warmup_epochs > 0:
+            for p in backbone.parameters():
+                p.requires_grad_(not frozen and not self._is_frozen_bn_param(p))
+
+    def _is_frozen_bn_param(self, p: torch.Tensor) -> bool:
+        if not getattr(self.net, "freeze_bn", False):
+            return False
+        bn_params = {
+            id(q)
+            for m in self.net.backbone.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            for q in m.parameters()
+        }
+        return id(p) in bn_params
+
+    def compute_loss(
+        self, z: torch.Tensor, y: torch.Tensor, idx: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Weighted sum of the losses on the batch (and on the memory when active). Returns (total, parts)."""
+        parts: dict[str, torch.Tensor] = {}
+        total = z.new_zeros(())
+        for name, loss_fn in self.losses.items():
+            value = loss_fn(z, y)
+            parts[name] = value.detach()
+            total = total + self.loss_weights[name] * value
+        if self.memory is not None:
+            self.memory.update(z.detach(), y, idx)  # enqueue before read (XBM)
+            if self.memory.is_active(self.current_epoch):
+                ref_z, ref_y = self.memory.get()
+                for name, loss_fn in self.losses.items():
+                    value = loss_fn(z, y, ref_embeddings=ref_z, ref_labels=ref_y)
+                    parts[f"{name}_memory"] = value.detach()
+                    total = total + self.memory.weight * self.loss_weights[name] * value
+        return total, parts
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+        y = check_labels(batch["label"], name="batch['label']")
+        z = self.embed(batch["image"])
+        total, parts = self.compute_loss(z, y, batch.get("index"))
+        if not torch.isfinite(total):
+            where = f"epoch {self.current_epoch}, global step {self.global_step}, batch {batch_idx}"
+            bad = {k: float(v) for k, v in parts.items()}
+            if self.hparams.nan_policy == "raise":
+                raise NonFiniteLossError(
+                    f"non-finite loss at {where}: parts {bad}. Lower the learning rate, check the inputs, or set "
+                    f"`model.nan_policy=skip` to skip such batches (they are counted in train/skipped_batches)."
+                )
+            self.skipped_batches += 1
+            log.warning("skipping batch with non-finite loss at %s: %s", where, bad)
+            self.log("train/skipped_batches", float(self.skipped_batches))
+            return None
+        bs = z.shape[0]
+        self.log("train/loss", total, prog_bar=True, batch_size=bs)
+        for name, value in parts.items():
+            self.log(f"train/{name}", value, batch_size=bs)
+        return total
+
+    # ----- optimisation -----
+    def configure_optimizers(self):
+        hp = self.hparams
+        net = self.net._orig_mod if hasattr(self.net, "_orig_mod") else self.net
+        groups: list[dict] = []
+        backbone = getattr(net, "backbone", None)
+        if backbone is not None:
+            params = [p for p in backbone.parameters() if not self._is_frozen_bn_param(p)]
+            groups.append({"params": params, "name": "backbone", **({"lr": hp.lr_backbone} if hp.lr_backbone else {})})
+            rest = [p for n, p in net.named_parameters() if not n.startswith("backbone.")]
+        else:
+            rest = list(net.parameters())
+        groups.append({"params": rest, "name": "head", **({"lr": hp.lr_head} if hp.lr_head else {})})
+        extra = dict(hp.loss_param_groups or {})
+        for name, loss_fn in self.losses.items():
+            params = [p for p in loss_fn.parameters() if p.requires_grad]
+            if params:
+                groups.append({"params": params, "name": f"loss/{name}", **dict(extra.get(name, {}))})
+        optimizer = self.optimizer_factory(params=groups)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": hp.scheduler_interval}}

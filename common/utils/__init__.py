@@ -1,0 +1,1 @@
+"""Launcher utilities: instantiation helpers, rich printing, config checks, wandb mode."""

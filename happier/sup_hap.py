@@ -1,0 +1,164 @@
+"""Sup-H-AP: the smooth upper-bound surrogate of Hierarchical Average Precision (HAPPIER, Ramzi et al. 2022).
+
+For a query q with reference items j (the batch, or a memory), t_qj = number of shared hierarchy levels (0..L),
+relevance rel_qj (``pop`` by default, see :mod:`common.metrics.relevance`) and cosine scores s_qj. For every item i
+with rel_qi > 0, with x = s_qj - s_qi:
+
+    rank(i)   = 1 + sum_{j != i} R_i(j)(x),     R_i(j) = H^-  if t_qj < t_qi  (strictly lower level)
+                                                        = H    otherwise     (equal or higher level)
+    Hrank(i)  = rel_qi + sum_{j != i} min(rel_qi, rel_qj) * Rh_i(j)(x)
+                Rh = H by default. With ``with_hrank``, for t_qj > t_qi (strictly higher level):
+                Rh(x) = min(beta * x + gamma, 1) for x > 0 (H if gamma > 1),   Rh(x) = leak * x for x <= 0
+    H-AP_q    = sum_{i : rel_qi > 0} Hrank(i) / rank(i)  /  sum_i rel_qi
+    loss      = mean_q (1 - H-AP_q)          (queries with no relevant item are left out)
+
+With H everywhere this is exactly H-AP (spec §1.2); with binary relevance (L = 1) it is SupAP. H^- is SupAP's
+piecewise upper bound of the step (``common.ranking.supap_step``), H carries no gradient.
+
+Self-pair. As in the original code, without a reference set the query is one of its own items (its own relevance is
+the finest level's), ``include_query=True``. ``include_query=False`` removes the self-pair from the ranking and
+from the relevance counts (the house contract for in-batch losses).
+
+Memory: never B x B x B. The (query, relevant item) pairs are processed by ``common.ranking.pairwise_rank_sums``
+in chunks of ``chunk_size`` pairs under activation checkpointing: O(chunk x M) in forward and backward.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from common.ranking import heaviside, pairwise_rank_sums, shared_levels, supap_step, valid_reference_mask
+from happier._checks import check_embeddings_and_labels, upcast_half
+from happier.batch_relevance import batch_relevance
+
+
+def hrank_step(x: Tensor, beta: float = 25.0, gamma: float = 0.5, leak: float = 10.0) -> Tensor:
+    """HAPPIER's smooth H-rank step for items of strictly higher level (``step_hrank``).
+
+        Rh(x) = min(beta * x + gamma, 1)   x > 0     (H(x) when gamma > 1)
+              = leak * x                   x <= 0    (a negative contribution: pushes higher levels up)
+    """
+    if gamma > 1.0:
+        pos = heaviside(x)
+    else:
+        pos = torch.clamp(beta * x + gamma, max=1.0)
+    return torch.where(x > 0, pos, leak * x)
+
+
+class SupHAP(nn.Module):
+    """Sup-H-AP loss ``mean_q (1 - H-AP_q)``; see the module docstring for the formula.
+
+    Args:
+        tau, rho, delta, start, offset, linear_mode: H^- parameters (``common.ranking.supap_step``). HAPPIER's
+            configs: tau=0.01, rho=100, delta=0.05, start=0.5, offset=1.44 (iNat: start=0, offset=1.0).
+        with_hrank: use the smooth H-rank step on strictly higher levels (beta=25, gamma=0.5, leak=10).
+        relevance: "pop" (HAPPIER's default) or "map"; alpha its parameter (a float for pop, L weights for map).
+        include_query: the query counts as its own item when the batch is its own reference (original behaviour).
+        exact: use H everywhere (the loss is then exactly 1 - H-AP; for tests and evaluation of the bound).
+        chunk_size: (query, item) pairs per chunk (None = all at once).
+    """
+
+    def __init__(
+        self,
+        tau: float = 0.01,
+        rho: float = 100.0,
+        delta: float | None = 0.05,
+        start: float = 0.5,
+        offset: float | None = 1.44,
+        linear_mode: str = "x_minus_delta",
+        with_hrank: bool = False,
+        beta: float = 25.0,
+        gamma: float = 0.5,
+        leak: float = 10.0,
+        relevance: str = "pop",
+        alpha: float | list[float] = 1.0,
+        include_query: bool = True,
+        exact: bool = False,
+        chunk_size: int | None = 4096,
+    ) -> None:
+        super().__init__()
+        if tau <= 0:
+            raise ValueError(f"tau must be > 0, got {tau}")
+        self.tau, self.rho, self.delta, self.start, self.offset = tau, rho, delta, start, offset
+        self.linear_mode = linear_mode
+        self.with_hrank, self.beta, self.gamma, self.leak = with_hrank, beta, gamma, leak
+        self.relevance, self.alpha = relevance, alpha
+        self.include_query, self.exact, self.chunk_size = include_query, exact, chunk_size
+
+    def lower_step(self, x: Tensor) -> Tensor:
+        """Step for items of strictly lower level than the ranked item: H^- (or H when ``exact``)."""
+        if self.exact:
+            return heaviside(x)
+        return supap_step(x, self.tau, self.rho, self.delta, self.start, self.offset, self.linear_mode)
+
+    def higher_hrank_step(self, x: Tensor) -> Tensor:
+        """H-rank step for items of strictly higher level: H, or :func:`hrank_step` with ``with_hrank``."""
+        if self.with_hrank and not self.exact:
+            return hrank_step(x, self.beta, self.gamma, self.leak)
+        return heaviside(x)
+
+    def per_query_hap(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        ref_embeddings: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Smooth H-AP of each query: ``(hap [B], has_relevant [B])``."""
+        labels = check_embeddings_and_labels(embeddings, labels)
+        if (ref_embeddings is None) != (ref_labels is None):
+            raise ValueError("give both ref_embeddings and ref_labels (a memory), or neither")
+        in_batch = ref_embeddings is None
+        if in_batch:
+            ref_embeddings, ref_labels = embeddings, labels
+        else:
+            ref_labels = check_embeddings_and_labels(ref_embeddings, ref_labels, name="ref_embeddings")
+            if ref_labels.shape[1] != labels.shape[1] or ref_embeddings.shape[1] != embeddings.shape[1]:
+                raise ValueError(
+                    f"the memory must match the batch: labels {tuple(labels.shape)} vs {tuple(ref_labels.shape)}, "
+                    f"embeddings {tuple(embeddings.shape)} vs {tuple(ref_embeddings.shape)}"
+                )
+        num_levels = labels.shape[1]
+        scores = upcast_half(F.normalize(embeddings, dim=-1) @ F.normalize(ref_embeddings, dim=-1).T)  # [B, M]
+        levels = shared_levels(labels, ref_labels)  # [B, M] in 0..L
+        valid = valid_reference_mask(
+            scores.shape[0], scores.shape[1], exclude_self=in_batch and not self.include_query, device=scores.device
+        )
+        rel = batch_relevance(levels, num_levels, self.relevance, self.alpha, valid).to(scores.dtype)  # [B, M]
+        items = valid & (rel > 0)
+        q_idx, i_idx = items.nonzero(as_tuple=True)
+
+        def fn(diff: Tensor, qc: Tensor, ic: Tensor, not_i: Tensor) -> tuple[Tensor, Tensor]:
+            t_j = levels[qc]  # [c, M]
+            t_i = levels[qc, ic][:, None]  # [c, 1]
+            take = valid[qc] & not_i
+            zero = diff.new_zeros(())
+            step = torch.where(t_j < t_i, self.lower_step(diff), heaviside(diff))
+            rank = 1.0 + torch.where(take, step, zero).sum(1)
+            rel_j = rel[qc]
+            rel_i = rel[qc, ic][:, None]
+            hstep = torch.where(t_j > t_i, self.higher_hrank_step(diff), heaviside(diff))
+            hrank = rel_i[:, 0] + torch.where(take, torch.minimum(rel_i, rel_j) * hstep, zero).sum(1)
+            return rank, hrank
+
+        rank, hrank = pairwise_rank_sums(scores, q_idx, i_idx, fn, chunk_size=self.chunk_size)
+        num_q = scores.shape[0]
+        total = scores.new_zeros(num_q).index_add(0, q_idx, hrank / rank)
+        norm = torch.where(valid, rel, torch.zeros_like(rel)).sum(1)
+        has_rel = norm > 0
+        return total / norm.clamp(min=torch.finfo(norm.dtype).tiny), has_rel
+
+    def forward(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        ref_embeddings: Tensor | None = None,
+        ref_labels: Tensor | None = None,
+    ) -> Tensor:
+        """``mean_q (1 - H-AP_q)`` over the queries that have at least one relevant item (0 if none has)."""
+        hap, has_rel = self.per_query_hap(embeddings, labels, ref_embeddings, ref_labels)
+        if not has_rel.any():
+            return (embeddings * 0).sum()
+        return (1.0 - hap[has_rel]).mean()

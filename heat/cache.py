@@ -1,0 +1,184 @@
+"""Extract features from a frozen backbone once, and cache them on disk (spec §1.1; architecture "How a run flows").
+
+Cache layout, under ``cache_dir``::
+
+    <dataset>_<split>_<key>.json      the sidecar: the key fields, shapes, dtype, ``"complete": true``
+    <dataset>_<split>_<key>/avg.npy   [N, D] float, written as a streamed np.memmap (np.lib.format.open_memmap)
+                          .../std.npy, max.npy, logits.npy, labels.npy, fc_weight.npy, fc_bias.npy
+
+``key`` is the first 16 hex digits of the SHA-1 of the JSON of (backbone, checkpoint, dataset, split, transform).
+Arrays are written batch by batch into pre-sized memmaps, so an ImageNet-train cache (1,281,167 x 2048) never has to
+fit in memory, and they are read back memory-mapped. The sidecar is written last with ``complete: true``; a cache
+without it (an interrupted run) is recomputed.
+
+Backbones: any timm model. ``forward_features`` gives the last-stage map (``[N, C, H, W]`` or tokens ``[N, T, C]``),
+``forward_head(map)`` the logits and ``forward_head(map, pre_logits=True)`` the vector the classifier sees. For CNNs the
+stored ``avg`` is the spatial mean of the map (= timm's pre-logits for ResNets); for token models ``avg`` is the
+pre-logits vector and ``std`` / ``max`` pool over all tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from heat.features import Features, pool_feature_map
+
+_ARRAYS = ("avg", "std", "max", "logits", "labels")
+
+
+def cache_key(*, backbone: str, checkpoint: str | None, dataset: str, split: str, transform: str) -> str:
+    """16-hex-digit key of the fields that determine the features."""
+    blob = json.dumps(
+        {"backbone": backbone, "checkpoint": checkpoint, "dataset": dataset, "split": split, "transform": transform},
+        sort_keys=True,
+    )
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def cache_paths(cache_dir: str | Path, *, dataset: str, split: str, key: str) -> tuple[Path, Path]:
+    """``(array folder, JSON sidecar)`` of one cache entry."""
+    stem = f"{dataset}_{split}_{key}".replace("/", "-")
+    return Path(cache_dir) / stem, Path(cache_dir) / f"{stem}.json"
+
+
+def linear_head(model: nn.Module) -> tuple[Tensor, Tensor] | None:
+    """The ``(weight [C, D], bias [C])`` of a timm model's final Linear classifier, or None."""
+    head = model.get_classifier() if hasattr(model, "get_classifier") else getattr(model, "fc", None)
+    if isinstance(head, nn.Linear):
+        bias = head.bias if head.bias is not None else torch.zeros(head.out_features)
+        return head.weight.detach().cpu().float(), bias.detach().cpu().float()
+    return None
+
+
+@torch.no_grad()
+def backbone_outputs(model: nn.Module, images: Tensor) -> dict[str, Tensor]:
+    """Run a timm-style model once; returns ``avg``, ``std``, ``max`` ``[B, D]`` and ``logits`` ``[B, C]``."""
+    fmap = model.forward_features(images)
+    pooled = pool_feature_map(fmap)
+    logits = model.forward_head(fmap)
+    if fmap.ndim == 3:
+        pooled["avg"] = model.forward_head(fmap, pre_logits=True)
+    return {**pooled, "logits": logits}
+
+
+def _batch_images_labels(batch) -> tuple[Tensor, Tensor | None]:
+    if isinstance(batch, dict):
+        return batch["image"], batch.get("label")
+    if isinstance(batch, list | tuple):
+        return batch[0], (batch[1] if len(batch) > 1 else None)
+    return batch, None
+
+
+def load_cached(cache_dir: str | Path, *, dataset: str, split: str, key: str, mmap: bool = True) -> Features | None:
+    """Read a complete cache entry (memory-mapped copy-on-write when ``mmap``), or None if absent or incomplete."""
+    folder, sidecar = cache_paths(cache_dir, dataset=dataset, split=split, key=key)
+    if not sidecar.exists():
+        return None
+    meta = json.loads(sidecar.read_text())
+    if not meta.get("complete"):
+        return None
+    kw = {}
+    for name in (*_ARRAYS, "fc_weight", "fc_bias"):
+        f = folder / f"{name}.npy"
+        if f.exists():
+            arr = np.load(f, mmap_mode="c" if mmap else None)
+            kw[name] = torch.from_numpy(arr)
+    if "labels" in kw and bool((kw["labels"] < 0).all()):
+        kw["labels"] = None  # unlabelled (OOD) set
+    return Features(**kw)
+
+
+def extract_features(
+    model: nn.Module,
+    loader: Iterable,
+    *,
+    cache_dir: str | Path,
+    backbone: str,
+    checkpoint: str | None,
+    dataset: str,
+    split: str,
+    transform: str,
+    num_samples: int | None = None,
+    device: torch.device | str = "cpu",
+    dtype: np.dtype = np.float32,
+    overwrite: bool = False,
+) -> Features:
+    """Features of ``loader`` under ``model`` (eval mode, no grad), cached on disk.
+
+    Args:
+        model: a timm model (``forward_features`` / ``forward_head``); it is put in eval mode and not modified.
+        loader: yields dicts ``{"image", "label"}`` or ``(image, label)`` tuples, **in a fixed order** (no shuffle).
+        backbone, checkpoint, dataset, split, transform: the key fields (strings describing each).
+        num_samples: the dataset size, used to pre-size the memmaps (default ``len(loader.dataset)``).
+        dtype: on-disk float dtype (HEAT used float64 for ImageNet; float32 halves the 10 GB).
+    Returns the cached Features (memory-mapped). Labels absent or negative mean "unlabelled" and load as None.
+    """
+    key = cache_key(backbone=backbone, checkpoint=checkpoint, dataset=dataset, split=split, transform=transform)
+    if not overwrite and (hit := load_cached(cache_dir, dataset=dataset, split=split, key=key)) is not None:
+        return hit
+    folder, sidecar = cache_paths(cache_dir, dataset=dataset, split=split, key=key)
+    folder.mkdir(parents=True, exist_ok=True)
+    if sidecar.exists():
+        sidecar.unlink()
+    n = num_samples if num_samples is not None else len(loader.dataset)  # type: ignore[attr-defined]
+    was_training = model.training
+    model.eval()
+    out: dict[str, np.memmap] = {}
+    pos = 0
+    try:
+        for batch in loader:
+            images, labels = _batch_images_labels(batch)
+            res = backbone_outputs(model, images.to(device))
+            b = len(images)
+            if pos + b > n:
+                raise ValueError(f"the loader yielded more than num_samples={n} items; pass the dataset size")
+            lab = torch.full((b,), -1, dtype=torch.int64) if labels is None else torch.as_tensor(labels).long()
+            if lab.ndim > 1:
+                lab = lab[:, 0]  # finest level of hierarchical labels
+            res["labels"] = lab
+            for name, t in res.items():
+                arr = t.detach().cpu().numpy()
+                if name not in out:
+                    dt = np.int64 if name == "labels" else dtype
+                    out[name] = np.lib.format.open_memmap(
+                        folder / f"{name}.npy", mode="w+", dtype=dt, shape=(n, *arr.shape[1:])
+                    )
+                out[name][pos : pos + b] = arr
+            pos += b
+    finally:
+        model.train(was_training)
+    if pos != n:
+        raise ValueError(f"the loader yielded {pos} items but num_samples={n}")
+    for arr in out.values():
+        arr.flush()
+    del out
+    head = linear_head(model)
+    if head is not None:
+        np.save(folder / "fc_weight.npy", head[0].numpy())
+        np.save(folder / "fc_bias.npy", head[1].numpy())
+    meta = {
+        "backbone": backbone,
+        "checkpoint": checkpoint,
+        "dataset": dataset,
+        "split": split,
+        "transform": transform,
+        "key": key,
+        "num_samples": n,
+        "dtype": np.dtype(dtype).name,
+        "arrays": sorted(p.stem for p in folder.glob("*.npy")),
+        "complete": True,
+    }
+    tmp = sidecar.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(meta, indent=2))
+    os.replace(tmp, sidecar)
+    feats = load_cached(cache_dir, dataset=dataset, split=split, key=key)
+    assert feats is not None
+    return feats

@@ -1,0 +1,106 @@
+"""A LightningDataModule over cached Features (no backbone at train time).
+
+Training batches are dicts ``{"z": [B, D] pooled features, "y": [B] labels}``; validation batches are ID-test and OOD
+features stacked with ``"is_ood"`` flags. Features come either as objects or from the on-disk cache
+(:func:`heat.cache.load_cached`), located by the same key fields used at extraction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from heat.cache import cache_key, load_cached
+from heat.features import Features
+
+
+class PooledDataset(Dataset):
+    """Rows of one pooling of Features, fetched a whole batch at a time from (memory-mapped) storage."""
+
+    def __init__(self, feats: Features, pooling: str, is_ood: bool | None = None) -> None:
+        self.z = feats.pooled(pooling)
+        self.y = feats.labels
+        self.is_ood = is_ood
+
+    def __len__(self) -> int:
+        return len(self.z)
+
+    def __getitems__(self, idx: list[int]) -> dict:
+        i = torch.as_tensor(sorted(idx)) if not isinstance(idx, torch.Tensor) else idx
+        out = {"z": self.z[i].float()}
+        if self.y is not None:
+            out["y"] = self.y[i].long()
+        if self.is_ood is not None:
+            out["is_ood"] = torch.full((len(i),), self.is_ood, dtype=torch.bool)
+        return out
+
+    def __getitem__(self, i: int) -> dict:
+        return {k: v[0] for k, v in self.__getitems__([i]).items()}
+
+
+def _identity(batch):
+    return batch
+
+
+def load_features(spec: Features | Mapping, cache_dir: str | None) -> Features:
+    """Features as given, or loaded from the cache with ``spec`` = {backbone, checkpoint, dataset, split, transform}."""
+    if isinstance(spec, Features):
+        return spec
+    key = cache_key(**{k: spec.get(k) for k in ("backbone", "checkpoint", "dataset", "split", "transform")})
+    feats = load_cached(cache_dir, dataset=spec["dataset"], split=spec["split"], key=key)
+    if feats is None:
+        raise FileNotFoundError(
+            f"no cached features for {dict(spec)} (key {key}) under '{cache_dir}'. Extract them first "
+            f"(heat.cache.extract_features; `make features-heat`)."
+        )
+    return feats
+
+
+class FeatureDataModule(L.LightningDataModule):
+    """Cached ID-train features for training; ID-test and OOD features for validation.
+
+    Args:
+        train: Features or a cache spec dict (see :func:`load_features`).
+        pooling: which pooled features the EBM sees ("avg" or "std").
+        val_id, val_ood: optional ID test features and a list of OOD features (or specs).
+        batch_size: training batch size; drop_last keeps SGLD batch shapes fixed.
+    """
+
+    def __init__(
+        self,
+        train: Features | Mapping,
+        pooling: str = "avg",
+        val_id: Features | Mapping | None = None,
+        val_ood: Sequence[Features | Mapping] = (),
+        batch_size: int = 1024,
+        cache_dir: str | None = None,
+        num_workers: int = 0,
+        val_max_items: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.train_features = load_features(train, cache_dir)
+        self.val_id = None if val_id is None else load_features(val_id, cache_dir)
+        self.val_ood = [load_features(v, cache_dir) for v in val_ood]
+        self.pooling, self.batch_size, self.num_workers = pooling, batch_size, num_workers
+        self.val_max_items, self.seed = val_max_items, seed
+
+    def train_dataloader(self) -> DataLoader:
+        ds = PooledDataset(self.train_features, self.pooling)
+        g = torch.Generator().manual_seed(self.seed)
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=True, drop_last=len(ds) >= self.batch_size,
+                          collate_fn=_identity, num_workers=self.num_workers, generator=g)
+
+    def val_dataloader(self):
+        if self.val_id is None or not self.val_ood:
+            return []
+        sets = [PooledDataset(self._cap(self.val_id), self.pooling, is_ood=False)]
+        sets += [PooledDataset(self._cap(f), self.pooling, is_ood=True) for f in self.val_ood]
+        return [DataLoader(s, batch_size=4096, collate_fn=_identity) for s in sets]
+
+    def _cap(self, f: Features) -> Features:
+        # HEAT evaluates on the first 40 batches of each OOD set during training (eval_max_iter); we cap by items
+        return f if self.val_max_items is None or len(f) <= self.val_max_items else f.subset(slice(0, self.val_max_items))

@@ -1,0 +1,161 @@
+"""HEAT as a LightningModule on cached features (spec §1.3 to §1.5; Lafon et al., ICML 2023, Sec. 3).
+
+One module trains the residual energy ``E_theta`` of one prior (EL, GMM or GMM-std). A training step:
+
+1. real features ``x`` (L2-normalised when the prior is; spec §1.1);
+2. proposals ``z0`` (N(0, I) or the fitted GMM), projected (ReLU, L2);
+3. ``K`` SGLD steps on the hybrid energy ``E_prior / T_prior + E_theta / T`` (frozen parameters) -> ``z_K``;
+4. negatives ``[z_K; z0]`` (2B rows, the released code's choice);
+5. the CD loss with the L2 energy penalty on ``E_theta`` only; Adam with betas (0, 0.999), MultiStepLR.
+
+The fitted prior is a submodule (its statistics are buffers, so checkpoints hold it). If it is not fitted when training
+starts, :meth:`setup` fits it on ``trainer.datamodule.train_features``. :meth:`score` gives the OOD score of Features:
+the full hybrid energy. Validation logs ``val/auroc`` and ``val/fpr95`` of ID-test vs OOD features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from heat.features import Features
+from heat.losses import contrastive_divergence_loss
+from heat.scorers.base import chunked, l2_normalize
+from heat.sgld import HybridEnergy, Proposal, project, sgld
+
+
+class HEATModule(L.LightningModule):
+    """Train a residual EBM on top of a prior scorer.
+
+    Args:
+        prior: a prior scorer with ``energy(z, y=None)``, ``pooling`` and ``normalize`` (``EnergyLogits``, ``GMM``,
+            ``GMMStd``), fitted or not.
+        mlp: the residual network (``heat.mlp.EnergyMLP``).
+        temperature_prior, temperature: ``T_prior`` and ``T`` of the hybrid energy.
+        proposal: "random_normal", "base_dist" or "base_dist_temp"; ``proposal_from_batch_labels`` draws GMM
+            components from the batch labels (``sample_from_batch_statistics``).
+        sgld_steps, sgld_step_size, sgld_noise: ``K``, ``eta_0`` and ``eps_0`` (schedules end at a tenth of each).
+        sgld_relu: project samples with ReLU (features are post-ReLU).
+        simplified_mahalanobis: negatives use the class-conditional prior energy of their sampled component (ImageNet).
+        l2: the energy penalty ``lambda``; eps_data: std of the data noise.
+        lr, betas, milestones, gamma: Adam and MultiStepLR (per epoch).
+    """
+
+    def __init__(
+        self,
+        prior: nn.Module,
+        mlp: nn.Module,
+        temperature_prior: float = 1.0,
+        temperature: float = 1.0,
+        proposal: str = "random_normal",
+        proposal_from_batch_labels: bool = False,
+        sgld_steps: int = 20,
+        sgld_step_size: float = 1e-4,
+        sgld_noise: float = 5e-3,
+        sgld_relu: bool = True,
+        simplified_mahalanobis: bool = False,
+        l2: float = 10.0,
+        eps_data: float = 1e-4,
+        lr: float = 1e-5,
+        betas: Sequence[float] = (0.0, 0.999),
+        milestones: Sequence[int] = (10,),
+        gamma: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["prior", "mlp"])
+        self.prior, self.mlp = prior, mlp
+        self.hybrid = HybridEnergy(prior, mlp, temperature_prior, temperature)
+        self.proposal = Proposal(proposal, from_batch_labels=proposal_from_batch_labels)
+        self._val: list[tuple[Tensor, Tensor]] = []
+        for p in self.prior.parameters():
+            p.requires_grad_(False)
+
+    # ---------------------------------------------------------------- features
+    @property
+    def pooling(self) -> str:
+        return self.prior.pooling
+
+    @property
+    def normalize(self) -> bool:
+        return bool(self.prior.normalize)
+
+    def prepare(self, z: Tensor) -> Tensor:
+        z = z.float()
+        return l2_normalize(z) if self.normalize else z
+
+    def setup(self, stage: str) -> None:
+        if getattr(self.prior, "is_fitted", True):
+            return
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        train = getattr(dm, "train_features", None)
+        if train is None:
+            raise RuntimeError("the prior is not fitted and the datamodule has no `train_features` to fit it on")
+        self.prior.fit(train)
+        self.prior.to(self.device)
+
+    # ---------------------------------------------------------------- energies
+    def energy_parts(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """``(E_prior / T_prior, E_theta / T)`` of raw pooled features ``z`` ``[N, D]``."""
+        return self.hybrid.parts(self.prepare(z))
+
+    @torch.no_grad()
+    def score(self, x: Features, chunk: int = 8192) -> Tensor:
+        """HEAT score (higher = more OOD): the hybrid energy of ``x.pooled(prior.pooling)``, ``[N]``."""
+        was_training = self.training
+        self.eval()
+        z_all = x.pooled(self.pooling)
+        out = [sum(self.energy_parts(z_all[sl].to(self.device))).cpu() for sl in chunked(len(z_all), chunk)]
+        self.train(was_training)
+        return torch.cat(out)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return sum(self.energy_parts(z))
+
+    # ---------------------------------------------------------------- training
+    def negatives(self, real: Tensor, labels: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``(negatives [2B, D] = [z_K; z0], z0 [B, D])`` for a batch of prepared real features."""
+        hp = self.hparams
+        b, d = real.shape
+        z0, comp = self.proposal(self.prior, b, d, labels=labels)
+        z0 = project(z0.to(real), relu=hp.sgld_relu, normalize=self.normalize)
+        y = comp if (hp.simplified_mahalanobis and comp is not None) else None
+        zk = sgld(self.hybrid, z0, hp.sgld_steps, hp.sgld_step_size, hp.sgld_noise, y=y, relu=hp.sgld_relu,
+                  normalize=self.normalize) if hp.sgld_steps > 0 else z0
+        return torch.cat([zk, z0]), z0
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        real = self.prepare(batch["z"])
+        neg, _ = self.negatives(real, batch.get("y"))
+        loss, logs = contrastive_divergence_loss(self.mlp, real, neg, self.hparams.l2, self.hparams.eps_data)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(real))
+        for k, v in logs.items():
+            self.log(f"train/{k}", v, batch_size=len(real))
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        with torch.no_grad():
+            s = sum(self.energy_parts(batch["z"]))
+        self._val.append((s.detach().cpu(), batch["is_ood"].cpu()))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val:
+            return
+        s = torch.cat([v[0] for v in self._val])
+        ood = torch.cat([v[1] for v in self._val]).bool()
+        self._val.clear()
+        if ood.all() or (~ood).all():
+            return
+        from common.metrics.ood import ood_metrics
+
+        m = ood_metrics(s[~ood].numpy(), s[ood].numpy())
+        self.log("val/auroc", float(m["auroc"]), prog_bar=True)
+        self.log("val/fpr95", float(m["fpr95"]))
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt = torch.optim.Adam(self.mlp.parameters(), lr=hp.lr, betas=tuple(hp.betas))
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(hp.milestones), gamma=hp.gamma)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

@@ -1,0 +1,117 @@
+"""Hybrid energy, proposals and short-run SGLD of HEAT (spec §1.3, §1.4; Lafon et al. 2023, Sec. 3).
+
+Hybrid energy (Eq. of §1.3): ``E(z) = E_prior(z) / T_prior + E_theta(z) / T``.
+
+SGLD, for ``t = 0 .. K-1`` (spec §1.4 step 3), with the model frozen:
+``z <- proj(z - eta_t grad_z E(z) - n_t)``, ``n_t ~ N(0, eps_t^2 I)``, ``proj`` = ReLU then L2 (when the prior
+normalises). Step and noise follow polynomial schedules of power 2 from ``start`` to ``end = start / 10``:
+``s_t = (start - end) (1 - t / K)^2 + end``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from heat.scorers.base import l2_normalize
+
+
+def polynomial_schedule(start: float, t: int | Tensor, total: int, end: float | None = None, power: float = 2.0):
+    """``(start - end) (1 - t / total)^power + end`` with ``end = start / 10`` by default (``t = total`` gives end)."""
+    if total <= 0:
+        raise ValueError(f"total steps must be > 0, got {total}")
+    end = start / 10.0 if end is None else end
+    return (start - end) * (1.0 - t / total) ** power + end
+
+
+class HybridEnergy(nn.Module):
+    """``E(z) = E_prior(z) / T_prior + E_theta(z) / T`` for a fitted prior scorer (with ``energy(z, y=None)``)."""
+
+    def __init__(self, prior: nn.Module, mlp: nn.Module, temperature_prior: float = 1.0, temperature: float = 1.0):
+        super().__init__()
+        self.prior, self.mlp = prior, mlp
+        self.temperature_prior, self.temperature = temperature_prior, temperature
+
+    def parts(self, z: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(E_prior(z) / T_prior, E_theta(z) / T)``, each ``[N]``."""
+        prior = self.prior.energy(z, y).to(z.dtype) / self.temperature_prior
+        return prior, self.mlp(z) / self.temperature
+
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        p, m = self.parts(z, y)
+        return p + m
+
+
+def project(z: Tensor, relu: bool = True, normalize: bool = False) -> Tensor:
+    """HEAT's projection of samples onto the feature domain: ReLU (post-ReLU features), then L2 if the prior is."""
+    if relu:
+        z = torch.relu(z)
+    return l2_normalize(z) if normalize else z
+
+
+class Proposal:
+    """Initial SGLD points ``z0`` (spec §1.4 step 1).
+
+    kinds:
+        - ``"random_normal"``: ``N(0, I_d)`` (EL prior);
+        - ``"base_dist"``: samples of the fitted GMM prior; components drawn with ``pi_c``, or with the batch's own
+          labels when ``from_batch_labels`` (``sample_from_batch_statistics``);
+        - ``"base_dist_temp"``: ImageNet's variant, one ``t = 100 U(0, 1)`` per batch and a per-sample std multiplier
+          drawn from ``{t/100, t/10, t, 10 t, 100 t}``.
+    """
+
+    KINDS = ("random_normal", "base_dist", "base_dist_temp")
+
+    def __init__(self, kind: str = "random_normal", from_batch_labels: bool = False) -> None:
+        if kind not in self.KINDS:
+            raise ValueError(f"proposal kind must be one of {self.KINDS}, got {kind!r}")
+        self.kind, self.from_batch_labels = kind, from_batch_labels
+
+    def __call__(
+        self, prior: nn.Module, n: int, dim: int, labels: Tensor | None = None, generator=None
+    ) -> tuple[Tensor, Tensor | None]:
+        """``(z0 [n, dim], component labels [n] or None)``."""
+        if self.kind == "random_normal":
+            return torch.randn(n, dim, generator=generator), None
+        if not hasattr(prior, "sample"):
+            raise ValueError(f"proposal '{self.kind}' needs a prior with .sample (GMM, GMMStd), got {type(prior).__name__}")
+        lab = labels if (self.from_batch_labels and labels is not None) else None
+        scale = None
+        if self.kind == "base_dist_temp":
+            t = 100.0 * torch.rand((), generator=generator)
+            mults = torch.stack([t / 100, t / 10, t, 10 * t, 100 * t])
+            scale = mults[torch.randint(0, 5, (n,), generator=generator)]
+        return prior.sample(n, labels=lab, scale=scale, generator=generator)
+
+
+def sgld(
+    energy: HybridEnergy,
+    z0: Tensor,
+    steps: int,
+    step_size: float,
+    noise: float,
+    y: Tensor | None = None,
+    relu: bool = True,
+    normalize: bool = False,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Run ``steps`` SGLD steps on the **hybrid** energy from ``z0`` (already projected); returns ``z_K``.
+
+    Parameters are frozen (only ``grad_z`` is taken) and the modules are put in eval mode for the run.
+    ``y``: component labels for a class-conditional prior energy (``use_simplified_mahalanobis``).
+    """
+    was_training = energy.training
+    energy.eval()
+    z = z0.detach()
+    try:
+        for t in range(steps):
+            eta = polynomial_schedule(step_size, t, steps)
+            eps = polynomial_schedule(noise, t, steps)
+            z = z.detach().requires_grad_(True)
+            with torch.enable_grad():
+                (grad,) = torch.autograd.grad(energy(z, y).sum(), z)
+            n_t = eps * torch.randn(z.shape, generator=generator, dtype=z.dtype).to(z.device)
+            z = project(z.detach() - eta * grad - n_t, relu=relu, normalize=normalize)
+    finally:
+        energy.train(was_training)
+    return z.detach()

@@ -1,0 +1,80 @@
+"""Shared fixtures: the real Hydra configs composed for CPU and tiny sizes (lightning-hydra-template style),
+tiny Fashion-MNIST files written in the official IDX format, and offline wandb."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_SILENT", "true")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = ROOT / "configs"
+os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:
+    """Write ``array`` (uint8) as an IDX file, the format of the original (Fashion-)MNIST files."""
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(">" + "I" * array.ndim, *array.shape)
+    data = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if compress:
+        path = path.with_name(path.name + ".gz")
+        with gzip.open(path, "wb") as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def make_tiny_fashion_mnist(root: Path, per_class: int = 6, seed: int = 0) -> Path:
+    """Four IDX files with ``per_class`` images of each of the 10 classes (class-dependent patterns)."""
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", per_class), ("t10k", max(per_class // 2, 2))):
+        labels = np.repeat(np.arange(10), n).astype(np.uint8)
+        base = rng.integers(0, 255, size=(10, 28, 28))
+        images = np.clip(base[labels] + rng.integers(-20, 20, size=(len(labels), 28, 28)), 0, 255).astype(np.uint8)
+        write_idx(root / f"{split}-images-idx3-ubyte", images)
+        write_idx(root / f"{split}-labels-idx1-ubyte", labels)
+    return root
+
+
+@pytest.fixture
+def tiny_fmnist(tmp_path: Path) -> Path:
+    """A data_dir holding ``fashion-mnist/`` with tiny IDX files."""
+    make_tiny_fashion_mnist(tmp_path / "data" / "fashion-mnist")
+    return tmp_path / "data"
+
+
+def compose_train(overrides: list[str], output_dir: Path):
+    """Compose configs/train.yaml with ``overrides``, forced to CPU, no workers, outputs in ``output_dir``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+
+    import common  # noqa: F401
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    from hydra.core.hydra_config import HydraConfig
+
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.log_dir = str(output_dir / "logs")
+        cfg.trainer.accelerator = "cpu"
+        cfg.extras.print_config = False
+        if "num_workers" in cfg.data:
+            cfg.data.num_workers = 0
+        del cfg.hydra
+    return cfg

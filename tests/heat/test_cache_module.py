@@ -1,0 +1,111 @@
+import json
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from heat.backbones import create_classifier, load_classifier_state
+from heat.cache import cache_key, cache_paths, extract_features, load_cached
+from heat.datamodule import FeatureDataModule
+from heat.mlp import EnergyMLP
+from heat.module import HEATModule
+from heat.scorers.gaussian import GMM
+from heat.scorers.logits import EnergyLogits
+from tests.heat.helpers import make_features
+
+
+def _tiny_resnet():
+    return create_classifier("resnet18", num_classes=5, cifar_stem=True)
+
+
+def test_extract_features_cache_roundtrip(tmp_path):
+    torch.manual_seed(0)
+    model = _tiny_resnet()
+    assert model.conv1.stride == (1, 1) and isinstance(model.maxpool, torch.nn.Identity)
+    x = torch.randn(10, 3, 16, 16)
+    y = torch.arange(10) % 5
+    loader = DataLoader(TensorDataset(x, y), batch_size=4)
+    kw = dict(backbone="resnet18-cifar", checkpoint=None, dataset="toy", split="train", transform="none")
+    f = extract_features(model, loader, cache_dir=tmp_path, **kw)
+    fmap = model.forward_features(x)
+    assert fmap.shape == (10, 512, 2, 2)
+    torch.testing.assert_close(f.avg.float(), fmap.mean((2, 3)), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(f.std.float(), fmap.flatten(2).std(-1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(f.max.float(), fmap.amax((2, 3)))
+    torch.testing.assert_close(f.logits.float(), model(x), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(f.logits_from(f.avg.float()), model(x), rtol=1e-4, atol=1e-4)
+    assert torch.equal(f.labels, y)
+    key = cache_key(**kw)
+    folder, sidecar = cache_paths(tmp_path, dataset="toy", split="train", key=key)
+    meta = json.loads(sidecar.read_text())
+    assert meta["complete"] and meta["num_samples"] == 10 and key in sidecar.name
+    assert isinstance(np.load(folder / "avg.npy", mmap_mode="r"), np.memmap)
+    # a second call reads the cache: the backbone is not run again
+    calls = []
+    model.forward_features = lambda t: calls.append(1)
+    f2 = extract_features(model, loader, cache_dir=tmp_path, **kw)
+    assert not calls and torch.equal(f2.avg, f.avg)
+    # another transform is another key; an incomplete entry is not used
+    assert cache_key(**{**kw, "transform": "flip"}) != key
+    meta["complete"] = False
+    sidecar.write_text(json.dumps(meta))
+    assert load_cached(tmp_path, dataset="toy", split="train", key=key) is None
+
+
+def test_unlabelled_loader_gives_no_labels(tmp_path):
+    model = _tiny_resnet()
+    loader = DataLoader(TensorDataset(torch.randn(3, 3, 8, 8)), batch_size=2)
+    f = extract_features(model, loader, cache_dir=tmp_path, backbone="r", checkpoint=None, dataset="ood",
+                         split="test", transform="t", num_samples=3)
+    assert f.labels is None and f.avg.shape == (3, 512)
+
+
+def test_checkpoint_loading(tmp_path):
+    m = _tiny_resnet()
+    torch.save({"model_state": m.state_dict()}, tmp_path / "c.ckpt")
+    m2 = create_classifier("resnet18", num_classes=5, cifar_stem=True, checkpoint=str(tmp_path / "c.ckpt"))
+    for a, b in zip(m.state_dict().values(), m2.state_dict().values()):
+        assert torch.equal(a, b)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_classifier_state(m, tmp_path / "missing.ckpt")
+
+
+@pytest.mark.parametrize("prior,proposal", [(EnergyLogits, "random_normal"), (GMM, "base_dist")])
+def test_heat_module_fast_dev_run_and_checkpoint(tmp_path, prior, proposal):
+    torch.manual_seed(0)
+    train = make_features(n=64, d=6, c=3)
+    test, ood = make_features(n=32, seed=1), make_features(n=32, seed=2, shift=3.0, labels=False)
+    p = prior() if prior is EnergyLogits else prior(reg=1e-4)
+    module = HEATModule(p, EnergyMLP(6, hidden=16, n_hidden=2), temperature_prior=10.0, proposal=proposal,
+                        proposal_from_batch_labels=True, sgld_steps=3, sgld_step_size=1e-2, sgld_noise=1e-3,
+                        l2=1.0, lr=1e-3)
+    dm = FeatureDataModule(train, pooling="avg", val_id=test, val_ood=[ood], batch_size=16)
+    w0 = [q.clone() for q in module.mlp.parameters()]
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=3, accelerator="cpu", logger=False,
+                        enable_progress_bar=False, default_root_dir=tmp_path, num_sanity_val_steps=0)
+    trainer.fit(module, datamodule=dm)
+    assert module.prior.is_fitted
+    assert any(not torch.equal(a, b) for a, b in zip(w0, module.mlp.parameters()))
+    assert "val/auroc" in trainer.callback_metrics
+    s = module.score(test)
+    assert s.shape == (32,) and torch.isfinite(s).all()
+    prior_part, mlp_part = module.energy_parts(test.avg)
+    torch.testing.assert_close(s, prior_part + mlp_part)
+    ckpt = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(ckpt)
+    p2 = prior() if prior is EnergyLogits else prior(reg=1e-4)
+    restored = HEATModule.load_from_checkpoint(ckpt, prior=p2, mlp=EnergyMLP(6, hidden=16, n_hidden=2))
+    torch.testing.assert_close(restored.score(test), s)
+
+
+def test_negatives_have_2b_rows_and_include_proposals():
+    train = make_features(n=40, d=5, c=2)
+    module = HEATModule(GMM(reg=1e-4).fit(train), EnergyMLP(5, hidden=8, n_hidden=1), proposal="base_dist",
+                        sgld_steps=2, sgld_step_size=1e-3, sgld_noise=1e-3)
+    real = module.prepare(train.avg[:8])
+    neg, z0 = module.negatives(real, train.labels[:8])
+    assert neg.shape == (16, 5)
+    torch.testing.assert_close(neg[8:], z0)
+    torch.testing.assert_close(neg.norm(dim=1), torch.ones(16), atol=1e-5, rtol=0)  # L2 projection
