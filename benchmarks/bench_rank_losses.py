@@ -6,7 +6,9 @@ of (a) a B^3 implementation that builds D[q, i, j] = s_qj - s_qi like the origin
 and prints the median time and the peak memory of each, with the ratios ours / B^3.
 
 Peak memory: ``torch.cuda.max_memory_allocated`` on CUDA; on CPU the process high-water mark (VmHWM, reset
-through /proc/self/clear_refs) above the resident size before the call.
+through /proc/self/clear_refs) above the resident size before the call. On CPU the script re-executes itself with
+``MALLOC_MMAP_THRESHOLD_=65536 MALLOC_TRIM_THRESHOLD_=0`` so that glibc maps every large tensor freshly and returns
+it on free; otherwise memory cached by the allocator hides allocations from the resident size.
 
     python benchmarks/bench_rank_losses.py                       # B = 128, 256, 384 on CPU
     python benchmarks/bench_rank_losses.py --device cuda --sizes 128 256 384 512
@@ -16,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import re
+import sys
 import statistics
 import time
 from collections.abc import Callable
@@ -98,10 +102,13 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--m", type=int, default=4, help="images per class in the batch")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--chunk", type=int, default=2048, help="(query, positive) pairs per chunk for the chunked path")
+    ap.add_argument("--chunk", type=int, default=256, help="(query, positive) pairs per chunk for the chunked path")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    if args.device == "cpu" and "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     losses = {

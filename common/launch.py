@@ -39,6 +39,12 @@ def _to_float(v: Any) -> float | None:
     return f
 
 
+def _logged(trainer: L.Trainer) -> dict[str, float]:
+    """The trainer's logged scalars as floats."""
+    values = {k: _to_float(v) for k, v in trainer.callback_metrics.items()}
+    return {k: v for k, v in values.items() if v is not None}
+
+
 def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Train and/or test as the config says; return ``(metrics, objects)``."""
     if cfg.get("seed") is not None:
@@ -68,7 +74,7 @@ def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     metrics: dict[str, float] = {}
     if cfg.get("train", True):
         trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-        metrics.update({k: v for k, v in ((k, _to_float(v)) for k, v in trainer.callback_metrics.items()) if v is not None})
+        metrics.update(_logged(trainer))
     if cfg.get("test", True):
         if cfg.get("train", True):
             ckpt = getattr(trainer.checkpoint_callback, "best_model_path", "") or None
@@ -81,7 +87,7 @@ def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             if ckpt is None:
                 raise ValueError("train=false needs ckpt_path=<checkpoint> to evaluate")
         trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt)
-        metrics.update({k: v for k, v in ((k, _to_float(v)) for k, v in trainer.callback_metrics.items()) if v is not None})
+        metrics.update(_logged(trainer))
 
     if trainer.is_global_zero:
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))

@@ -28,7 +28,7 @@ def local_heatmaps(
     g, loc = net(images, text)
     if loc is None:
         raise ValueError("this model has no local features (CoOp); heatmaps need GalLoP or zero-shot CLIP")
-    pred = predict_proba(g, loc, net.logit_scale, ks).argmax(-1)
+    pred = predict_proba(g, loc if getattr(net, "predict_with_local", True) else None, net.logit_scale, ks).argmax(-1)
     sim = loc.mean(-1)  # [B, P, K]
     maps = sim[torch.arange(len(pred)), :, pred]  # [B, P]
     side = math.isqrt(maps.shape[1])

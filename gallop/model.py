@@ -112,6 +112,8 @@ class CoOp(GalLoP):
 class ZeroShotCLIP(nn.Module):
     """Zero-shot CLIP with prompt ensembling; no trainable parameters.
 
+    Predictions use the global cosines only (``predict_with_local = False``); the local cosines feed L-MCM / GL-MCM.
+
     ``t_k = normalize(mean_j normalize(E(template_j(name_k))))`` (``open_clip.build_zero_shot_classifier``).
     Global cosines ``[B, K, 1]``; local cosines (value-path patches, no ``local_proj``) ``[B, P, K, 1]``.
     """
@@ -123,6 +125,7 @@ class ZeroShotCLIP(nn.Module):
         name_style: str = "coop",
     ) -> None:
         super().__init__()
+        self.predict_with_local = False
         self.clip = clip
         for p in clip.parameters():
             p.requires_grad_(False)

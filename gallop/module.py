@@ -148,6 +148,8 @@ class GalLoPModule(L.LightningModule):
             lut = torch.full((int(sub.max()) + 1,), -1, dtype=torch.long, device=g.device)
             lut[sub] = torch.arange(len(sub), device=g.device)
             labels = lut[labels]
+        if not getattr(self.net, "predict_with_local", True):
+            loc = None  # zero-shot CLIP: the standard (global) prediction; local cosines only serve GL-MCM
         store["correct"].append((predict_proba(g, loc, self.logit_scale, self.topk).argmax(-1) == labels).float())
         if loc is not None:
             store["correct_global"].append((g.mean(-1).argmax(-1) == labels).float())

@@ -6,11 +6,17 @@ import torch
 
 
 def check_embeddings_and_labels(
-    embeddings: torch.Tensor, labels: torch.Tensor, *, name: str = "embeddings", min_levels: int = 1
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    name: str = "embeddings",
+    min_levels: int = 1,
+    allow_multilabel: bool = False,
 ) -> torch.Tensor:
     """Validate ``embeddings [B, D]`` and hierarchical ``labels [B, L]``; return labels as int64 ``[B, L]``.
 
-    Flat labels ``[B]`` are accepted and viewed as ``[B, 1]`` (a one-level hierarchy).
+    Flat labels ``[B]`` are accepted and viewed as ``[B, 1]`` (a one-level hierarchy). With ``allow_multilabel``
+    a boolean ``[B, C]`` multi-label matrix is returned unchanged.
     """
     if not torch.is_tensor(embeddings) or embeddings.ndim != 2:
         shape = tuple(embeddings.shape) if torch.is_tensor(embeddings) else type(embeddings).__name__
@@ -20,6 +26,8 @@ def check_embeddings_and_labels(
     if not torch.isfinite(embeddings).all():
         raise ValueError(f"{name} contains NaN or inf values; check the learning rate and the model output.")
     labels = torch.as_tensor(labels, device=embeddings.device)
+    if allow_multilabel and labels.dtype == torch.bool and labels.ndim == 2 and len(labels) == len(embeddings):
+        return labels
     if labels.dtype.is_floating_point or labels.dtype == torch.bool:
         raise ValueError(f"labels must be integer class ids [B, L]; got dtype {labels.dtype}. Cast with `.long()`.")
     if labels.ndim == 1:

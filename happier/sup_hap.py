@@ -1,7 +1,9 @@
 """Sup-H-AP: the smooth upper-bound surrogate of Hierarchical Average Precision (HAPPIER, Ramzi et al. 2022).
 
 For a query q with reference items j (the batch, or a memory), t_qj = number of shared hierarchy levels (0..L),
-relevance rel_qj (``pop`` by default, see :mod:`common.metrics.relevance`) and cosine scores s_qj. For every item i
+relevance rel_qj (``pop`` by default, see :mod:`common.metrics.relevance`) and cosine scores s_qj. Labels are
+``[B, L]`` (column 0 finest) or, for HAPPIER's multi-label extension, boolean ``[B, C]`` (t = number of shared
+labels, so items sharing more labels are more relevant). For every item i
 with rel_qi > 0, with x = s_qj - s_qi:
 
     rank(i)   = 1 + sum_{j != i} R_i(j)(x),     R_i(j) = H^-  if t_qj < t_qi  (strictly lower level)
@@ -29,9 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from common.ranking import heaviside, pairwise_rank_sums, shared_levels, supap_step, valid_reference_mask
+from common.metrics.relevance import num_levels as count_levels
+from common.metrics.relevance import relevance_table, shared_levels
+from common.ranking import heaviside, pairwise_rank_sums, supap_step, valid_reference_mask
 from happier._checks import check_embeddings_and_labels, upcast_half
-from happier.batch_relevance import batch_relevance
 
 
 def hrank_step(x: Tensor, beta: float = 25.0, gamma: float = 0.5, leak: float = 10.0) -> Tensor:
@@ -107,26 +110,33 @@ class SupHAP(nn.Module):
         ref_labels: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Smooth H-AP of each query: ``(hap [B], has_relevant [B])``."""
-        labels = check_embeddings_and_labels(embeddings, labels)
+        labels = check_embeddings_and_labels(embeddings, labels, allow_multilabel=True)
         if (ref_embeddings is None) != (ref_labels is None):
             raise ValueError("give both ref_embeddings and ref_labels (a memory), or neither")
         in_batch = ref_embeddings is None
         if in_batch:
             ref_embeddings, ref_labels = embeddings, labels
         else:
-            ref_labels = check_embeddings_and_labels(ref_embeddings, ref_labels, name="ref_embeddings")
-            if ref_labels.shape[1] != labels.shape[1] or ref_embeddings.shape[1] != embeddings.shape[1]:
+            ref_labels = check_embeddings_and_labels(
+                ref_embeddings, ref_labels, name="ref_embeddings", allow_multilabel=True
+            )
+            if (
+                ref_labels.shape[1] != labels.shape[1]
+                or ref_labels.dtype != labels.dtype
+                or ref_embeddings.shape[1] != embeddings.shape[1]
+            ):
                 raise ValueError(
                     f"the memory must match the batch: labels {tuple(labels.shape)} vs {tuple(ref_labels.shape)}, "
                     f"embeddings {tuple(embeddings.shape)} vs {tuple(ref_embeddings.shape)}"
                 )
-        num_levels = labels.shape[1]
+        num_levels = count_levels(labels)
         scores = upcast_half(F.normalize(embeddings, dim=-1) @ F.normalize(ref_embeddings, dim=-1).T)  # [B, M]
         levels = shared_levels(labels, ref_labels)  # [B, M] in 0..L
         valid = valid_reference_mask(
             scores.shape[0], scores.shape[1], exclude_self=in_batch and not self.include_query, device=scores.device
         )
-        rel = batch_relevance(levels, num_levels, self.relevance, self.alpha, valid).to(scores.dtype)  # [B, M]
+        table = relevance_table(levels, num_levels, self.relevance, self.alpha, valid)  # [B, L+1]
+        rel = table.gather(1, levels).to(scores.dtype)  # [B, M]
         items = valid & (rel > 0)
         q_idx, i_idx = items.nonzero(as_tuple=True)
 

@@ -74,6 +74,7 @@ def shared_levels(q_labels: Tensor, g_labels: Tensor) -> Tensor:
     Flat ``[N]`` labels give t in {0, 1}; boolean ``[N, C]`` labels are routed to :func:`multilabel_shared`.
     Memory is ``O(Q x M)`` (one level at a time, from the coarsest column down).
     """
+    label_kind(q_labels), label_kind(g_labels)  # validates dtype and shape
     if q_labels.dtype == torch.bool or g_labels.dtype == torch.bool:
         return multilabel_shared(q_labels, g_labels)
     if q_labels.ndim == 1:

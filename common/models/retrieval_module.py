@@ -24,6 +24,7 @@ from torch import nn
 
 from common.data.errors import check_labels
 from common.models.embedding_eval import EmbeddingEvalMixin
+from common.utils.hparams import plain
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +72,14 @@ class RetrievalModule(EmbeddingEvalMixin, L.LightningModule):
         per_level_metrics: bool = False,
     ) -> None:
         super().__init__()
+        # builtin types only in the checkpoint's hyper-parameters (torch.load(weights_only=True))
+        loss_weights, loss_param_groups = plain(loss_weights), plain(loss_param_groups)
+        eval_metrics, recall_at = tuple(plain(eval_metrics)), tuple(plain(recall_at))
         if nan_policy not in ("raise", "skip"):
             raise ValueError(f"nan_policy must be 'raise' or 'skip', got {nan_policy!r}")
         if not losses:
             raise ValueError("RetrievalModule needs at least one loss in `model.losses`")
-        self.save_hyperparameters(ignore=["net", "losses", "memory"], logger=False)
+        self.save_hyperparameters(ignore=["net", "losses", "memory", "optimizer", "scheduler"], logger=False)
         self.net = net
         self.losses = nn.ModuleDict(dict(losses))
         weights = dict(loss_weights or {})

@@ -57,3 +57,17 @@ def test_freeze_bn_keeps_running_stats():
     before2 = bn2.running_mean.clone()
     free(torch.randn(4, 3, 32, 32) * 5 + 3)
     assert not torch.equal(before2, bn2.running_mean)
+
+
+def test_transforms_resolved_from_timm_pretrained_config():
+    from common.data.transforms import timm_transforms
+
+    t = timm_transforms("resnet50", train=False)
+    from PIL import Image
+
+    x = t(Image.new("RGB", (300, 260)))
+    assert x.shape == (3, 224, 224)
+    norm = t.transforms[-1]
+    torch.testing.assert_close(norm.mean, torch.tensor([0.485, 0.456, 0.406]))
+    vit = timm_transforms("test_vit", train=False)
+    assert vit(Image.new("RGB", (300, 260))).shape == (3, 160, 160)  # test_vit's pretrained cfg: 160 px, mean 0.5

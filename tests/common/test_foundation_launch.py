@@ -4,6 +4,7 @@ offline wandb loggers, eval-only from a checkpoint, and the errors a user meets 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import hydra
@@ -16,7 +17,9 @@ from common.models.retrieval_module import NonFiniteLossError, RetrievalModule
 from common.utils.config_check import ConfigError, check_overrides, group_options
 from tests.conftest import CONFIG_DIR, compose_train
 
-EXPERIMENTS = sorted(str(p.relative_to(CONFIG_DIR / "experiment").with_suffix("")) for p in (CONFIG_DIR / "experiment").rglob("*.yaml"))
+EXPERIMENTS = sorted(
+    str(p.relative_to(CONFIG_DIR / "experiment").with_suffix("")) for p in (CONFIG_DIR / "experiment").rglob("*.yaml")
+)
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -41,26 +44,34 @@ def test_unknown_config_key_and_option():
     check_overrides(["trainer.max_epochs=3", "logger=csv"])  # valid: no error
 
 
-def _demo_cfg(tmp_path: Path, data_dir: Path, extra: list[str] = ()):
+def _demo_cfg(tmp_path: Path, data_dir: Path, extra: list[str] = (), fdr: bool = True):
+    debug = ["debug=fdr"] if fdr else []
     cfg = compose_train(
-        ["experiment=demo/fmnist_contrastive", "logger=many", "debug=fdr", f"paths.data_dir={data_dir}", *extra],
-        tmp_path,
+        ["experiment=demo/fmnist_contrastive", "logger=many", *debug, f"paths.data_dir={data_dir}", *extra], tmp_path
     )
     with open_dict(cfg):
         cfg.data.train_dataset.subset = None
         cfg.data.test_dataset.subset = None
         cfg.data.batch_size = 20
         cfg.data.sampler.m = 2
-        cfg.logger.wandb.save_dir = str(tmp_path)
+        if "wandb" in (cfg.get("logger") or {}):
+            cfg.logger.wandb.save_dir = str(tmp_path)
     return cfg
 
 
-def test_fast_dev_run_demo_logs_everywhere(tmp_path, tiny_fmnist, monkeypatch):
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    cfg = _demo_cfg(tmp_path, tiny_fmnist)
+def test_fast_dev_run_demo(tmp_path, tiny_fmnist):
+    cfg = _demo_cfg(tmp_path, tiny_fmnist, ["logger=csv"])
     metrics, objs = run(cfg)
-    for key in ("test/recall@1", "test/map@r", "test/precision@1", "train/loss"):
-        assert key in metrics and 0.0 <= metrics[key] or key == "train/loss"
+    for key in ("test/recall@1", "test/map@r", "test/precision@1", "test/r_precision"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert objs["trainer"].global_step == 1
+
+
+def test_short_run_logs_to_csv_and_offline_wandb(tmp_path, tiny_fmnist, monkeypatch):
+    """fast_dev_run silences loggers, so this runs one short epoch to read the CSV and wandb files back."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = _demo_cfg(tmp_path, tiny_fmnist, ["trainer.max_epochs=1", "+trainer.limit_train_batches=2"], fdr=False)
+    metrics, _ = run(cfg)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["test/map@r"] == pytest.approx(metrics["test/map@r"])
     assert (tmp_path / "config_resolved.yaml").exists()
@@ -71,21 +82,27 @@ def test_fast_dev_run_demo_logs_everywhere(tmp_path, tiny_fmnist, monkeypatch):
     import wandb
 
     wandb.finish()
-    summaries = list(tmp_path.rglob("wandb-summary.json"))
-    assert summaries, "no offline wandb run written"
-    summary = json.loads(summaries[0].read_text())
-    assert summary["test/map@r"] == pytest.approx(metrics["test/map@r"])
+    from common.utils.wandb_offline import read_offline_run
+
+    runs = list(tmp_path.rglob("offline-run-*"))
+    assert len(runs) == 1, "no offline wandb run written"
+    for _ in range(20):  # wandb-core may still be flushing the record log after finish()
+        logged = read_offline_run(runs[0])
+        if "test/map@r" in logged["summary"]:
+            break
+        time.sleep(0.5)
+    assert logged["summary"].get("test/map@r") == pytest.approx(metrics["test/map@r"]), (runs, logged)
+    assert logged["run"]["project"] == "robust-retrieval" and logged["run"]["group"] == "demo/fmnist_contrastive"
+    assert "demo" in logged["run"]["tags"]
 
 
 def test_eval_only_from_checkpoint(tmp_path, tiny_fmnist):
-    cfg = _demo_cfg(tmp_path, tiny_fmnist, ["logger=csv", "debug=null", "trainer.max_epochs=1"])
-    with open_dict(cfg):
-        cfg.trainer.limit_train_batches = 2
+    cfg = _demo_cfg(tmp_path, tiny_fmnist, ["logger=csv", "trainer.max_epochs=1"], fdr=False)
     metrics, _ = run(cfg)
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
     assert ckpt.exists()
     out2 = tmp_path / "eval"
-    cfg2 = _demo_cfg(out2, tiny_fmnist, ["logger=csv", "debug=null", "train=false", f"ckpt_path={ckpt}"])
+    cfg2 = _demo_cfg(out2, tiny_fmnist, ["logger=csv", "train=false", f"ckpt_path={ckpt}"], fdr=False)
     metrics2, _ = run(cfg2)
     assert metrics2["test/map@r"] == pytest.approx(metrics["test/map@r"], abs=1e-6)
 

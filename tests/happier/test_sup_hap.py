@@ -168,3 +168,38 @@ def test_single_level_equals_roadmap_supap(include_query: bool, params: dict) ->
     ours.backward()
     theirs.backward()
     torch.testing.assert_close(e1.grad, e2.grad)
+
+
+def test_multilabel_relevance_matches_bruteforce() -> None:
+    """Multi-label extension: t = number of shared labels, pop relevance with L = C."""
+    g = torch.Generator().manual_seed(9)
+    labels = torch.rand(9, 4, generator=g) < 0.5
+    emb = torch.randn(9, 5, generator=g, dtype=torch.float64)
+    got = SupHAP(include_query=False, with_hrank=True)(emb, labels).item()
+    e = [_brute._unit(v) for v in emb.tolist()]
+    lab = labels.tolist()
+    vals = []
+    for q in range(9):
+        idx = [j for j in range(9) if j != q]
+        scores = [sum(a * b for a, b in zip(e[q], e[j])) for j in idx]
+        levels = [sum(int(a and b) for a, b in zip(lab[q], lab[j])) for j in idx]
+        v = _brute.hap_row(
+            scores, levels, _brute.pop_relevance(levels, 4), lower=_brute.h_minus, higher_h=_brute.h_rank_step
+        )
+        if v is not None:
+            vals.append(1 - v)
+    assert got == pytest.approx(sum(vals) / len(vals), rel=1e-9)
+
+
+@pytest.mark.parametrize("include_query", [True, False])
+def test_exact_mode_agrees_with_common_metric(include_query: bool) -> None:
+    """Cross-check with the independent evaluation code (common.metrics.retrieval, sorting-based H-AP)."""
+    from common.metrics.retrieval import retrieval_metrics
+
+    emb, labels = _hier_batch(10, b=14)
+    hap, has = SupHAP(exact=True, include_query=include_query).per_query_hap(emb, labels)
+    res = retrieval_metrics(
+        emb, labels, metrics=("hap",), exclude_self=not include_query, count_self_in_relevance=False, per_query=True
+    )
+    theirs = res["per_query"]["hap"]
+    assert torch.allclose(hap[has], theirs[has].to(hap.dtype), rtol=1e-9)

@@ -1,0 +1,504 @@
+"""Exact retrieval metrics over full rankings, chunked over queries.
+
+:func:`evaluate_retrieval` is the house API (specs/architecture.md). Embeddings are L2-normalised and compared by
+cosine similarity; every query is ranked against its whole gallery (no top-k cut), one chunk of queries at a time,
+so the memory beyond the embeddings is ``O(chunk x N)`` and never ``N x N``.
+
+Ranking and ties. Items are ordered by decreasing score. Ties are broken **pessimistically**: among items with the
+same score, the less relevant ones rank first (a negative with the same score as a positive is ranked before it;
+for graded metrics, a lower number of shared levels first). Items of equal relevance are interchangeable, so the
+ranking, and every metric, is well defined. sklearn and PML break ties differently (sklearn's AP counts a tied
+group at its last position for all of its members, PML follows faiss' order); the results agree on tie-free data.
+
+Binary metrics (flat labels; column 0 of hierarchical labels; "shares at least one label" for boolean multi-label
+matrices). For a query with R positives, let ``p_1 >= ... >= p_R`` be their scores and ``n_i`` the number of
+negatives with a score ``>= p_i``; the i-th positive is at position ``pos_i = i + n_i``. Then
+
+* ``recall@k``     = 1[pos_1 <= k]  (at least one positive in the top k; the metric-learning convention)
+* ``precision@1``  = 1[pos_1 = 1]
+* ``r_precision``  = #{i : pos_i <= R} / R
+* ``map@r``        = (1/R) sum_{i : pos_i <= R} i / pos_i        (MAP@R, Musgrave et al. 2020, Eq. 3)
+* ``map``          = (1/R) sum_i i / pos_i                        (AP over the full ranking)
+
+each averaged over the queries that have at least one positive. Only the counts ``n_i`` are needed, not a sort.
+
+Graded metrics use the number of shared levels ``t`` in 0..T (:mod:`common.metrics.relevance`). With ``cnt_l(k)``
+the number of items at level l ranked before item k and ``rel`` the relevance table (``pop`` by default):
+
+* ``hap``  = sum_{k : t_k > 0} Hrank(k) / pos(k) / sum_k rel(k),  ``Hrank(k) = rel(k) + sum_l min(rel(k), rel_l)
+  cnt_l(k)`` (H-AP, HAPPIER Eq. 3-4, spec §1.2);
+* ``ndcg`` = DCG / IDCG with gain ``2^t - 1`` and discount ``1 / log2(1 + pos)`` over the full ranking (spec §2.2);
+* ``asi``  = (1/R) sum_{n=1..R} |top-n levels ∩ ideal top-n levels| / n with R = #{t > 0} (ASI, DyML; spec §2.2).
+
+A query without a positive (binary) or without any relevant item (graded) is left out of the average; the counts
+are returned as ``num_skipped_queries`` and ``num_skipped_queries_graded``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from common.metrics.relevance import label_kind, num_levels, relevance_table, shared_levels
+
+log = logging.getLogger(__name__)
+
+__all__ = ["evaluate_retrieval", "retrieval_metrics", "METRIC_NAMES", "BINARY_METRICS", "GRADED_METRICS"]
+
+BINARY_METRICS = ("recall", "precision_at_1", "r_precision", "map_at_r", "map")
+GRADED_METRICS = ("ndcg", "hap", "asi")
+METRIC_NAMES = BINARY_METRICS + GRADED_METRICS
+_ELEMS_PER_CHUNK = 1 << 23  # default chunk: about 8M query x gallery scores
+
+
+def evaluate_retrieval(
+    embeddings: Tensor,
+    labels: Tensor,
+    *,
+    query_idx: Tensor | None = None,
+    gallery_idx: Tensor | None = None,
+    metrics: Sequence[str] = ("recall", "map_at_r"),
+    recall_at: Sequence[int] = (1, 10, 100),
+    exclude_self: bool = True,
+    chunk_size: int | None = None,
+    device: str | torch.device | None = None,
+) -> dict[str, float]:
+    """Exact retrieval metrics of ``embeddings [N, D]`` with ``labels`` ([N], [N, L] or bool [N, C]).
+
+    ``query_idx`` / ``gallery_idx`` index the query and gallery sets (default: all items). With ``exclude_self``
+    a query never retrieves the item with its own index. ``metrics`` names are those of :data:`METRIC_NAMES`; result
+    keys are ``recall@{k}``, ``precision@1``, ``r_precision``, ``map@r``, ``map``, ``ndcg``, ``hap``, ``asi`` plus
+    ``num_skipped_queries`` (and ``num_skipped_queries_graded`` when a graded metric is asked for). Graded metrics
+    use HAPPIER's ``pop`` relevance with alpha = 1; :func:`retrieval_metrics` exposes the relevance options.
+    ``device`` is where the work runs (default: the embeddings' device). See the module docstring for formulas
+    and the pessimistic tie rule.
+    """
+    return retrieval_metrics(
+        embeddings,
+        labels,
+        query_idx=query_idx,
+        gallery_idx=gallery_idx,
+        metrics=metrics,
+        recall_at=recall_at,
+        exclude_self=exclude_self,
+        chunk_size=chunk_size,
+        device=device,
+    )
+
+
+@dataclass
+class _Acc:
+    """Running sums over queries (float64)."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    n_binary: int = 0
+    n_graded: int = 0
+    skipped: int = 0
+    skipped_graded: int = 0
+
+    def add(self, key: str, values: Tensor) -> None:
+        self.sums[key] = self.sums.get(key, 0.0) + float(values.double().sum())
+
+
+def _check_inputs(embeddings: Tensor, labels: Tensor, metrics: Sequence[str], recall_at: Sequence[int]) -> None:
+    if not isinstance(embeddings, Tensor) or embeddings.ndim != 2 or not embeddings.is_floating_point():
+        raise ValueError("embeddings must be a floating-point tensor [N, D]")
+    if not isinstance(labels, Tensor):
+        raise ValueError("labels must be a tensor: int64 [N] or [N, L], or bool [N, C]")
+    if labels.shape[0] != embeddings.shape[0]:
+        raise ValueError(f"labels have {labels.shape[0]} rows but embeddings {embeddings.shape[0]}; pass one label per item")
+    label_kind(labels)
+    if not torch.isfinite(embeddings).all():
+        raise ValueError("embeddings contain NaN or inf; check the model output (e.g. fp16 overflow) before evaluating")
+    if (embeddings.norm(dim=1) == 0).any():
+        raise ValueError("an embedding is all zeros and has no direction; cosine similarity is undefined for it")
+    unknown = [m for m in metrics if m not in METRIC_NAMES]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}; choose from {list(METRIC_NAMES)}")
+    if "recall" in metrics and (len(recall_at) == 0 or any(int(k) < 1 for k in recall_at)):
+        raise ValueError(f"recall_at must be positive integers, got {list(recall_at)}")
+
+
+def _as_index(idx: Tensor | Sequence[int] | None, n: int, name: str, device: torch.device) -> Tensor:
+    if idx is None:
+        return torch.arange(n, device=device)
+    idx = torch.as_tensor(idx, device=device).long().flatten()
+    if idx.numel() == 0:
+        raise ValueError(f"{name} is empty")
+    if idx.min() < 0 or idx.max() >= n:
+        raise ValueError(f"{name} must index the {n} embeddings, got values in [{int(idx.min())}, {int(idx.max())}]")
+    if idx.unique().numel() != idx.numel():
+        raise ValueError(f"{name} contains duplicate indices")
+    return idx
+
+
+def retrieval_metrics(
+    embeddings: Tensor,
+    labels: Tensor,
+    *,
+    query_idx: Tensor | None = None,
+    gallery_idx: Tensor | None = None,
+    metrics: Sequence[str] = ("recall", "map_at_r"),
+    recall_at: Sequence[int] = (1, 10, 100),
+    exclude_self: bool = True,
+    chunk_size: int | None = None,
+    device: str | torch.device | None = None,
+    relevance: str = "pop",
+    alpha: float | Sequence[float] = 1.0,
+    count_self_in_relevance: bool = True,
+    per_query: bool = False,
+    candidate_pass: str = "auto",
+) -> dict:
+    """:func:`evaluate_retrieval` with the relevance options exposed.
+
+    ``relevance``/``alpha``: ``"pop"`` with a scalar alpha or ``"map"`` with one weight per level (see
+    :mod:`common.metrics.relevance`). ``count_self_in_relevance``: when a query is excluded from its own gallery,
+    still count it at the finest level in the relevance denominators, as HAPPIER's evaluation does (spec §1.2);
+    set False to count only the gallery actually ranked. ``per_query=True`` adds ``per_query`` (a dict of float64
+    tensors with NaN for skipped queries), for tests and analyses.
+
+    ``candidate_pass``: ``"bf16"`` computes binary metrics from a bfloat16 score pass and rescores exactly (float64)
+    every negative that could rank above a positive (see :func:`_bf16_binary_chunk`; the result is the float64
+    ranking, proven by the error bound and tested); ``"off"`` scores in the embeddings' dtype; ``"auto"`` uses
+    bf16 on CPU for float32 embeddings when only binary metrics on integer labels are asked for.
+    """
+    metrics = tuple(dict.fromkeys(metrics))
+    _check_inputs(embeddings, labels, metrics, recall_at)
+    dev = torch.device(device) if device is not None else embeddings.device
+    dtype = torch.float64 if embeddings.dtype == torch.float64 else torch.float32
+    n = embeddings.shape[0]
+    emb = F.normalize(embeddings.to(dev, dtype), dim=1)
+    labels = labels.to(dev)
+    kind = label_kind(labels)
+    q_idx = _as_index(query_idx, n, "query_idx", dev)
+    g_idx = _as_index(gallery_idx, n, "gallery_idx", dev)
+    gal = emb[g_idx]  # [M, D]
+    m = gal.shape[0]
+    # position of each dataset item in the gallery (-1 if absent): finds the self pair of a query
+    gal_pos = torch.full((n,), -1, dtype=torch.long, device=dev)
+    gal_pos[g_idx] = torch.arange(m, device=dev)
+    binary_labels = labels[:, 0] if kind == "hierarchical" else labels
+    want_binary = [x for x in metrics if x in BINARY_METRICS]
+    want_graded = [x for x in metrics if x in GRADED_METRICS]
+    n_lv = num_levels(labels)
+
+    if chunk_size is None:
+        chunk_size = max(1, _ELEMS_PER_CHUNK // (m * (4 if want_graded else 1)))
+    chunk_size = int(chunk_size)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+
+    if candidate_pass not in ("auto", "bf16", "off"):
+        raise ValueError(f"candidate_pass must be 'auto', 'bf16' or 'off', got {candidate_pass!r}")
+    use_bf16 = candidate_pass == "bf16" or (
+        candidate_pass == "auto" and dev.type == "cpu" and dtype == torch.float32 and m >= 4096
+    )
+    use_bf16 = use_bf16 and not want_graded and kind != "multilabel"
+    fast = _Bf16Binary(emb, binary_labels, g_idx, gal_pos) if use_bf16 else None
+
+    acc = _Acc()
+    per_q: dict[str, list[Tensor]] = {}
+    for start in range(0, q_idx.numel(), chunk_size):
+        qi = q_idx[start : start + chunk_size]
+        c = qi.numel()
+        if fast is not None:
+            out = fast.chunk(qi, exclude_self, want_binary, recall_at)
+            if out is not None:
+                _accumulate(acc, out)
+                if per_query:
+                    for key, v in out.items():
+                        per_q.setdefault(key, []).append(v)
+                continue
+        scores = emb[qi] @ gal.T  # [C, M]
+        valid = torch.ones(c, m, dtype=torch.bool, device=dev)
+        if exclude_self:
+            self_pos = gal_pos[qi]
+            has_self = self_pos >= 0
+            rows = torch.arange(c, device=dev)[has_self]
+            valid[rows, self_pos[has_self]] = False
+        scores = scores.masked_fill(~valid, -math.inf)
+        out: dict[str, Tensor] = {}
+        if want_binary:
+            pos = _binary_positive(binary_labels[qi], binary_labels[g_idx], kind) & valid
+            out.update(_binary_metrics_from_scores(scores, pos, want_binary, recall_at))
+        if want_graded:
+            levels = shared_levels(labels[qi], labels[g_idx]).masked_fill(~valid, 0)  # [C, M]
+            extra = None
+            if exclude_self and count_self_in_relevance and kind != "multilabel":
+                extra = torch.zeros(c, n_lv + 1, dtype=torch.float64, device=dev)
+                extra[:, n_lv] = has_self.double()
+            table = relevance_table(levels, n_lv, relevance, alpha, valid, extra)  # [C, T+1]
+            out.update(_graded_metrics(scores, levels, valid, table, n_lv, want_graded))
+        _accumulate(acc, out)
+        if per_query:
+            for key, v in out.items():
+                per_q.setdefault(key, []).append(v)
+
+    result: dict = {}
+    for key, total in acc.sums.items():
+        denom = acc.n_graded if key in GRADED_METRICS else acc.n_binary
+        result[key] = total / denom if denom > 0 else float("nan")
+    if want_binary:
+        result["num_skipped_queries"] = acc.skipped
+        if acc.skipped:
+            log.info("retrieval metrics: %d queries without a positive were left out", acc.skipped)
+    if want_graded:
+        result["num_skipped_queries_graded"] = acc.skipped_graded
+        if acc.skipped_graded:
+            log.info("graded retrieval metrics: %d queries without a relevant item were left out", acc.skipped_graded)
+    ordered = {k: result[k] for k in _result_keys(metrics, recall_at) if k in result}
+    ordered.update({k: v for k, v in result.items() if k not in ordered})
+    if per_query:
+        ordered["per_query"] = {k: torch.cat(v) for k, v in per_q.items() if not k.startswith("_")}
+    return ordered
+
+
+def _result_keys(metrics: Sequence[str], recall_at: Sequence[int]) -> list[str]:
+    names = {"precision_at_1": "precision@1", "r_precision": "r_precision", "map_at_r": "map@r", "map": "map"}
+    keys: list[str] = []
+    for x in metrics:
+        if x == "recall":
+            keys += [f"recall@{int(k)}" for k in recall_at]
+        else:
+            keys.append(names.get(x, x))
+    return keys
+
+
+def _accumulate(acc: _Acc, out: dict[str, Tensor]) -> None:
+    if "_has_pos" in out:
+        has = out["_has_pos"]
+        acc.n_binary += int(has.sum())
+        acc.skipped += int((~has).sum())
+    if "_has_rel" in out:
+        has = out["_has_rel"]
+        acc.n_graded += int(has.sum())
+        acc.skipped_graded += int((~has).sum())
+    for key, v in out.items():
+        if not key.startswith("_"):
+            acc.add(key, torch.nan_to_num(v, nan=0.0))
+
+
+def _binary_positive(q_lab: Tensor, g_lab: Tensor, kind: str) -> Tensor:
+    """``[C, M]`` bool: same class (flat / column 0) or at least one shared label (multi-label)."""
+    if kind == "multilabel":
+        return (q_lab.float() @ g_lab.float().T) > 0.5
+    return q_lab[:, None] == g_lab[None, :]
+
+
+def _negatives_at_or_above(neg_scores: Tensor, thresholds: Tensor) -> Tensor:
+    """``[C, P]`` number of entries of each row of ``neg_scores [C, M]`` that are ``>=`` each threshold ``[C, P]``."""
+    p = thresholds.shape[1]
+    if p <= 16:
+        return torch.stack([(neg_scores >= thresholds[:, i : i + 1]).sum(1) for i in range(p)], dim=1)
+    srt = _sort_rows(neg_scores)
+    return neg_scores.shape[1] - torch.searchsorted(srt, thresholds.contiguous(), side="left")
+
+
+def _sort_rows(x: Tensor) -> Tensor:
+    """Ascending sort of each row (numpy's vectorised sort on CPU, torch elsewhere)."""
+    if x.device.type == "cpu":
+        return torch.from_numpy(np.sort(x.numpy(), axis=1))
+    return torch.sort(x, dim=1).values
+
+
+def _binary_metrics_from_scores(
+    scores: Tensor, pos: Tensor, wanted: Sequence[str], recall_at: Sequence[int]
+) -> dict[str, Tensor]:
+    """Per-query binary metrics (NaN where a query has no positive) from scores ``[C, M]`` (-inf = not in gallery)."""
+    npos = pos.sum(1)  # [C]
+    p_max = max(int(npos.max()), 1)
+    pos_scores = torch.topk(scores.masked_fill(~pos, -math.inf), p_max, dim=1).values  # [C, P], descending
+    neg_scores = scores.masked_fill(pos, -math.inf)
+    n_neg = _negatives_at_or_above(neg_scores, pos_scores)  # [C, P]
+    return _binary_metrics(npos, n_neg, wanted, recall_at)
+
+
+def _binary_metrics(npos: Tensor, n_neg: Tensor, wanted: Sequence[str], recall_at: Sequence[int]) -> dict[str, Tensor]:
+    """Per-query binary metrics from the number of positives ``npos [C]`` and, for the i-th best positive, the
+    number of negatives scoring at least as high, ``n_neg [C, P]`` (columns beyond ``npos`` are ignored)."""
+    has_pos = npos > 0
+    p_max = n_neg.shape[1]
+    i = torch.arange(1, p_max + 1, device=n_neg.device, dtype=torch.float64)  # 1-based positive index
+    is_real = i[None, :] <= npos[:, None]  # [C, P]
+    position = i[None, :] + n_neg.double()  # pessimistic position of the i-th positive
+    r = npos.double().clamp(min=1)[:, None]
+    nan = torch.full_like(r[:, 0], math.nan)
+    out: dict[str, Tensor] = {"_has_pos": has_pos}
+    for name in wanted:
+        if name == "recall":
+            for k in recall_at:
+                out[f"recall@{int(k)}"] = torch.where(has_pos, (position[:, 0] <= int(k)).double(), nan)
+        elif name == "precision_at_1":
+            out["precision@1"] = torch.where(has_pos, (position[:, 0] == 1).double(), nan)
+        elif name == "r_precision":
+            hit = is_real & (position <= r)
+            out["r_precision"] = torch.where(has_pos, hit.sum(1).double() / r[:, 0], nan)
+        elif name == "map_at_r":
+            hit = is_real & (position <= r)
+            out["map@r"] = torch.where(has_pos, torch.where(hit, i / position, 0.0).sum(1) / r[:, 0], nan)
+        elif name == "map":
+            out["map"] = torch.where(has_pos, torch.where(is_real, i / position, 0.0).sum(1) / r[:, 0], nan)
+    return out
+
+
+_BF16_U = 2.0**-8  # unit roundoff of bfloat16 (8 significant bits, round to nearest)
+_FP32_U = 2.0**-24
+
+
+def bf16_score_error_bound(dim: int) -> float:
+    """Bound on ``|s_bf16 - s|`` for the cosine of two unit vectors of dimension ``dim`` scored by a bf16 matmul.
+
+    Rounding both inputs to bf16 moves each product by at most ``(2u + u^2)|x_i y_i|`` and ``sum |x_i y_i| <= 1``
+    (Cauchy-Schwarz); fp32 accumulation adds at most ``gamma_d = d u32 / (1 - d u32)`` times ``sum |x^_i y^_i|``
+    (recursive-summation worst case, any order); rounding the output to bf16 adds ``u |s^|``. A 1e-5 slack covers
+    fp32 normalisation (norms 1 +- 1e-6) and flushed subnormals.
+    """
+    u = _BF16_U
+    gamma = dim * _FP32_U / (1.0 - dim * _FP32_U)
+    inputs = 2.0 * u + u * u
+    acc = (1.0 + u) ** 2 * gamma
+    s_max = (1.0 + u) ** 2 * (1.0 + gamma)
+    return inputs + acc + u * s_max + 1e-5
+
+
+def _dot64(a: Tensor, b: Tensor) -> Tensor:
+    """Row-wise float64 dot products of ``[K, D]`` float tensors; the one routine that scores pairs exactly, so two
+    identical pairs always get bit-identical scores."""
+    return (a.double() * b.double()).sum(1)
+
+
+class _Bf16Binary:
+    """Binary metrics of a query chunk from a bf16 candidate pass plus exact float64 rescoring.
+
+    For a query with exact positive scores ``p_1 >= ... >= p_R`` only negatives with exact score ``>= p_R`` change a
+    position. With ``eps`` = :func:`bf16_score_error_bound`, such a negative has a bf16 score ``>= p_R - eps``; all
+    gallery items above that bar are gathered and rescored with :func:`_dot64`, as are the positives. The counts
+    ``n_i`` are therefore those of the float64 ranking, ties included (pessimistic). When a chunk has too many
+    candidates to be worth it (poor embeddings), :meth:`chunk` returns None and the caller scores it densely.
+    """
+
+    def __init__(self, emb: Tensor, binary_labels: Tensor, g_idx: Tensor, gal_pos: Tensor) -> None:
+        self.emb, self.labels, self.gal_pos = emb, binary_labels, gal_pos
+        self.gal = emb[g_idx]
+        self.gal_bf = self.gal.to(torch.bfloat16)
+        self.g_lab = binary_labels[g_idx]
+        order = torch.argsort(self.g_lab, stable=True)
+        self.order = order
+        self.uniq, self.counts = torch.unique_consecutive(self.g_lab[order], return_counts=True)
+        self.starts = self.counts.cumsum(0) - self.counts
+        self.eps = bf16_score_error_bound(emb.shape[1])
+
+    def chunk(
+        self, qi: Tensor, exclude_self: bool, wanted: Sequence[str], recall_at: Sequence[int]
+    ) -> dict[str, Tensor] | None:
+        dev = qi.device
+        c, m = qi.numel(), self.gal.shape[0]
+        ql = self.labels[qi]
+        k = torch.searchsorted(self.uniq, ql).clamp(max=self.uniq.numel() - 1)
+        cnt = torch.where(self.uniq[k] == ql, self.counts[k], 0)
+        p_max = max(int(cnt.max()), 1)
+        ar = torch.arange(p_max, device=dev)
+        slot = ar[None, :] < cnt[:, None]  # [C, P]
+        members = self.order[(self.starts[k][:, None] + ar[None, :]).clamp(max=m - 1)]  # gallery positions
+        self_pos = self.gal_pos[qi] if exclude_self else torch.full_like(qi, -1)
+        slot &= members != self_pos[:, None]
+        q = self.emb[qi]
+        rows_p, cols_p = slot.nonzero(as_tuple=True)
+        pos_exact = torch.full((c, p_max), -math.inf, dtype=torch.float64, device=dev)
+        pos_exact[rows_p, cols_p] = _dot64(q[rows_p], self.gal[members[rows_p, cols_p]])
+        pos_sorted = torch.sort(pos_exact, dim=1, descending=True).values  # [C, P], real ones first
+        npos = slot.sum(1)
+        lowest = pos_sorted.gather(1, (npos - 1).clamp(min=0)[:, None])[:, 0]
+        bar = torch.where(npos > 0, lowest - self.eps - 1e-6, math.inf).float()  # rounding slack for fp32
+        scores_bf = q.to(torch.bfloat16) @ self.gal_bf.T  # [C, M] bf16
+        rows, cols = (scores_bf >= bar[:, None]).nonzero(as_tuple=True)
+        if rows.numel() > c * m // 16:
+            return None
+        keep = self.g_lab[cols] != ql[rows]
+        if exclude_self:
+            keep &= cols != self_pos[rows]
+        rows, cols = rows[keep], cols[keep]
+        n_neg = torch.zeros(c, p_max, dtype=torch.long, device=dev)
+        step = max(1, (1 << 22) // max(q.shape[1], p_max))
+        for s in range(0, rows.numel(), step):
+            r, cc = rows[s : s + step], cols[s : s + step]
+            exact = _dot64(q[r], self.gal[cc])  # [E]
+            n_neg.index_add_(0, r, (exact[:, None] >= pos_sorted[r]).long())
+        return _binary_metrics(npos, n_neg, wanted, recall_at)
+
+
+def _sorted_levels(scores: Tensor, levels: Tensor) -> Tensor:
+    """``[C, M]`` levels in ranking order: decreasing score, ties broken by increasing level (pessimistic)."""
+    if scores.dtype == torch.float32:
+        # one sort of a packed int64 key: order-preserving int32 image of the score, then (255 - level)
+        bits = (scores + 0.0).view(torch.int32).long()  # + 0.0 maps -0.0 to +0.0
+        key = torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)
+        key = key * 256 + (255 - levels)
+        key = -key  # ascending sort of -key = decreasing score, then increasing level
+        srt = _sort_rows(key)
+        return 255 - ((-srt) & 255)
+    # float64: stable sort by level, then stable sort by decreasing score
+    order = torch.sort(levels, dim=1, stable=True).indices
+    s = scores.gather(1, order)
+    order2 = torch.sort(s, dim=1, descending=True, stable=True).indices
+    return levels.gather(1, order.gather(1, order2))
+
+
+def _graded_metrics(
+    scores: Tensor, levels: Tensor, valid: Tensor, table: Tensor, n_lv: int, wanted: Sequence[str]
+) -> dict[str, Tensor]:
+    """Per-query NDCG / H-AP / ASI (NaN where a query has no relevant item)."""
+    if n_lv > 254:
+        raise ValueError(f"graded metrics support at most 254 levels or labels, got {n_lv}")
+    dev = scores.device
+    c, m = scores.shape
+    t = _sorted_levels(scores, levels)  # [C, M]; invalid items have score -inf and level 0, so they come last
+    counts = torch.zeros(c, n_lv + 1, dtype=torch.float64, device=dev)
+    counts.scatter_add_(1, levels, valid.double())  # [C, T+1] items of each level in the gallery
+    n_rel = counts[:, 1:].sum(1)  # R
+    has_rel = n_rel > 0
+    nan = torch.full((c,), math.nan, dtype=torch.float64, device=dev)
+    position = torch.arange(1, m + 1, dtype=torch.float64, device=dev)  # [M]
+    out: dict[str, Tensor] = {"_has_rel": has_rel}
+    cums = {lv: (t == lv).cumsum(1, dtype=torch.float64) for lv in range(1, n_lv + 1)}  # inclusive counts [C, M]
+    if "ndcg" in wanted:
+        disc = 1.0 / torch.log2(1.0 + position)  # [M]
+        gains = 2.0 ** torch.arange(n_lv + 1, dtype=torch.float64, device=dev) - 1.0
+        dcg = gains.gather(0, t.flatten()).view(c, m) @ disc
+        # ideal: levels in decreasing order; block of level l spans positions (above_l, above_l + n_l]
+        cdisc = torch.cat([torch.zeros(1, dtype=torch.float64, device=dev), disc.cumsum(0)])  # [M+1]
+        idcg = torch.zeros(c, dtype=torch.float64, device=dev)
+        above = torch.zeros(c, dtype=torch.float64, device=dev)
+        for lv in range(n_lv, 0, -1):
+            end = above + counts[:, lv]
+            idcg += gains[lv] * (cdisc[end.long()] - cdisc[above.long()])
+            above = end
+        out["ndcg"] = torch.where(has_rel, dcg / idcg.clamp(min=1e-300), nan)
+    if "hap" in wanted:
+        rel_k = table.gather(1, t)  # [C, M]
+        hrank = rel_k.clone()
+        for lv in range(1, n_lv + 1):
+            before = cums[lv] - (t == lv).double()
+            hrank += torch.minimum(rel_k, table[:, lv : lv + 1]) * before
+        contrib = torch.where(t > 0, hrank / position, 0.0).sum(1)
+        total_rel = (table * counts).sum(1)
+        out["hap"] = torch.where(has_rel, contrib / total_rel.clamp(min=1e-300), nan)
+    if "asi" in wanted:
+        inter = torch.zeros(c, m, dtype=torch.float64, device=dev)
+        above = torch.zeros(c, 1, dtype=torch.float64, device=dev)
+        for lv in range(n_lv, 0, -1):
+            ideal = (position[None, :] - above).clamp(min=0.0)
+            ideal = torch.minimum(ideal, counts[:, lv : lv + 1])
+            inter += torch.minimum(cums[lv], ideal)
+            above = above + counts[:, lv : lv + 1]
+        in_range = position[None, :] <= n_rel[:, None]
+        asi = torch.where(in_range, inter / position, 0.0).sum(1) / n_rel.clamp(min=1)
+        out["asi"] = torch.where(has_rel, asi, nan)
+    return out

@@ -1,0 +1,1 @@
+"""Pictures shared by the reports (retrieval grids)."""

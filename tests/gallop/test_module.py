@@ -1,0 +1,119 @@
+"""GalLoPModule through a Lightning Trainer: training moves only trainable tensors; test metrics match a manual pass."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import lightning as L
+import pytest
+import torch
+
+from common.backbones.clip import create_clip
+from common.data.fewshot import FewShotDataModule
+from common.metrics.ood import ood_metrics
+from gallop.model import CoOp, GalLoP, ZeroShotCLIP
+from gallop.module import GalLoPModule
+from gallop.scores import gl_mcm_score, predict_proba
+from tests.gallop.helpers import TensorImages
+
+TOPK = [2, 3, 4, 5]
+
+
+class SubsetDomain(TensorImages):
+    """Test images of classes {0, 2} only, labelled in the full class space, scored on those classes."""
+
+    def __init__(self):
+        super().__init__(4, 3, seed=5)
+        keep = (self.labels == 0) | (self.labels == 2)
+        self.images, self.labels = self.images[keep], self.labels[keep]
+        self.class_subset = [0, 2]
+
+
+def _trainer(epochs=1, **kw):
+    return L.Trainer(
+        max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, **kw,
+    )
+
+
+def _dm():
+    return FewShotDataModule(
+        TensorImages(6, 3), TensorImages(4, 3, seed=1), shots=4, batch_size=4, eval_batch_size=5,
+        ood_datasets={"far": TensorImages(3, 2, seed=2, offset=3.0)}, domain_datasets={"sub": SubsetDomain()},
+    )
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return create_clip("tiny_clip", seed=0)
+
+
+def test_fit_changes_only_trainable_tensors_and_test_metrics_match_manual(clip):
+    net = GalLoP(clip, n_global=4, n_local=4)
+    frozen = {n: p.detach().clone() for n, p in net.named_parameters() if not p.requires_grad}
+    trainable = {n: p.detach().clone() for n, p in net.named_parameters() if p.requires_grad}
+    module = GalLoPModule(net, optimizer=partial(torch.optim.SGD, lr=0.05, momentum=0.9), topk=TOPK, heatmap_images=0)
+    dm = _dm()
+    trainer = _trainer(epochs=1)
+    trainer.fit(module, dm)
+    for n, p in net.named_parameters():
+        if n in frozen:
+            assert torch.equal(p, frozen[n]), n
+        else:
+            assert not torch.equal(p, trainable[n]), n
+    trainer.test(module, dm, verbose=False)
+    m = module.last_test_metrics
+
+    net.eval()
+    with torch.no_grad():
+        text = net.text_features()
+        test = dm.test_dataset
+        g, loc = net(test.images, text)
+        acc = (predict_proba(g, loc, net.logit_scale, TOPK).argmax(-1) == test.labels).float().mean() * 100
+        go, lo = net(dm.ood_datasets["far"].images, text)
+        ref_ood = ood_metrics(gl_mcm_score(g, loc), gl_mcm_score(go, lo))
+        dom = dm.domain_datasets["sub"]
+        gd, ld = net(dom.images, text)
+        pd = predict_proba(gd[:, [0, 2]], ld[:, :, [0, 2]], net.logit_scale, TOPK).argmax(-1)
+        dom_acc = (pd == (dom.labels == 2).long()).float().mean() * 100
+    assert m["test/acc"] == pytest.approx(acc.item(), abs=1e-4)
+    for k, v in ref_ood.items():
+        assert m[f"test/ood/far/gl_mcm/{k}"] == pytest.approx(v, abs=1e-6)
+        assert m[f"test/ood/avg/gl_mcm/{k}"] == pytest.approx(v, abs=1e-6)
+    assert {"test/acc_global", "test/acc_local", "test/ood/far/mcm/auroc", "test/ood/far/l_mcm/fpr95"} <= set(m)
+    assert m["test/dg/sub/acc"] == pytest.approx(dom_acc.item(), abs=1e-4)
+    assert m["test/dg/avg_acc"] == m["test/dg/sub/acc"]
+
+
+def test_checkpoint_holds_only_trainable_tensors_and_restores(clip, tmp_path):
+    net = GalLoP(clip, n_global=2, n_local=2)
+    module = GalLoPModule(net, optimizer=partial(torch.optim.SGD, lr=0.05), topk=[2, 3], heatmap_images=0)
+    trainer = _trainer(epochs=1)
+    trainer.fit(module, _dm())
+    path = tmp_path / "gallop.ckpt"
+    trainer.save_checkpoint(path)
+    sd = torch.load(path, weights_only=False)["state_dict"]
+    assert set(sd) == {"net.visual.local_proj.weight", "net.global_text.learner.ctx", "net.local_text.learner.ctx"}
+    fresh = GalLoPModule(GalLoP(clip, n_global=2, n_local=2), topk=[2, 3])
+    fresh.load_state_dict(sd, strict=False)
+    torch.testing.assert_close(fresh.net.global_text.learner.ctx, net.global_text.learner.ctx)
+
+
+def test_zero_shot_runs_test_only_and_coop_trains(clip):
+    dm = _dm()
+    zs = GalLoPModule(ZeroShotCLIP(clip, templates=["a photo of a {}."]), heatmap_images=0)
+    _trainer().test(zs, dm, verbose=False)
+    assert "test/acc" in zs.last_test_metrics and "test/acc_local" not in zs.last_test_metrics
+    assert "test/ood/far/gl_mcm/auroc" in zs.last_test_metrics
+    assert zs.configure_optimizers() is None
+    coop = GalLoPModule(CoOp(clip), optimizer=partial(torch.optim.SGD, lr=0.05), heatmap_images=0)
+    _trainer().fit(coop, dm)
+    _trainer().test(coop, dm, verbose=False)
+    assert "test/ood/far/mcm/auroc" in coop.last_test_metrics
+    assert "test/ood/far/gl_mcm/auroc" not in coop.last_test_metrics
+
+
+def test_missing_class_names_is_a_clear_error(clip):
+    module = GalLoPModule(GalLoP(clip, n_global=1, n_local=1), topk=[2])
+    with pytest.raises(ValueError, match="class names"):
+        module.setup("fit")
