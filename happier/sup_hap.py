@@ -60,7 +60,8 @@ class SupHAP(nn.Module):
         relevance: "pop" (HAPPIER's default) or "map"; alpha its parameter (a float for pop, L weights for map).
         include_query: the query counts as its own item when the batch is its own reference (original behaviour).
         exact: use H everywhere (the loss is then exactly 1 - H-AP; for tests and evaluation of the bound).
-        chunk_size: (query, item) pairs per chunk (None = all at once).
+        chunk_size: (query, item) pairs per chunk; None picks ``max_chunk_elements // M`` (a single chunk, without
+            activation checkpointing, when all pairs fit).
     """
 
     def __init__(
@@ -79,7 +80,8 @@ class SupHAP(nn.Module):
         alpha: float | list[float] = 1.0,
         include_query: bool = True,
         exact: bool = False,
-        chunk_size: int | None = 4096,
+        chunk_size: int | None = None,
+        max_chunk_elements: int = 1 << 22,
     ) -> None:
         super().__init__()
         if tau <= 0:
@@ -89,6 +91,7 @@ class SupHAP(nn.Module):
         self.with_hrank, self.beta, self.gamma, self.leak = with_hrank, beta, gamma, leak
         self.relevance, self.alpha = relevance, alpha
         self.include_query, self.exact, self.chunk_size = include_query, exact, chunk_size
+        self.max_chunk_elements = max_chunk_elements
 
     def lower_step(self, x: Tensor) -> Tensor:
         """Step for items of strictly lower level than the ranked item: H^- (or H when ``exact``)."""
@@ -140,20 +143,32 @@ class SupHAP(nn.Module):
         items = valid & (rel > 0)
         q_idx, i_idx = items.nonzero(as_tuple=True)
 
+        levels_small = levels.to(torch.int8) if num_levels < 127 else levels  # cheaper per-pair gathers
+
         def fn(diff: Tensor, qc: Tensor, ic: Tensor, not_i: Tensor) -> tuple[Tensor, Tensor]:
-            t_j = levels[qc]  # [c, M]
-            t_i = levels[qc, ic][:, None]  # [c, 1]
+            t_j = levels_small[qc]  # [c, M]
+            t_i = levels_small[qc, ic][:, None]  # [c, 1]
             take = valid[qc] & not_i
+            lower = take & (t_j < t_i)
+            rel_j = rel[qc]  # [c, M]
+            rel_i = rel[qc, ic][:, None]  # [c, 1]
+            min_rel = torch.minimum(rel_i, rel_j)
             zero = diff.new_zeros(())
-            step = torch.where(t_j < t_i, self.lower_step(diff), heaviside(diff))
-            rank = 1.0 + torch.where(take, step, zero).sum(1)
-            rel_j = rel[qc]
-            rel_i = rel[qc, ic][:, None]
-            hstep = torch.where(t_j > t_i, self.higher_hrank_step(diff), heaviside(diff))
-            hrank = rel_i[:, 0] + torch.where(take, torch.minimum(rel_i, rel_j) * hstep, zero).sum(1)
+            higher = take & (t_j > t_i) if self.with_hrank and not self.exact else None
+            # Heaviside parts carry no gradient: count them without autograd
+            with torch.no_grad():
+                ahead = take & (diff >= 0)  # H(s_qj - s_qi) = 1, j a valid item other than i
+                rank_hard = (ahead & ~lower).sum(1).to(diff.dtype)
+                h_mask = ahead if higher is None else ahead & ~higher
+                hrank_hard = torch.where(h_mask, min_rel, zero).sum(1)
+            rank = 1.0 + rank_hard + torch.where(lower, self.lower_step(diff), zero).sum(1)
+            hrank = rel_i[:, 0] + hrank_hard
+            if higher is not None:
+                hrank = hrank + torch.where(higher, min_rel * self.higher_hrank_step(diff), zero).sum(1)
             return rank, hrank
 
-        rank, hrank = pairwise_rank_sums(scores, q_idx, i_idx, fn, chunk_size=self.chunk_size)
+        chunk = self.chunk_size or max(1, self.max_chunk_elements // max(scores.shape[1], 1))
+        rank, hrank = pairwise_rank_sums(scores, q_idx, i_idx, fn, chunk_size=chunk)
         num_q = scores.shape[0]
         total = scores.new_zeros(num_q).index_add(0, q_idx, hrank / rank)
         norm = torch.where(valid, rel, torch.zeros_like(rel)).sum(1)

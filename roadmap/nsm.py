@@ -35,6 +35,11 @@ class NormalizedSoftmaxLoss(nn.Module):
         inp = prepare(embeddings, labels)
         if ref_embeddings is not None:
             return zero_loss(inp)
+        if inp.queries.shape[1] != self.proxies.shape[1]:
+            raise ValueError(
+                f"embeddings have dim {inp.queries.shape[1]} but the proxies have dim {self.proxies.shape[1]}; "
+                f"set embedding_dim to the model's embedding size"
+            )
         if int(inp.q_labels.min()) < 0 or int(inp.q_labels.max()) >= self.num_classes:
             raise ValueError(
                 f"labels must lie in [0, {self.num_classes}) for {self.num_classes} proxies, got range "

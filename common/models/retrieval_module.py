@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from common.data.errors import check_labels
+from common.models.distributed import all_gather_no_grad, all_gather_with_grad, world_size
 from common.models.embedding_eval import EmbeddingEvalMixin
 from common.utils.hparams import plain
 
@@ -50,6 +51,8 @@ class RetrievalModule(EmbeddingEvalMixin, L.LightningModule):
     compile: wrap the network with ``torch.compile`` at ``setup("fit")``.
     eval_metrics, recall_at, per_level_metrics: what the evaluation computes (see
         :func:`common.metrics.retrieval.evaluate_retrieval`).
+    gather_global_batch: under DDP, the losses (and the memory) see the embeddings of every rank, gathered with
+        gradient (:mod:`common.models.distributed`), so a rank loss on N GPUs equals the loss on the global batch.
     """
 
     def __init__(
@@ -70,6 +73,7 @@ class RetrievalModule(EmbeddingEvalMixin, L.LightningModule):
         eval_metrics: tuple[str, ...] = ("recall", "precision_at_1", "map_at_r"),
         recall_at: tuple[int, ...] = (1, 10, 100),
         per_level_metrics: bool = False,
+        gather_global_batch: bool = True,
     ) -> None:
         super().__init__()
         # builtin types only in the checkpoint's hyper-parameters (torch.load(weights_only=True))
@@ -148,8 +152,12 @@ class RetrievalModule(EmbeddingEvalMixin, L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         y = check_labels(batch["label"], name="batch['label']")
-        z = self.embed(batch["image"])
-        total, parts = self.compute_loss(z, y, batch.get("index"))
+        z = self.embed(batch["image"])  # [B, D]
+        idx = batch.get("index")
+        if self.hparams.gather_global_batch and world_size() > 1:  # [world * B, D], gradient to the local slice
+            z, y = all_gather_with_grad(z), all_gather_no_grad(y)
+            idx = all_gather_no_grad(torch.as_tensor(idx, device=y.device)) if idx is not None else None
+        total, parts = self.compute_loss(z, y, idx)
         if not torch.isfinite(total):
             where = f"epoch {self.current_epoch}, global step {self.global_step}, batch {batch_idx}"
             bad = {k: float(v) for k, v in parts.items()}

@@ -155,7 +155,8 @@ def draw_retrieval_grid(
 def _default_level_names(num_levels: int) -> list[str]:
     if num_levels == 1:
         return ["other class", "same class"]
-    names = ["unrelated"] + [f"{t} shared levels" for t in range(1, num_levels)] + ["same class"]
+    # t shared levels = the same node at hierarchy column L - t (column 0 = finest)
+    names = ["unrelated"] + [f"same level-{num_levels - t} group" for t in range(1, num_levels)] + ["same class"]
     return names
 
 

@@ -1,0 +1,54 @@
+"""Gathering tensors across DDP ranks for losses that need the global batch.
+
+Rank losses (AP, Recall@k, NDCG...) are not decomposable: under DDP each rank must see the embeddings of every
+rank. :func:`all_gather_with_grad` concatenates them with a gradient path back to each rank's own slice.
+
+Why the gradients come out right: every rank computes the same loss ``L`` on the global batch; the backward of the
+gather sums, over ranks, the gradient that reaches this rank's slice, which is ``world_size * dL/dz_local``; DDP
+then averages parameter gradients over ranks, which divides by ``world_size``. The result is ``dL/dtheta`` of a
+single process that sees the whole global batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # x: [b, ...] -> [world * b, ...]
+        ctx.rank, ctx.batch = dist.get_rank(), x.shape[0]
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)  # works on every backend (gloo has no reduce_scatter)
+        return grad[ctx.rank * ctx.batch : (ctx.rank + 1) * ctx.batch]
+
+
+def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """``[b, ...]`` on each rank -> ``[world_size * b, ...]`` in rank order, differentiable. Identity without DDP.
+
+    Every rank must pass the same batch size (our batch samplers guarantee it).
+    """
+    if world_size() == 1:
+        return x
+    return _GatherWithGrad.apply(x)
+
+
+@torch.no_grad()
+def all_gather_no_grad(x: torch.Tensor) -> torch.Tensor:
+    """Like :func:`all_gather_with_grad` for labels and indices (no gradient)."""
+    if world_size() == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=0)
