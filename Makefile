@@ -60,6 +60,12 @@ format: install ## apply ruff fixes and formatting
 demo-foundation: install data-fashion-mnist ## train a small contrastive baseline on Fashion-MNIST (CPU) and print R@1, mAP@R
 	$(PY) -m common.launch experiment=demo/fmnist_contrastive $(ARGS)
 
+sweep-%: install ## Hydra multirun of configs/hparams_search/<name>.yaml, e.g. make sweep-demo_seeds ARGS="hydra/launcher=slurm"
+	$(PY) -m common.launch -m hparams_search=$* $(ARGS)
+
+slurm-dryrun: install ## print the sbatch job a SLURM launch would submit: make slurm-dryrun ARGS="experiment=... hydra/launcher=slurm_4gpu"
+	$(PY) -m common.slurm $(ARGS)
+
 wandb-sync: ## upload offline wandb runs under logs/ (needs `wandb login`)
 	$(VENV)/bin/wandb sync --sync-all logs/ || find logs -type d -name 'offline-run-*' -exec $(VENV)/bin/wandb sync {} \;
 

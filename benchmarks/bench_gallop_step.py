@@ -96,10 +96,12 @@ def main() -> None:
         with value_path_in_every_block(model):
             peer.append(timed(model, images, labels))
     mo, mp = statistics.median(ours), statistics.median(peer)
-    print(f"model {a.model} (random init), batch {a.batch}, {a.classes} classes x (4 global + 4 local prompts), "
-          f"device {a.device}, {a.threads} threads, {a.steps} timed steps each (after a warm-up)")
-    print(f"ours  (value path in the last block only):       median {mo:.2f} s/step  {['%.2f' % t for t in ours]}")
-    print(f"peer  (value path in every block, both towers):  median {mp:.2f} s/step  {['%.2f' % t for t in peer]}")
+    print(
+        f"model {a.model} (random init), batch {a.batch}, {a.classes} classes x (4 global + 4 local prompts), "
+        f"device {a.device}, {a.threads} threads, {a.steps} timed steps each (after a warm-up)"
+    )
+    print(f"ours  (value path in the last block only):       median {mo:.2f} s/step  {[f'{t:.2f}' for t in ours]}")
+    print(f"peer  (value path in every block, both towers):  median {mp:.2f} s/step  {[f'{t:.2f}' for t in peer]}")
     print(f"speed-up peer/ours = {mp / mo:.2f}x   (loss ours {ours_loss:.4f}, peer {peer_loss:.4f})")
 
 

@@ -51,7 +51,10 @@ TINY_NOTE = (
 def _data_root(arg: str | None) -> Path:
     if arg:
         return Path(arg)
-    cands = [Path(os.environ.get("DATA_DIR", ROOT / "data")) / "fashion-mnist", Path("/usr/share/datasets/fashion-mnist")]
+    cands = [
+        Path(os.environ.get("DATA_DIR", ROOT / "data")) / "fashion-mnist",
+        Path("/usr/share/datasets/fashion-mnist"),
+    ]
     return next((c for c in cands if c.exists()), cands[0])
 
 
@@ -62,7 +65,9 @@ def _datamodule(root: Path, pre, shots: int, seed: int, test_per_class: int, bat
     return FewShotDataModule(
         train_dataset=FashionMNIST(root, "train", transform=tf_train),
         test_dataset=FashionMNIST(root, "test", transform=tf_test, classes=ID_CLASSES, subset=test_per_class),
-        ood_datasets={"held_out": FashionMNIST(root, "test", transform=tf_test, classes=OOD_CLASSES, subset=test_per_class)},
+        ood_datasets={
+            "held_out": FashionMNIST(root, "test", transform=tf_test, classes=OOD_CLASSES, subset=test_per_class)
+        },
         class_names=names,
         class_ids=ID_CLASSES,
         shots=shots,
@@ -134,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
 
     results, timings = {}, {}
     t0 = time.perf_counter()
-    results["zero-shot CLIP"], _, timings["zero-shot CLIP"] = _run("zero-shot", ZeroShotCLIP(clip), dm, 0, lr, topk, a.seed)
+    results["zero-shot CLIP"], _, timings["zero-shot CLIP"] = _run(
+        "zero-shot", ZeroShotCLIP(clip), dm, 0, lr, topk, a.seed
+    )
     results["CoOp"], _, timings["CoOp"] = _run("CoOp", CoOp(clip), dm, epochs, lr, topk, a.seed)
     gnet = GalLoP(clip, n_global=4, n_local=4)
     results["GalLoP"], gmod, timings["GalLoP"] = _run("GalLoP", gnet, dm, epochs, lr, topk, a.seed)
@@ -165,11 +172,13 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(
             f"| {name} | {_fmt(m, 'test/acc')} | {_fmt(m, 'test/acc_global')} | {_fmt(m, 'test/acc_local')} | "
             f"{100 * m[f'{ood}/mcm/fpr95']:.1f} / {100 * m[f'{ood}/mcm/auroc']:.1f} | "
-            + (f"{100 * m[f'{ood}/gl_mcm/fpr95']:.1f} / {100 * m[f'{ood}/gl_mcm/auroc']:.1f} |" if f"{ood}/gl_mcm/auroc" in m else "- |")
+            + (
+                f"{100 * m[f'{ood}/gl_mcm/fpr95']:.1f} / {100 * m[f'{ood}/gl_mcm/auroc']:.1f} |"
+                if f"{ood}/gl_mcm/auroc" in m
+                else "- |"
+            )
         )
-    note = (
-        f"Real few-shot run: {backbone}." if real else f"**{TINY_NOTE}**"
-    )
+    note = f"Real few-shot run: {backbone}." if real else f"**{TINY_NOTE}**"
     md = "\n".join(
         [
             "## GalLoP demo: few-shot Fashion-MNIST (GalLoP vs CoOp vs zero-shot CLIP)",

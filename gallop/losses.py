@@ -49,7 +49,9 @@ def keep_number(n_prompts: int, dropout: float) -> int:
     return max(n_prompts - math.floor(dropout * n_prompts), 1)
 
 
-def prompt_dropout(global_logits: torch.Tensor, dropout: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def prompt_dropout(
+    global_logits: torch.Tensor, dropout: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """``global_logits [B, K, M]`` -> ``[B, K]``: per image, the mean over ``keep_number`` random prompts.
 
     Indices are drawn with replacement per image (``torch.randint``), as in the original code.

@@ -97,7 +97,10 @@ class GalLoPModule(L.LightningModule):
         opt = self.optimizer_factory(params=params)
         if self.scheduler_factory is None:
             return opt
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=opt), "interval": "epoch"}}
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=opt), "interval": "epoch"},
+        }
 
     # ------------------------------------------------------------------ train
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -222,7 +225,7 @@ class GalLoPModule(L.LightningModule):
             elif name.startswith("domain/"):
                 x = self._gather(store.get("correct", []))
                 if x is not None:
-                    out[f"test/dg/{name[len('domain/'):]}/acc"] = 100.0 * x.mean().item()
+                    out[f"test/dg/{name[len('domain/') :]}/acc"] = 100.0 * x.mean().item()
         for score, ms in per_score.items():
             for k in ms[0]:
                 out[f"test/ood/avg/{score}/{k}"] = sum(m[k] for m in ms) / len(ms)

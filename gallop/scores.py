@@ -51,7 +51,6 @@ def gl_mcm_score(global_logits: torch.Tensor, local_logits: torch.Tensor, temper
     return mcm_score(global_logits, temperature) + local_mcm_score(local_logits, temperature)
 
 
-
 def ood_scores(
     global_logits: torch.Tensor, local_logits: torch.Tensor | None, temperature: float = 1.0
 ) -> dict[str, torch.Tensor]:

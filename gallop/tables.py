@@ -20,8 +20,19 @@ import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-DATASETS = ["imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101", "fgvc_aircraft",
-            "sun397", "dtd", "eurosat", "ucf101"]
+DATASETS = [
+    "imagenet",
+    "caltech101",
+    "oxford_pets",
+    "stanford_cars",
+    "oxford_flowers",
+    "food101",
+    "fgvc_aircraft",
+    "sun397",
+    "dtd",
+    "eurosat",
+    "ucf101",
+]
 DG = ["imagenet_v2", "imagenet_sketch", "imagenet_a", "imagenet_r"]
 OOD = ["inaturalist", "sun", "places", "textures"]
 _RUN = re.compile(r"^(?P<row>[^/]+)/shots(?P<shots>\d+)/seed(?P<seed>\d+)/metrics\.json$")
@@ -74,26 +85,39 @@ def few_shot_table(runs: dict, shots: int, published: dict) -> list[str]:
 
 def dg_table(runs: dict, published: dict) -> list[str]:
     lines = ["| method | imagenet | " + " | ".join(DG) + " | avg (4 targets) |", "|" + "---|" * (len(DG) + 3)]
-    for row, label in (("imagenet_16shot", "GalLoP (ours)"), ("imagenet_coop", "CoOp (ours)"),
-                       ("imagenet_zeroshot", "CLIP (ours)")):
+    for row, label in (
+        ("imagenet_16shot", "GalLoP (ours)"),
+        ("imagenet_coop", "CoOp (ours)"),
+        ("imagenet_zeroshot", "CLIP (ours)"),
+    ):
         per = runs.get((row, 16)) or runs.get((row, 0))
-        cells = [_cell(per, "test/acc")] + [_cell(per, f"test/dg/{d}/acc") for d in DG] + [_cell(per, "test/dg/avg_acc")]
+        cells = (
+            [_cell(per, "test/acc")] + [_cell(per, f"test/dg/{d}/acc") for d in DG] + [_cell(per, "test/dg/avg_acc")]
+        )
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     for name in ("GalLoP", "CoOp", "CLIP"):
-        lines.append(f"| {name} (published) | " + " | ".join(f"{v:.1f}" for v in published["domain_generalization_top1"][name]) + " |")
+        lines.append(
+            f"| {name} (published) | "
+            + " | ".join(f"{v:.1f}" for v in published["domain_generalization_top1"][name])
+            + " |"
+        )
     return lines
 
 
 def ood_table(runs: dict, published: dict) -> list[str]:
-    lines = ["| method | ID acc | " + " | ".join(f"{o} FPR95 / AUROC" for o in OOD) + " | avg |",
-             "|" + "---|" * (len(OOD) + 3)]
+    lines = [
+        "| method | ID acc | " + " | ".join(f"{o} FPR95 / AUROC" for o in OOD) + " | avg |",
+        "|" + "---|" * (len(OOD) + 3),
+    ]
     for row, label in (("imagenet_16shot", "GalLoP"), ("imagenet_coop", "CoOp"), ("imagenet_zeroshot", "CLIP")):
         per = runs.get((row, 16)) or runs.get((row, 0))
         for score in ("gl_mcm", "mcm"):
             cells = [_cell(per, "test/acc")]
             for o in [*OOD, "avg"]:
-                cells.append(f"{_cell(per, f'test/ood/{o}/{score}/fpr95_closest', 100)} / "
-                             f"{_cell(per, f'test/ood/{o}/{score}/auroc', 100)}")
+                cells.append(
+                    f"{_cell(per, f'test/ood/{o}/{score}/fpr95_closest', 100)} / "
+                    f"{_cell(per, f'test/ood/{o}/{score}/auroc', 100)}"
+                )
             lines.append(f"| {label} {score.upper().replace('_', '-')} (ours) | " + " | ".join(cells) + " |")
     pub = published["imagenet_ood_fpr95_auroc"]
     for name in ("GalLoP", "CoOp_GL-MCM", "CoOp_MCM", "CLIP_GL-MCM", "CLIP_MCM"):
@@ -106,9 +130,13 @@ def render(runs_dir: str | Path, published_path: str | Path, command: str) -> st
     runs = collect(runs_dir)
     published = yaml.safe_load(Path(published_path).read_text())
     shots = sorted({k for _, k in runs} | {16})
-    out = ["# GalLoP: our runs (mean ± std over seeds) beside the published numbers", "",
-           f"Made by `{command}` from `{runs_dir}`. Published rows: {published['source']}.",
-           "The published CLIP few-shot average (75.7) is a typo for 64.77 (results/gallop/published.yaml).", ""]
+    out = [
+        "# GalLoP: our runs (mean ± std over seeds) beside the published numbers",
+        "",
+        f"Made by `{command}` from `{runs_dir}`. Published rows: {published['source']}.",
+        "The published CLIP few-shot average (75.7) is a typo for 64.77 (results/gallop/published.yaml).",
+        "",
+    ]
     for k in shots:
         if k == 0:
             continue

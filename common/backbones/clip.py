@@ -200,7 +200,6 @@ def main(argv: list[str] | None = None) -> None:
     print(fetch_weights(a.model, a.tag, a.weights_dir))
 
 
-
 def create_clip(
     model_name: str,
     pretrained: str | None = None,

@@ -11,16 +11,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from common.metrics.knn import knn_search
 from heat.features import Features
 from heat.scorers.base import Scorer, l2_normalize
 
 
 def _knn_search(queries: Tensor, bank: Tensor, k: int) -> Tensor:
-    """Squared L2 distances ``[Nq, k]`` to the k nearest rows of ``bank`` (exact), via ``common.metrics.knn``."""
-    from common.metrics.knn import knn_search
+    """Squared L2 distances ``[Nq, k]`` (ascending) to the k nearest rows of ``bank``, via ``common.metrics.knn``.
 
-    dist, _ = knn_search(queries, bank, k)
-    return dist
+    ``knn_search`` ranks by cosine similarity; for unit vectors ``|q - r|^2 = 2 - 2 cos(q, r)``.
+    """
+    sims, _ = knn_search(queries, bank, k)
+    return (2.0 - 2.0 * sims).clamp_min(0.0)
 
 
 class KNN(Scorer):

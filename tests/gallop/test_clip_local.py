@@ -64,8 +64,10 @@ def test_vit_features_at_init_equal_the_frozen_clip_value_path(vit):
     g, loc = lf(images)
     v = vit.visual
     # frozen CLIP, computed by hand: tokens entering the last block, its value path, ln_post, drop CLS, proj
-    x = v.ln_pre(torch.cat([v.class_embedding.expand(3, 1, -1), v.conv1(images).flatten(2).transpose(1, 2)], 1)
-                 + v.positional_embedding)
+    x = v.ln_pre(
+        torch.cat([v.class_embedding.expand(3, 1, -1), v.conv1(images).flatten(2).transpose(1, 2)], 1)
+        + v.positional_embedding
+    )
     for blk in v.transformer.resblocks[:-1]:
         x = blk(x)
     ref_local = F.normalize(v.ln_post(block_value_path(v.transformer.resblocks[-1], x))[:, 1:] @ v.proj, dim=-1)

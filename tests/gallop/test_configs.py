@@ -11,8 +11,19 @@ from gallop.model import CoOp, GalLoP, ZeroShotCLIP
 from tests.conftest import CONFIG_DIR, compose_train
 
 ROWS = sorted(p.stem for p in (CONFIG_DIR / "experiment" / "gallop").glob("*.yaml"))
-DATASETS_16 = {"imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
-               "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101"}
+DATASETS_16 = {
+    "imagenet",
+    "caltech101",
+    "oxford_pets",
+    "stanford_cars",
+    "oxford_flowers",
+    "food101",
+    "fgvc_aircraft",
+    "sun397",
+    "dtd",
+    "eurosat",
+    "ucf101",
+}
 
 
 def test_all_eleven_datasets_have_a_16_shot_row():
@@ -38,15 +49,17 @@ def test_gallop_experiment_composes(row, tmp_path):
 
 @pytest.mark.parametrize("model,cls", [("gallop", GalLoP), ("gallop_coop", CoOp), ("gallop_zeroshot", ZeroShotCLIP)])
 def test_model_configs_instantiate_on_tiny_clip(model, cls, tmp_path):
-    cfg = compose_train([f"model={model}", "model.net.clip.model_name=tiny_clip", "model.net.clip.pretrained=null"],
-                        tmp_path)
+    cfg = compose_train(
+        [f"model={model}", "model.net.clip.model_name=tiny_clip", "model.net.clip.pretrained=null"], tmp_path
+    )
     module = hydra.utils.instantiate(cfg.model)
     assert isinstance(module.net, cls)
 
 
 def test_fmnist_tiny_runs_through_the_launcher(tmp_path, tiny_fmnist):
-    cfg = compose_train(["experiment=gallop/fmnist_tiny", "debug=fdr", f"paths.data_dir={tiny_fmnist}",
-                         "logger=csv"], tmp_path)
+    cfg = compose_train(
+        ["experiment=gallop/fmnist_tiny", "debug=fdr", f"paths.data_dir={tiny_fmnist}", "logger=csv"], tmp_path
+    )
     with open_dict(cfg):
         cfg.data.shots = 2
         cfg.data.test_dataset.subset = 3

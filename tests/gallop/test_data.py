@@ -21,7 +21,7 @@ from common.data.fewshot import (
     load_or_create_split,
     split_file,
 )
-from gallop.ood_data import ImageNetOOD
+from common.data.datasets.imagenet_ood import ImageNetOOD
 from tests.gallop.helpers import TensorImages
 
 
@@ -41,8 +41,11 @@ def _write_coop(root, name, rows_by_split):
 
 
 ROWS = {
-    "train": [("Apply_Eye_Makeup/a.jpg", 0, "Apply_Eye_Makeup"), ("Archery/b.jpg", 1, "Archery"),
-              ("Archery/c.jpg", 1, "Archery")],
+    "train": [
+        ("Apply_Eye_Makeup/a.jpg", 0, "Apply_Eye_Makeup"),
+        ("Archery/b.jpg", 1, "Archery"),
+        ("Archery/c.jpg", 1, "Archery"),
+    ],
     "val": [("Apply_Eye_Makeup/d.jpg", 0, "Apply_Eye_Makeup")],
     "test": [("Archery/e.jpg", 1, "Archery"), ("Bowling/f.jpg", 2, "Bowling")],
 }
@@ -125,14 +128,16 @@ def test_imagenet_and_shifted_sets(tmp_path):
         ImageNetDG(tmp_path / "nothing", "imagenet_a")
 
 
-def test_imagenet_ood_sets(tmp_path):
-    _img(tmp_path / "iNaturalist" / "images" / "a.jpg")
-    _img(tmp_path / "iNaturalist" / "images" / "b.jpg")
-    _img(tmp_path / "dtd" / "images" / "banded" / "c.jpg")
+def test_imagenet_ood_sets_through_the_shared_reader(tmp_path):
+    """GalLoP reuses common.data.datasets.imagenet_ood (HEAT's reader) with the layout configs/data/gallop_imagenet.yaml
+    assumes: <data_dir>/ood_data/{iNaturalist,SUN,Places}/images, <data_dir>/ood_data/dtd/images/<class>."""
+    _img(tmp_path / "ood_data" / "iNaturalist" / "images" / "a.jpg")
+    _img(tmp_path / "ood_data" / "iNaturalist" / "images" / "b.jpg")
+    _img(tmp_path / "ood_data" / "dtd" / "images" / "banded" / "c.jpg")
     ds = ImageNetOOD(tmp_path, "inaturalist")
     assert len(ds) == 2 and ds.labels.tolist() == [-1, -1]
     assert len(ImageNetOOD(tmp_path, "textures")) == 1
-    with pytest.raises(DatasetNotFoundError, match="Places"):
+    with pytest.raises(DatasetNotFoundError, match="places"):
         ImageNetOOD(tmp_path, "places")
 
 
@@ -176,8 +181,15 @@ def test_split_file_is_written_once_and_reused(tmp_path):
 
 def test_datamodule_few_shot_loaders_and_remap(tmp_path):
     dm = FewShotDataModule(
-        TensorImages(10, 4), TensorImages(3, 4, seed=1), shots=2, seed=1, batch_size=3, eval_batch_size=4,
-        split_dir=str(tmp_path), ood_datasets={"o": TensorImages(2, 1, seed=2)}, class_ids=[2, 0],
+        TensorImages(10, 4),
+        TensorImages(3, 4, seed=1),
+        shots=2,
+        seed=1,
+        batch_size=3,
+        eval_batch_size=4,
+        split_dir=str(tmp_path),
+        ood_datasets={"o": TensorImages(2, 1, seed=2)},
+        class_ids=[2, 0],
     )
     dm.setup("fit")
     assert dm.class_names == ["class_2", "class_0"]

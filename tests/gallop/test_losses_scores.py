@@ -61,7 +61,10 @@ def test_prompt_dropout_keeps_drawn_prompts():
 
 
 def _ce(logits, y):
-    return float(sum(-(logits[i, y[i]].item() - math.log(sum(math.exp(v) for v in logits[i].tolist()))) for i in range(len(y))) / len(y))
+    return float(
+        sum(-(logits[i, y[i]].item() - math.log(sum(math.exp(v) for v in logits[i].tolist()))) for i in range(len(y)))
+        / len(y)
+    )
 
 
 def test_gallop_loss_value_matches_formula():

@@ -31,15 +31,25 @@ class SubsetDomain(TensorImages):
 
 def _trainer(epochs=1, **kw):
     return L.Trainer(
-        max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, **kw,
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kw,
     )
 
 
 def _dm():
     return FewShotDataModule(
-        TensorImages(6, 3), TensorImages(4, 3, seed=1), shots=4, batch_size=4, eval_batch_size=5,
-        ood_datasets={"far": TensorImages(3, 2, seed=2, offset=3.0)}, domain_datasets={"sub": SubsetDomain()},
+        TensorImages(6, 3),
+        TensorImages(4, 3, seed=1),
+        shots=4,
+        batch_size=4,
+        eval_batch_size=5,
+        ood_datasets={"far": TensorImages(3, 2, seed=2, offset=3.0)},
+        domain_datasets={"sub": SubsetDomain()},
     )
 
 
@@ -117,3 +127,32 @@ def test_missing_class_names_is_a_clear_error(clip):
     module = GalLoPModule(GalLoP(clip, n_global=1, n_local=1), topk=[2])
     with pytest.raises(ValueError, match="class names"):
         module.setup("fit")
+
+
+def test_heatmaps_are_logged_to_an_offline_wandb_run(clip, tmp_path, monkeypatch):
+    from lightning.pytorch.loggers import WandbLogger
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    logger = WandbLogger(save_dir=str(tmp_path), offline=True, project="gallop-test")
+    module = GalLoPModule(GalLoP(clip, n_global=2, n_local=2), topk=[2, 3], heatmap_images=3)
+    _trainer_logged = L.Trainer(accelerator="cpu", logger=logger, enable_progress_bar=False, enable_model_summary=False)
+    _trainer_logged.test(module, _dm(), verbose=False)
+    import wandb
+
+    wandb.finish()
+    pngs = list(tmp_path.rglob("media/images/test/heatmaps*.png"))
+    assert len(pngs) == 1
+
+
+def test_heatmap_png_from_the_plot_helper(clip, tmp_path):
+    from gallop.heatmaps import local_heatmaps, plot_heatmaps
+
+    net = GalLoP(clip, n_global=1, n_local=2)
+    net.set_class_names(["a", "b", "c"])
+    images = TensorImages(1, 3).images
+    maps, pred = local_heatmaps(net, images, None, [2, 3])
+    assert maps.shape == (3, 4, 4) and pred.shape == (3,)
+    g, loc = net(images)
+    torch.testing.assert_close(maps[0].flatten(), loc.mean(-1)[0, :, pred[0]])
+    plot_heatmaps(images.sigmoid(), maps, ["x", "y", "z"], tmp_path / "h.png")
+    assert (tmp_path / "h.png").stat().st_size > 1000

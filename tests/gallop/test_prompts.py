@@ -114,7 +114,10 @@ def test_vit_b16_has_exactly_606208_trainable_parameters():
 def test_zero_shot_uses_ensembled_templates(clip):
     zs = ZeroShotCLIP(clip, templates=["a photo of a {}.", "a drawing of a {}."])
     zs.set_class_names(["cat", "dog"])
-    t = [clip.encode_text(open_clip.tokenize([f"a photo of a {n}.", f"a drawing of a {n}."]), True) for n in ("cat", "dog")]
+    t = [
+        clip.encode_text(open_clip.tokenize([f"a photo of a {n}.", f"a drawing of a {n}."]), True)
+        for n in ("cat", "dog")
+    ]
     ref = torch.nn.functional.normalize(torch.stack([x.mean(0) for x in t]), dim=-1)
     torch.testing.assert_close(zs.classifier, ref, rtol=1e-5, atol=1e-5)
     assert len(ZeroShotCLIP(clip).templates) == 80

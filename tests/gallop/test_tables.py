@@ -26,9 +26,18 @@ def test_collect_and_render(tmp_path):
     for seed, acc in ((1, 70.0), (2, 72.0), (3, 77.0)):
         _write(tmp_path, "dtd_16shot", 16, seed, {"test/acc": acc})
     _write(tmp_path, "dtd_16shot", 4, 1, {"test/acc": 60.0})
-    _write(tmp_path, "imagenet_16shot", 16, 1, {"test/acc": 75.0, "test/dg/imagenet_v2/acc": 67.0,
-                                                "test/ood/avg/gl_mcm/fpr95_closest": 0.25,
-                                                "test/ood/avg/gl_mcm/auroc": 0.93})
+    _write(
+        tmp_path,
+        "imagenet_16shot",
+        16,
+        1,
+        {
+            "test/acc": 75.0,
+            "test/dg/imagenet_v2/acc": 67.0,
+            "test/ood/avg/gl_mcm/fpr95_closest": 0.25,
+            "test/ood/avg/gl_mcm/auroc": 0.93,
+        },
+    )
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "metrics.json").write_text("{}")
     runs = collect(tmp_path)

@@ -147,3 +147,17 @@ def test_dice_and_react_against_numpy():
     exp = -logsumexp(np.minimum(test.avg.numpy(), c) @ w.T + b, 1)
     np.testing.assert_allclose(ReAct(percentile=90).fit(train).score(test).numpy(), exp, rtol=1e-5, atol=1e-5)
     assert not math.isclose(float(ReAct(percentile=10).fit(train).score(test)[0]), float(exp[0]))
+
+
+def test_knn_kth_squared_distance_brute_force():
+    from heat.scorers.knn import KNN
+
+    train = make_features(n=120, d=5, seed=12)
+    test = make_features(n=15, d=5, seed=13, shift=1.0)
+    s = KNN(k=7).fit(train)
+    a = train.avg.double() / train.avg.double().norm(dim=1, keepdim=True)
+    q = test.avg.double() / test.avg.double().norm(dim=1, keepdim=True)
+    d2 = torch.cdist(q, a).pow(2).sort(dim=1).values[:, 6]
+    np.testing.assert_allclose(s.score(test).double().numpy(), d2.numpy(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="at least k"):
+        KNN(k=500).fit(train)
