@@ -11,7 +11,8 @@ export PROJECT_ROOT := $(CURDIR)
 export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: help install test test-slow test-all lint format demo clean clean-logs data-fashion-mnist weights-timm wandb-sync
+
+.PHONY: report help install test test-slow test-all lint format demo clean clean-logs data-fashion-mnist weights-timm wandb-sync
 
 help: ## list every target with one line each
 	@grep -hE '^[a-zA-Z0-9_%-]+:.*?## ' $(MAKEFILE_LIST) | sort | \
@@ -65,6 +66,9 @@ sweep-%: install ## Hydra multirun of configs/hparams_search/<name>.yaml, e.g. m
 
 slurm-dryrun: install ## print the sbatch job a SLURM launch would submit: make slurm-dryrun ARGS="experiment=... hydra/launcher=slurm_4gpu"
 	$(PY) -m common.slurm $(ARGS)
+
+report: install ## build results/report/index.html and REPORT.md from the demo and table runs (no wandb needed)
+	$(PY) -m common.report.build
 
 wandb-sync: ## upload offline wandb runs under logs/ (needs `wandb login`)
 	$(VENV)/bin/wandb sync --sync-all logs/ || find logs -type d -name 'offline-run-*' -exec $(VENV)/bin/wandb sync {} \;

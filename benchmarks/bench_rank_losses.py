@@ -20,8 +20,8 @@ import argparse
 import gc
 import os
 import re
-import sys
 import statistics
+import sys
 import time
 from collections.abc import Callable
 

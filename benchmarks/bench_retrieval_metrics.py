@@ -37,7 +37,8 @@ def make_sop_like(n: int, dim: int = 512, seed: int = 0, n_categories: int = 12)
         sizes.append(int(torch.randint(2, 13, (1,), generator=gen)))
     sizes[-1] -= sum(sizes) - n
     if sizes[-1] < 2:  # keep every class at >= 2 items
-        sizes[-2] += sizes.pop()
+        last = sizes.pop()
+        sizes[-1] += last
     n_classes = len(sizes)
     cls = torch.repeat_interleave(torch.arange(n_classes), torch.tensor(sizes))
     cat_of_class = torch.randint(0, n_categories, (n_classes,), generator=gen)
@@ -45,7 +46,7 @@ def make_sop_like(n: int, dim: int = 512, seed: int = 0, n_categories: int = 12)
     cat_dir = torch.randn(n_categories, dim, generator=gen) * scale
     cls_dir = torch.randn(n_classes, dim, generator=gen) * scale
     noise = torch.randn(n, dim, generator=gen) * scale
-    x = 0.45 * cat_dir[cat_of_class[cls]] + 0.75 * cls_dir[cls] + 1.1 * noise
+    x = 0.45 * cat_dir[cat_of_class[cls]] + 0.75 * cls_dir[cls] + 1.6 * noise
     perm = torch.randperm(n, generator=gen)
     labels = torch.stack([cls, cat_of_class[cls]], 1)[perm]
     return torch.nn.functional.normalize(x[perm], dim=1).float().contiguous(), labels

@@ -7,7 +7,7 @@ All three expose ``forward(images) -> (global [B, K, M_g], local [B, P, K, M_l] 
   (``gallop.clip_local``); trainable: the two prompt learners and ``local_proj``.
 - :class:`CoOp`: one learnable context on the global feature (``name_style="coop"``).
 - :class:`ZeroShotCLIP`: hand-written templates (open_clip's 80 OpenAI ImageNet templates by default), averaged
-  per class (CLIP paper §3.1.4); local cosines use the same class embeddings on the local features (for GL-MCM).
+  per class; local cosines use the same class embeddings on the local features (for GL-MCM).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The GalLoP LightningModule (also runs CoOp and zero-shot CLIP: the ``net`` decides).
 
-Training (GalLoP Eq. 5): ``L = CE(s * g_kept, y) + mean_m CE(s * topk_reduce(l)_m, y)`` with the frozen CLIP logit
+Training (spec heat_gallop.md §4): ``L = CE(s * g_kept, y) + mean_m CE(s * topk_reduce(l)_m, y)`` with the frozen CLIP logit
 scale ``s`` (``gallop.losses.gallop_loss``); CoOp: ``CE(s * g, y)``. Only the prompts and ``local_proj`` train.
 
 Test (``trainer.test``), on the datamodule's loaders ``[id, ood/*, domain/*]`` (``common.data.fewshot``):

@@ -35,9 +35,13 @@ _ARRAYS = ("avg", "std", "max", "logits", "labels")
 
 
 def cache_key(*, backbone: str, checkpoint: str | None, dataset: str, split: str, transform: str) -> str:
-    """16-hex-digit key of the fields that determine the features."""
+    """16-hex-digit key of the fields that determine the features.
+
+    The checkpoint enters by its file name only, so the same weights under another ``weights_dir`` share the cache.
+    """
+    ckpt = None if checkpoint is None else os.path.basename(str(checkpoint))
     blob = json.dumps(
-        {"backbone": backbone, "checkpoint": checkpoint, "dataset": dataset, "split": split, "transform": transform},
+        {"backbone": backbone, "checkpoint": ckpt, "dataset": dataset, "split": split, "transform": transform},
         sort_keys=True,
     )
     return hashlib.sha1(blob.encode()).hexdigest()[:16]

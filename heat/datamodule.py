@@ -53,8 +53,8 @@ def load_features(spec: Features | Mapping, cache_dir: str | None) -> Features:
     feats = load_cached(cache_dir, dataset=spec["dataset"], split=spec["split"], key=key)
     if feats is None:
         raise FileNotFoundError(
-            f"no cached features for {dict(spec)} (key {key}) under '{cache_dir}'. Extract them first "
-            f"(heat.cache.extract_features; `make features-heat`)."
+            f"no cached features for {dict(spec)} (key {key}) under '{cache_dir}'. Extract them first with "
+            f"`python -m heat.extract experiment=heat/<row>` (`make features-heat-<cifar10|cifar100|imagenet>`)."
         )
     return feats
 
@@ -65,7 +65,7 @@ class FeatureDataModule(L.LightningDataModule):
     Args:
         train: Features or a cache spec dict (see :func:`load_features`).
         pooling: which pooled features the EBM sees ("avg" or "std").
-        val_id, val_ood: optional ID test features and a list of OOD features (or specs).
+        val_id, val_ood: optional ID test features and a list of OOD features (or specs); ood_names label them.
         batch_size: training batch size; drop_last keeps SGLD batch shapes fixed.
     """
 
@@ -75,6 +75,7 @@ class FeatureDataModule(L.LightningDataModule):
         pooling: str = "avg",
         val_id: Features | Mapping | None = None,
         val_ood: Sequence[Features | Mapping] = (),
+        ood_names: Sequence[str] | None = None,
         batch_size: int = 1024,
         cache_dir: str | None = None,
         num_workers: int = 0,
@@ -85,6 +86,10 @@ class FeatureDataModule(L.LightningDataModule):
         self.train_features = load_features(train, cache_dir)
         self.val_id = None if val_id is None else load_features(val_id, cache_dir)
         self.val_ood = [load_features(v, cache_dir) for v in val_ood]
+        self.ood_names = list(ood_names) if ood_names is not None else [
+            v["dataset"] if isinstance(v, Mapping) else f"ood{i + 1}" for i, v in enumerate(val_ood)]
+        if len(self.ood_names) != len(self.val_ood):
+            raise ValueError(f"{len(self.ood_names)} ood_names for {len(self.val_ood)} OOD feature sets")
         self.pooling, self.batch_size, self.num_workers = pooling, batch_size, num_workers
         self.val_max_items, self.seed = val_max_items, seed
 
@@ -94,12 +99,21 @@ class FeatureDataModule(L.LightningDataModule):
         return DataLoader(ds, batch_size=self.batch_size, shuffle=True, drop_last=len(ds) >= self.batch_size,
                           collate_fn=_identity, num_workers=self.num_workers, generator=g)
 
-    def val_dataloader(self):
+    def _eval_loaders(self, cap: bool):
         if self.val_id is None or not self.val_ood:
             return []
-        sets = [PooledDataset(self._cap(self.val_id), self.pooling, is_ood=False)]
-        sets += [PooledDataset(self._cap(f), self.pooling, is_ood=True) for f in self.val_ood]
+        c = self._cap if cap else (lambda f: f)
+        sets = [PooledDataset(c(self.val_id), self.pooling, is_ood=False)]
+        sets += [PooledDataset(c(f), self.pooling, is_ood=True) for f in self.val_ood]
         return [DataLoader(s, batch_size=4096, collate_fn=_identity) for s in sets]
+
+    def val_dataloader(self):
+        """ID test (dataloader 0) and each OOD set, capped at ``val_max_items`` (HEAT: 40 batches)."""
+        return self._eval_loaders(cap=True)
+
+    def test_dataloader(self):
+        """ID test (dataloader 0) and each OOD set, in full."""
+        return self._eval_loaders(cap=False)
 
     def _cap(self, f: Features) -> Features:
         # HEAT evaluates on the first 40 batches of each OOD set during training (eval_max_iter); we cap by items

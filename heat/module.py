@@ -10,7 +10,8 @@ One module trains the residual energy ``E_theta`` of one prior (EL, GMM or GMM-s
 
 The fitted prior is a submodule (its statistics are buffers, so checkpoints hold it). If it is not fitted when training
 starts, :meth:`setup` fits it on ``trainer.datamodule.train_features``. :meth:`score` gives the OOD score of Features:
-the full hybrid energy. Validation logs ``val/auroc`` and ``val/fpr95`` of ID-test vs OOD features.
+the full hybrid energy. Validation and test log ``{val,test}/{auroc,fpr95,fpr95_ood_positive}`` (mean over OOD sets)
+and the same per OOD set, from ``common.metrics.ood.ood_metrics``; dataloader 0 is the ID test set.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class HEATModule(L.LightningModule):
         self.prior, self.mlp = prior, mlp
         self.hybrid = HybridEnergy(prior, mlp, temperature_prior, temperature)
         self.proposal = Proposal(proposal, from_batch_labels=proposal_from_batch_labels)
-        self._val: list[tuple[Tensor, Tensor]] = []
+        self._scores: dict[str, dict[int, list[Tensor]]] = {}
         for p in self.prior.parameters():
             p.requires_grad_(False)
 
@@ -135,24 +136,41 @@ class HEATModule(L.LightningModule):
             self.log(f"train/{k}", v, batch_size=len(real))
         return loss
 
-    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def _eval_step(self, stage: str, batch: dict, dataloader_idx: int) -> None:
         with torch.no_grad():
             s = sum(self.energy_parts(batch["z"]))
-        self._val.append((s.detach().cpu(), batch["is_ood"].cpu()))
+        self._scores.setdefault(stage, {}).setdefault(dataloader_idx, []).append(s.detach().cpu())
 
-    def on_validation_epoch_end(self) -> None:
-        if not self._val:
-            return
-        s = torch.cat([v[0] for v in self._val])
-        ood = torch.cat([v[1] for v in self._val]).bool()
-        self._val.clear()
-        if ood.all() or (~ood).all():
-            return
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step("val", batch, dataloader_idx)
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step("test", batch, dataloader_idx)
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        """Dataloader 0 is the ID test set, 1.. the OOD sets; logs per-set and mean FPR95 (both conventions), AUROC."""
         from common.metrics.ood import ood_metrics
 
-        m = ood_metrics(s[~ood].numpy(), s[ood].numpy())
-        self.log("val/auroc", float(m["auroc"]), prog_bar=True)
-        self.log("val/fpr95", float(m["fpr95"]))
+        scores = {i: torch.cat(v) for i, v in self._scores.pop(stage, {}).items()}
+        if 0 not in scores or len(scores) < 2:
+            return
+        dm = getattr(self.trainer, "datamodule", None)
+        names = list(getattr(dm, "ood_names", None) or [f"ood{i}" for i in range(1, len(scores))])
+        per_set = {}
+        for i in sorted(k for k in scores if k > 0):
+            m = ood_metrics(scores[0].double(), scores[i].double())
+            per_set[names[i - 1] if i - 1 < len(names) else f"ood{i}"] = m
+        for key in ("fpr95", "fpr95_ood_positive", "auroc"):
+            for name, m in per_set.items():
+                self.log(f"{stage}/{name}/{key}", float(m[key]), add_dataloader_idx=False)
+            mean = sum(float(m[key]) for m in per_set.values()) / len(per_set)
+            self.log(f"{stage}/{key}", mean, prog_bar=key == "auroc", add_dataloader_idx=False)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
 
     def configure_optimizers(self):
         hp = self.hparams

@@ -41,8 +41,15 @@ class XBM(nn.Module):
     ) -> None:
         super().__init__()
         if size < 1 or embedding_dim < 1 or label_levels < 1:
-            raise ValueError(f"size, embedding_dim and label_levels must be >= 1, got {size}, {embedding_dim}, {label_levels}")
-        self.size, self.embedding_dim, self.unique, self.label_levels = int(size), int(embedding_dim), unique, label_levels
+            raise ValueError(
+                f"size, embedding_dim and label_levels must be >= 1, got {size}, {embedding_dim}, {label_levels}"
+            )
+        self.size, self.embedding_dim, self.unique, self.label_levels = (
+            int(size),
+            int(embedding_dim),
+            unique,
+            label_levels,
+        )
         self.weight = float(weight)
         self.activate_after = int(activate_after)
         self.register_buffer("embeddings", torch.zeros(self.size, self.embedding_dim))

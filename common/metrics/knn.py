@@ -43,7 +43,9 @@ def _check(queries: Tensor, refs: Tensor, k: int, exclude_self: bool) -> None:
         raise ValueError("exclude_self needs queries and refs to be the same set (same number of rows)")
     available = refs.shape[0] - int(exclude_self)
     if not 1 <= k <= available:
-        raise ValueError(f"k must be in [1, {available}] (the number of references{' minus self' if exclude_self else ''}), got {k}")
+        raise ValueError(
+            f"k must be in [1, {available}] (the number of references{' minus self' if exclude_self else ''}), got {k}"
+        )
 
 
 def _remove_self(sims: Tensor, idx: Tensor, row_ids: Tensor, k: int) -> tuple[Tensor, Tensor]:

@@ -22,7 +22,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["ood_metrics", "fpr_at_95_tpr_id", "fpr_at_95_tpr_ood", "fpr_at_recall_closest", "auroc", "average_precision"]
+__all__ = [
+    "ood_metrics",
+    "fpr_at_95_tpr_id",
+    "fpr_at_95_tpr_ood",
+    "fpr_at_recall_closest",
+    "auroc",
+    "average_precision",
+]
 
 
 def _as_scores(x, name: str) -> np.ndarray:
@@ -32,7 +39,9 @@ def _as_scores(x, name: str) -> np.ndarray:
     if arr.size == 0:
         raise ValueError(f"{name} is empty; pass at least one score")
     if np.isnan(arr).any():
-        raise ValueError(f"{name} contains {int(np.isnan(arr).sum())} NaN value(s); fix the scorer (or drop them) first")
+        raise ValueError(
+            f"{name} contains {int(np.isnan(arr).sum())} NaN value(s); fix the scorer (or drop them) first"
+        )
     if np.isinf(arr).any():
         raise ValueError(f"{name} contains inf; clip the scores (e.g. energies that overflowed) before evaluation")
     return arr

@@ -113,7 +113,9 @@ def _check_inputs(embeddings: Tensor, labels: Tensor, metrics: Sequence[str], re
     if not isinstance(labels, Tensor):
         raise ValueError("labels must be a tensor: int64 [N] or [N, L], or bool [N, C]")
     if labels.shape[0] != embeddings.shape[0]:
-        raise ValueError(f"labels have {labels.shape[0]} rows but embeddings {embeddings.shape[0]}; pass one label per item")
+        raise ValueError(
+            f"labels have {labels.shape[0]} rows but embeddings {embeddings.shape[0]}; pass one label per item"
+        )
     label_kind(labels)
     if not torch.isfinite(embeddings).all():
         raise ValueError("embeddings contain NaN or inf; check the model output (e.g. fp16 overflow) before evaluating")
@@ -200,7 +202,7 @@ def retrieval_metrics(
     use_bf16 = candidate_pass == "bf16" or (
         candidate_pass == "auto" and dev.type == "cpu" and dtype == torch.float32 and m >= 4096
     )
-    use_bf16 = use_bf16 and not want_graded and kind != "multilabel"
+    use_bf16 = use_bf16 and bool(want_binary) and kind != "multilabel"
     fast = _Bf16Binary(emb, binary_labels, g_idx, gal_pos) if use_bf16 else None
 
     acc = _Acc()
@@ -208,32 +210,25 @@ def retrieval_metrics(
     for start in range(0, q_idx.numel(), chunk_size):
         qi = q_idx[start : start + chunk_size]
         c = qi.numel()
-        if fast is not None:
-            out = fast.chunk(qi, exclude_self, want_binary, recall_at)
-            if out is not None:
-                _accumulate(acc, out)
-                if per_query:
-                    for key, v in out.items():
-                        per_q.setdefault(key, []).append(v)
-                continue
-        scores = emb[qi] @ gal.T  # [C, M]
-        valid = torch.ones(c, m, dtype=torch.bool, device=dev)
-        if exclude_self:
-            self_pos = gal_pos[qi]
-            has_self = self_pos >= 0
-            rows = torch.arange(c, device=dev)[has_self]
-            valid[rows, self_pos[has_self]] = False
-        scores = scores.masked_fill(~valid, -math.inf)
         out: dict[str, Tensor] = {}
+        dense: tuple[Tensor, Tensor] | None = None
         if want_binary:
-            pos = _binary_positive(binary_labels[qi], binary_labels[g_idx], kind) & valid
-            out.update(_binary_metrics_from_scores(scores, pos, want_binary, recall_at))
+            fast_out = fast.chunk(qi, exclude_self, want_binary, recall_at) if fast is not None else None
+            if fast_out is None:  # dense scores in the embeddings' dtype
+                dense = _dense_scores(emb[qi], gal, gal_pos[qi] if exclude_self else None)
+                scores, valid = dense
+                pos = _binary_positive(binary_labels[qi], binary_labels[g_idx], kind) & valid
+                fast_out = _binary_metrics_from_scores(scores, pos, want_binary, recall_at)
+            out.update(fast_out)
         if want_graded:
+            scores, valid = (
+                dense if dense is not None else _dense_scores(emb[qi], gal, gal_pos[qi] if exclude_self else None)
+            )
             levels = shared_levels(labels[qi], labels[g_idx]).masked_fill(~valid, 0)  # [C, M]
             extra = None
             if exclude_self and count_self_in_relevance and kind != "multilabel":
                 extra = torch.zeros(c, n_lv + 1, dtype=torch.float64, device=dev)
-                extra[:, n_lv] = has_self.double()
+                extra[:, n_lv] = (gal_pos[qi] >= 0).double()  # the query itself, at the finest level
             table = relevance_table(levels, n_lv, relevance, alpha, valid, extra)  # [C, T+1]
             out.update(_graded_metrics(scores, levels, valid, table, n_lv, want_graded))
         _accumulate(acc, out)
@@ -258,6 +253,17 @@ def retrieval_metrics(
     if per_query:
         ordered["per_query"] = {k: torch.cat(v) for k, v in per_q.items() if not k.startswith("_")}
     return ordered
+
+
+def _dense_scores(q: Tensor, gal: Tensor, self_pos: Tensor | None) -> tuple[Tensor, Tensor]:
+    """``(scores [C, M], valid [C, M])``: cosine scores with the query's own gallery entry set to -inf."""
+    scores = q @ gal.T
+    valid = torch.ones_like(scores, dtype=torch.bool)
+    if self_pos is not None:
+        has_self = self_pos >= 0
+        rows = torch.arange(q.shape[0], device=q.device)[has_self]
+        valid[rows, self_pos[has_self]] = False
+    return scores.masked_fill(~valid, -math.inf), valid
 
 
 def _result_keys(metrics: Sequence[str], recall_at: Sequence[int]) -> list[str]:
@@ -292,13 +298,25 @@ def _binary_positive(q_lab: Tensor, g_lab: Tensor, kind: str) -> Tensor:
     return q_lab[:, None] == g_lab[None, :]
 
 
-def _negatives_at_or_above(neg_scores: Tensor, thresholds: Tensor) -> Tensor:
-    """``[C, P]`` number of entries of each row of ``neg_scores [C, M]`` that are ``>=`` each threshold ``[C, P]``."""
-    p = thresholds.shape[1]
-    if p <= 16:
-        return torch.stack([(neg_scores >= thresholds[:, i : i + 1]).sum(1) for i in range(p)], dim=1)
-    srt = _sort_rows(neg_scores)
-    return neg_scores.shape[1] - torch.searchsorted(srt, thresholds.contiguous(), side="left")
+def _count_at_or_above(scores: Tensor, exclude: Tensor, thresholds: Tensor) -> Tensor:
+    """``[C, P]``: for each row, the number of entries of ``scores [C, M]`` not in ``exclude [C, M]`` that are
+    ``>=`` each threshold ``[C, P]`` (-inf thresholds are padding and get meaningless counts).
+
+    Only entries at or above the row's lowest finite threshold can count: they are gathered (usually a few per row)
+    and compared with the thresholds. When there are many (poor embeddings), rows are sorted instead.
+    """
+    c, m = scores.shape
+    finite = torch.isfinite(thresholds)
+    lowest = torch.where(finite, thresholds, math.inf).min(1).values  # [C]
+    cand = (scores >= lowest[:, None]) & ~exclude
+    n_cand = int(cand.sum())
+    if n_cand > c * m // 8:
+        srt = _sort_rows(scores.masked_fill(exclude, -math.inf))
+        return m - torch.searchsorted(srt, thresholds.contiguous(), side="left")
+    rows, cols = cand.nonzero(as_tuple=True)
+    counts = torch.zeros(c, thresholds.shape[1], dtype=torch.long, device=scores.device)
+    counts.index_add_(0, rows, (scores[rows, cols][:, None] >= thresholds[rows]).long())
+    return counts
 
 
 def _sort_rows(x: Tensor) -> Tensor:
@@ -315,8 +333,7 @@ def _binary_metrics_from_scores(
     npos = pos.sum(1)  # [C]
     p_max = max(int(npos.max()), 1)
     pos_scores = torch.topk(scores.masked_fill(~pos, -math.inf), p_max, dim=1).values  # [C, P], descending
-    neg_scores = scores.masked_fill(pos, -math.inf)
-    n_neg = _negatives_at_or_above(neg_scores, pos_scores)  # [C, P]
+    n_neg = _count_at_or_above(scores, pos | ~torch.isfinite(scores), pos_scores)  # [C, P]
     return _binary_metrics(npos, n_neg, wanted, recall_at)
 
 
@@ -434,71 +451,85 @@ class _Bf16Binary:
         return _binary_metrics(npos, n_neg, wanted, recall_at)
 
 
-def _sorted_levels(scores: Tensor, levels: Tensor) -> Tensor:
-    """``[C, M]`` levels in ranking order: decreasing score, ties broken by increasing level (pessimistic)."""
-    if scores.dtype == torch.float32:
-        # one sort of a packed int64 key: order-preserving int32 image of the score, then (255 - level)
-        bits = (scores + 0.0).view(torch.int32).long()  # + 0.0 maps -0.0 to +0.0
-        key = torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)
-        key = key * 256 + (255 - levels)
-        key = -key  # ascending sort of -key = decreasing score, then increasing level
-        srt = _sort_rows(key)
-        return 255 - ((-srt) & 255)
-    # float64: stable sort by level, then stable sort by decreasing score
+def _sort_desc_pessimistic(scores: Tensor, levels: Tensor) -> tuple[Tensor, Tensor]:
+    """Sort each row by decreasing score, ties by increasing level (pessimistic); returns (scores, levels)."""
     order = torch.sort(levels, dim=1, stable=True).indices
     s = scores.gather(1, order)
     order2 = torch.sort(s, dim=1, descending=True, stable=True).indices
-    return levels.gather(1, order.gather(1, order2))
+    return s.gather(1, order2), levels.gather(1, order.gather(1, order2))
 
 
 def _graded_metrics(
     scores: Tensor, levels: Tensor, valid: Tensor, table: Tensor, n_lv: int, wanted: Sequence[str]
 ) -> dict[str, Tensor]:
-    """Per-query NDCG / H-AP / ASI (NaN where a query has no relevant item)."""
-    if n_lv > 254:
-        raise ValueError(f"graded metrics support at most 254 levels or labels, got {n_lv}")
+    """Per-query NDCG / H-AP / ASI (NaN where a query has no relevant item).
+
+    Only relevant items (level > 0) need a position: irrelevant scores are sorted once per row and each relevant
+    item's position is ``1 + #relevant before it + #irrelevant with score >= its own`` (pessimistic ties); the
+    relevant items themselves are sorted by (score desc, level asc). Work is ``O(M log M)`` per query plus
+    ``O(R log R)`` for its R relevant items.
+    """
     dev = scores.device
     c, m = scores.shape
-    t = _sorted_levels(scores, levels)  # [C, M]; invalid items have score -inf and level 0, so they come last
     counts = torch.zeros(c, n_lv + 1, dtype=torch.float64, device=dev)
-    counts.scatter_add_(1, levels, valid.double())  # [C, T+1] items of each level in the gallery
-    n_rel = counts[:, 1:].sum(1)  # R
-    has_rel = n_rel > 0
+    counts.scatter_add_(1, levels, valid.double())  # [C, T+1] gallery items at each level
+    relmask = levels > 0  # invalid items have level 0
+    n_rel_i = relmask.sum(1)  # [C]
+    n_rel = n_rel_i.double()
+    has_rel = n_rel_i > 0
     nan = torch.full((c,), math.nan, dtype=torch.float64, device=dev)
-    position = torch.arange(1, m + 1, dtype=torch.float64, device=dev)  # [M]
     out: dict[str, Tensor] = {"_has_rel": has_rel}
-    cums = {lv: (t == lv).cumsum(1, dtype=torch.float64) for lv in range(1, n_lv + 1)}  # inclusive counts [C, M]
+    r_max = max(int(n_rel_i.max()), 1)
+    # pack relevant items into [C, R] (row-major nonzero keeps rows together)
+    rows, cols = relmask.nonzero(as_tuple=True)
+    row_start = n_rel_i.cumsum(0) - n_rel_i
+    off = torch.arange(rows.numel(), device=dev) - row_start[rows]
+    rel_s = torch.full((c, r_max), -math.inf, dtype=scores.dtype, device=dev)
+    rel_t = torch.zeros(c, r_max, dtype=torch.long, device=dev)
+    rel_s[rows, off] = scores[rows, cols]
+    rel_t[rows, off] = levels[rows, cols]
+    rel_s, rel_t = _sort_desc_pessimistic(rel_s, rel_t)  # padding (-inf, level 0) goes last
+    real = torch.arange(r_max, device=dev)[None, :] < n_rel_i[:, None]  # [C, R]
+    # irrelevant items at or above each relevant one (ties: the irrelevant one first)
+    irr_sorted = _sort_rows(scores.masked_fill(relmask, -math.inf))
+    n_irr = m - torch.searchsorted(irr_sorted, rel_s.contiguous(), side="left")  # [C, R]
+    j = torch.arange(1, r_max + 1, dtype=torch.float64, device=dev)
+    position = j[None, :] + n_irr.double()  # [C, R] 1-based position in the full ranking
+    onehots = {lv: (rel_t == lv) & real for lv in range(1, n_lv + 1)}
     if "ndcg" in wanted:
-        disc = 1.0 / torch.log2(1.0 + position)  # [M]
         gains = 2.0 ** torch.arange(n_lv + 1, dtype=torch.float64, device=dev) - 1.0
-        dcg = gains.gather(0, t.flatten()).view(c, m) @ disc
-        # ideal: levels in decreasing order; block of level l spans positions (above_l, above_l + n_l]
-        cdisc = torch.cat([torch.zeros(1, dtype=torch.float64, device=dev), disc.cumsum(0)])  # [M+1]
+        dcg = torch.where(real, gains[rel_t] / torch.log2(1.0 + position), 0.0).sum(1)
+        disc = 1.0 / torch.log2(2.0 + torch.arange(r_max, dtype=torch.float64, device=dev))  # positions 1..R
+        cdisc = torch.cat([torch.zeros(1, dtype=torch.float64, device=dev), disc.cumsum(0)])
         idcg = torch.zeros(c, dtype=torch.float64, device=dev)
-        above = torch.zeros(c, dtype=torch.float64, device=dev)
-        for lv in range(n_lv, 0, -1):
-            end = above + counts[:, lv]
-            idcg += gains[lv] * (cdisc[end.long()] - cdisc[above.long()])
+        above = torch.zeros(c, dtype=torch.long, device=dev)
+        for lv in range(n_lv, 0, -1):  # ideal: levels in decreasing order
+            end = above + counts[:, lv].long()
+            idcg += gains[lv] * (cdisc[end] - cdisc[above])
             above = end
         out["ndcg"] = torch.where(has_rel, dcg / idcg.clamp(min=1e-300), nan)
     if "hap" in wanted:
-        rel_k = table.gather(1, t)  # [C, M]
+        rel_k = torch.where(real, table.gather(1, rel_t), 0.0)  # [C, R]
         hrank = rel_k.clone()
         for lv in range(1, n_lv + 1):
-            before = cums[lv] - (t == lv).double()
+            before = onehots[lv].double().cumsum(1) - onehots[lv].double()  # level-lv items ranked before
             hrank += torch.minimum(rel_k, table[:, lv : lv + 1]) * before
-        contrib = torch.where(t > 0, hrank / position, 0.0).sum(1)
+        contrib = torch.where(real, hrank / position, 0.0).sum(1)
         total_rel = (table * counts).sum(1)
         out["hap"] = torch.where(has_rel, contrib / total_rel.clamp(min=1e-300), nan)
     if "asi" in wanted:
-        inter = torch.zeros(c, m, dtype=torch.float64, device=dev)
+        # level histogram of the predicted top-n for n = 1..R: relevant items placed at their positions
+        in_top = real & (position <= n_rel[:, None])
+        slot = (position.long() - 1).clamp(max=r_max - 1)
+        n_pos = j[None, :]  # n = 1..R
+        inter = torch.zeros(c, r_max, dtype=torch.float64, device=dev)
         above = torch.zeros(c, 1, dtype=torch.float64, device=dev)
         for lv in range(n_lv, 0, -1):
-            ideal = (position[None, :] - above).clamp(min=0.0)
-            ideal = torch.minimum(ideal, counts[:, lv : lv + 1])
-            inter += torch.minimum(cums[lv], ideal)
+            grid = torch.zeros(c, r_max, dtype=torch.float64, device=dev)
+            grid.scatter_add_(1, slot, (onehots[lv] & in_top).double())
+            ideal = torch.minimum((n_pos - above).clamp(min=0.0), counts[:, lv : lv + 1])
+            inter += torch.minimum(grid.cumsum(1), ideal)
             above = above + counts[:, lv : lv + 1]
-        in_range = position[None, :] <= n_rel[:, None]
-        asi = torch.where(in_range, inter / position, 0.0).sum(1) / n_rel.clamp(min=1)
+        asi = torch.where(n_pos <= n_rel[:, None], inter / n_pos, 0.0).sum(1) / n_rel.clamp(min=1)
         out["asi"] = torch.where(has_rel, asi, nan)
     return out

@@ -91,3 +91,33 @@ def test_a_tag_is_never_passed_to_open_clip(tmp_path):
     _save_local_dir(src, folder)
     name, pretrained = resolve_source("tiny_clip", "t", tmp_path)
     assert name == f"local-dir:{folder}" and pretrained is None
+
+
+def test_fetch_weights_writes_a_folder_that_build_clip_loads(tmp_path, monkeypatch):
+    """`make weights-clip` path, with open_clip's downloader replaced by a local file (nothing downloads in tests)."""
+    import open_clip.pretrained as op
+
+    from common.backbones.clip import fetch_weights
+
+    src, _ = build_clip("tiny_clip", seed=5)
+    weights = tmp_path / "dl" / "open_clip_model.safetensors"
+    weights.parent.mkdir()
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(weights))
+    cfg = {
+        "hf_hub": "x/y/",
+        "mean": (0.1, 0.2, 0.3),
+        "std": (0.5, 0.5, 0.5),
+        "interpolation": "bicubic",
+        "quick_gelu": True,
+    }
+    monkeypatch.setattr(op, "get_pretrained_cfg", lambda model, tag: cfg if (model, tag) == ("tiny_clip", "t1") else {})
+    monkeypatch.setattr(op, "download_pretrained", lambda c, cache_dir=None: str(weights))
+    out = fetch_weights("tiny_clip", "t1", tmp_path / "w")
+    assert out == tag_dir(tmp_path / "w", "tiny_clip", "t1")
+    saved = json.loads((out / "open_clip_config.json").read_text())
+    assert saved["model_cfg"]["quick_gelu"] is True and saved["preprocess_cfg"]["size"] == 32
+    model, pre = build_clip("tiny_clip", pretrained="t1", weights_dir=tmp_path / "w")
+    assert pre.mean == (0.1, 0.2, 0.3)
+    torch.testing.assert_close(model.encode_image(_images()), src.encode_image(_images()))
+    with pytest.raises(ValueError, match="no tag"):
+        fetch_weights("tiny_clip", "nope", tmp_path / "w")

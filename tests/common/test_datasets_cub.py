@@ -11,7 +11,7 @@ from common.data.errors import DatasetNotFoundError
 
 
 def make_cub(root, n_classes=6, per_class=2):
-    names = [f"{i + 1:03d}.Bird_{chr(70 - i)}" for i in range(n_classes)]  # sorted by number, not by letter
+    names = [f"{i + 1:03d}.Bird_{n_classes - i}" for i in range(n_classes)]  # sorted by number, not by suffix
     for name in reversed(names):  # creation order must not matter
         d = root / "images" / name
         d.mkdir(parents=True)

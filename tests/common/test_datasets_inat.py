@@ -25,10 +25,24 @@ def make_inat(root):
     cats = [
         {"id": 7477, "genus": "G1", "family": "F1", "order": "O1", "class": "C1", "phylum": "P1", "kingdom": "Plantae"},
         {"id": 7478, "genus": "G2", "family": "F1", "order": "O1", "class": "C1", "phylum": "P1", "kingdom": "Plantae"},
-        {"id": 3000, "genus": "G0", "family": "F0", "order": "O0", "class": "Aves", "phylum": "Chordata",
-         "kingdom": "Animalia"},
-        {"id": 100, "genus": "G3", "family": "F3", "order": "O3", "class": "Insecta", "phylum": "Arthropoda",
-         "kingdom": "Animalia"},
+        {
+            "id": 3000,
+            "genus": "G0",
+            "family": "F0",
+            "order": "O0",
+            "class": "Aves",
+            "phylum": "Chordata",
+            "kingdom": "Animalia",
+        },
+        {
+            "id": 100,
+            "genus": "G3",
+            "family": "F3",
+            "order": "O3",
+            "class": "Insecta",
+            "phylum": "Arthropoda",
+            "kingdom": "Animalia",
+        },
     ]
     (root / "train2018.json").write_text(json.dumps({"categories": cats}))
 

@@ -12,7 +12,11 @@ from common.data.errors import DatasetNotFoundError
 
 def make_sop(root):
     rows = {
-        "train": [(1, 1, 1, "bicycle_final/a_0.JPG"), (2, 1, 1, "bicycle_final/a_1.JPG"), (3, 2, 3, "chair_final/b_0.JPG")],
+        "train": [
+            (1, 1, 1, "bicycle_final/a_0.JPG"),
+            (2, 1, 1, "bicycle_final/a_1.JPG"),
+            (3, 2, 3, "chair_final/b_0.JPG"),
+        ],
         "test": [(4, 11319, 2, "cabinet_final/c_0.JPG"), (5, 11320, 12, "toaster_final/d_0.JPG")],
     }
     for split, rs in rows.items():

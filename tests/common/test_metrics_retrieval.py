@@ -161,7 +161,9 @@ def test_query_gallery_split_vs_brute_force():
             x.double(), labels, query_idx=torch.tensor(q), gallery_idx=torch.tensor(g), metrics=ALL,
             recall_at=(1, 4), exclude_self=exclude_self, chunk_size=6,
         )  # fmt: skip
-        _check(ours, brute, ["recall@1", "recall@4", "precision@1", "r_precision", "map@r", "map", "ndcg", "hap", "asi"])
+        _check(
+            ours, brute, ["recall@1", "recall@4", "precision@1", "r_precision", "map@r", "map", "ndcg", "hap", "asi"]
+        )
 
 
 def test_multilabel_vs_brute_force():
@@ -212,7 +214,9 @@ def test_binary_metrics_match_pml_accuracy_calculator():
 
     x, labels = _clustered(400, 40, 16, seed=0, noise=1.5)
     xn = torch.nn.functional.normalize(x, dim=1)
-    calc = AccuracyCalculator(include=("precision_at_1", "r_precision", "mean_average_precision_at_r"), k="max_bin_count")
+    calc = AccuracyCalculator(
+        include=("precision_at_1", "r_precision", "mean_average_precision_at_r"), k="max_bin_count"
+    )
     pml = calc.get_accuracy(xn.float(), labels)
     ours = evaluate_retrieval(x, labels, metrics=("precision_at_1", "r_precision", "map_at_r"))
     assert ours["precision@1"] == pytest.approx(pml["precision_at_1"], abs=1e-6)
@@ -227,7 +231,9 @@ def test_query_gallery_split_matches_pml():
     x, labels = _clustered(500, 30, 16, seed=1, noise=1.5)
     xn = torch.nn.functional.normalize(x, dim=1)
     q, g = torch.arange(0, 150), torch.arange(150, 500)
-    calc = AccuracyCalculator(include=("precision_at_1", "r_precision", "mean_average_precision_at_r"), k="max_bin_count")
+    calc = AccuracyCalculator(
+        include=("precision_at_1", "r_precision", "mean_average_precision_at_r"), k="max_bin_count"
+    )
     pml = calc.get_accuracy(xn[q].float(), labels[q], xn[g].float(), labels[g], ref_includes_query=False)
     ours = evaluate_retrieval(
         x, labels, query_idx=q, gallery_idx=g, exclude_self=False, metrics=("precision_at_1", "r_precision", "map_at_r")

@@ -91,4 +91,6 @@ def test_errors():
 def test_hierarchical_labels_use_column_zero():
     labels = labels_uneven()
     hier = torch.stack([labels, labels // 4], 1)
-    assert list(SlidingWindowMPerClassSampler(hier, 8, 2, seed=2)) == list(SlidingWindowMPerClassSampler(labels, 8, 2, seed=2))
+    assert list(SlidingWindowMPerClassSampler(hier, 8, 2, seed=2)) == list(
+        SlidingWindowMPerClassSampler(labels, 8, 2, seed=2)
+    )

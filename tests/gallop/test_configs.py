@@ -67,3 +67,29 @@ def test_fmnist_tiny_runs_through_the_launcher(tmp_path, tiny_fmnist):
     assert 0.0 <= metrics["test/acc"] <= 100.0
     assert 0.0 <= metrics["test/ood/held_out/gl_mcm/auroc"] <= 1.0
     assert objs["trainer"].global_step == 1
+
+
+def test_imagenet_data_config_wires_dg_and_ood_sets(tmp_path):
+    from tests.gallop.test_data import _img, _write_imagenet
+
+    _write_imagenet(tmp_path / "coop")
+    for sub in ("iNaturalist/images", "SUN/images", "Places/images", "dtd/images/banded"):
+        _img(tmp_path / "ood_data" / sub / "x.jpg")
+    cfg = compose_train(["experiment=gallop/imagenet_16shot", f"paths.data_dir={tmp_path}"], tmp_path / "out")
+    dm = hydra.utils.instantiate(cfg.data)
+    assert dm.class_names == ["tench", "goldfish", "great white shark"]
+    assert dm.test_names == [
+        "id",
+        "ood/inaturalist",
+        "ood/sun",
+        "ood/places",
+        "ood/textures",
+        "domain/imagenet_v2",
+        "domain/imagenet_sketch",
+        "domain/imagenet_a",
+        "domain/imagenet_r",
+    ]
+    assert dm.domain_datasets["imagenet_a"].class_subset == [0, 2]
+    dm.setup("fit")
+    assert len(dm.train_dataset) == 3  # 16 shots of 1-image classes: all of each
+    assert dm.test_dataset[0]["image"].shape == (3, 224, 224)

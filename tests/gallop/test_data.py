@@ -12,6 +12,7 @@ from PIL import Image
 
 from common.data.datasets.coop import COOP_DATASETS, CoOpDataset, class_names_from_rows, read_split_zhou
 from common.data.datasets.imagenet_dg import ImageNetDG
+from common.data.datasets.imagenet_ood import ImageNetOOD
 from common.data.errors import DatasetNotFoundError
 from common.data.fewshot import (
     FewShotDataModule,
@@ -21,7 +22,6 @@ from common.data.fewshot import (
     load_or_create_split,
     split_file,
 )
-from common.data.datasets.imagenet_ood import ImageNetOOD
 from tests.gallop.helpers import TensorImages
 
 

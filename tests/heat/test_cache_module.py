@@ -92,6 +92,13 @@ def test_heat_module_fast_dev_run_and_checkpoint(tmp_path, prior, proposal):
     assert module.prior.is_fitted
     assert any(not torch.equal(a, b) for a, b in zip(w0, module.mlp.parameters()))
     assert ("val/auroc" in trainer.callback_metrics) == has_metrics
+    if has_metrics:
+        res = trainer.test(module, datamodule=dm, verbose=False)[0]
+        from common.metrics.ood import ood_metrics
+
+        expected = ood_metrics(module.score(test).double(), module.score(ood).double())
+        assert res["test/ood1/auroc"] == pytest.approx(expected["auroc"], abs=1e-6)
+        assert res["test/fpr95_ood_positive"] == pytest.approx(expected["fpr95_ood_positive"], abs=1e-6)
     s = module.score(test)
     assert s.shape == (32,) and torch.isfinite(s).all()
     prior_part, mlp_part = module.energy_parts(test.avg)

@@ -1,0 +1,109 @@
+"""`make report`: the report builder, its plots, and the HTML rendered by headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import precision_recall_curve
+
+from common.report.build import build
+from common.report.markdown import to_html
+from common.report.plots import interpolated_pr_curve
+
+
+def test_pr_curve_matches_sklearn_per_query_interpolation():
+    rng = np.random.default_rng(0)
+    z, y = rng.normal(size=(60, 5)), rng.integers(0, 4, 60)
+    levels, ours = interpolated_pr_curve(z, y, points=11)
+    zn = z / np.linalg.norm(z, axis=1, keepdims=True)
+    expected = []
+    for q in range(len(z)):
+        others = np.arange(len(z)) != q
+        rel = (y[others] == y[q]).astype(int)
+        if rel.sum() == 0:
+            continue
+        precision, recall, _ = precision_recall_curve(rel, zn[others] @ zn[q])
+        precision, recall = precision[:-1], recall[:-1]  # drop sklearn's artificial (recall 0, precision 1) end
+        expected.append([precision[recall >= r - 1e-12].max() for r in np.linspace(0, 1, 11)])
+    np.testing.assert_allclose(ours, np.mean(expected, axis=0), atol=1e-5)
+
+
+def test_markdown_tables_and_lists():
+    html = to_html("# T\n\n| a | b |\n|---|---|\n| 1 | `x` |\n\n- one\n- **two**\n\ntext [l](u)")
+    assert "<table>" in html and "<td><code>x</code></td>" in html
+    assert "<li><strong>two</strong></li>" in html and '<a href="u">l</a>' in html
+
+
+def _fixture(tmp_path: Path) -> tuple[Path, Path]:
+    demo, results = tmp_path / "demo", tmp_path / "results"
+    (demo / "artifacts").mkdir(parents=True)
+    (demo / "roadmap.md").write_text(
+        "## ROADMAP demo\n\n| model | R@1 |\n|---|---|\n| roadmap | 0.81 |\n\n`make demo-roadmap`\n"
+    )
+    (demo / "roadmap.json").write_text(
+        json.dumps({"claim": {"text": "ROADMAP beats SmoothAP.", "holds": False, "detail": "0.81 vs 0.83."}})
+    )
+    rng = np.random.default_rng(0)
+    np.savez(
+        demo / "artifacts" / "roadmap_retrieval_roadmap.npz",
+        embeddings=rng.normal(size=(40, 4)),
+        labels=rng.integers(0, 4, 40),
+    )
+    np.savez(demo / "artifacts" / "heat_ood_energy.npz", id=rng.normal(size=50), **{"ood/digits": rng.normal(1, 1, 30)})
+    (demo / "artifacts" / "roadmap_curve_roadmap.csv").write_text("step,loss\n0,1.0\n1,0.5\n")
+    from common.report import plots
+
+    plots.training_curves_png({"x": ([0, 1], [1, 0])}, demo / "gallop_heatmap.png", "t", "y")
+    (results / "roadmap").mkdir(parents=True)
+    (results / "roadmap" / "published.yaml").write_text(
+        "source: arXiv 2110.01445 Table 1\nsop:\n  columns: [R@1, mAP@R]\n  ROADMAP: [83.1, null]\n"
+    )
+    return demo, results
+
+
+def test_report_builds_tables_pictures_and_honest_claims(tmp_path):
+    demo, results = _fixture(tmp_path)
+    out = tmp_path / "report"
+    summary = build(demo, out, results)
+    md = (out / "REPORT.md").read_text()
+    assert "| roadmap | 0.81 |" in md and "does NOT agree" in md and "arXiv 2110.01445" in md
+    assert "| ROADMAP | 83.1 |  |" in md
+    assert "No demo result yet: run `make demo-happier`" in md
+    page = (out / "index.html").read_text()
+    assert page.count("<table>") >= 2
+    imgs = re.findall(r'<img[^>]+src="([^"]+)"', page)
+    assert set(imgs) == set(summary["images"]) and len(imgs) == 5  # PR, hist, ROC, training, heatmap
+    for src in imgs:
+        assert (out / src).stat().st_size > 1000
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_report_renders_in_headless_chromium(tmp_path):
+    demo, results = _fixture(tmp_path)
+    out = tmp_path / "report"
+    build(demo, out, results)
+    cmd = [
+        "chromium",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        (out / "index.html").as_uri(),
+    ]
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    assert "<table>" in dom and "does NOT agree" in dom
+    loaded = re.search(r'data-images-loaded="(\d+)"', dom)
+    total = re.search(r'data-images-total="(\d+)"', dom)
+    assert loaded and total and int(loaded.group(1)) == int(total.group(1)) == 5

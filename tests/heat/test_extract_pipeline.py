@@ -1,0 +1,46 @@
+"""End to end on a fixture CIFAR tree: heat.extract (backbone once) -> cached features -> heat.evaluate table."""
+
+import json
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import common.config.resolvers  # noqa: F401
+from heat.datamodule import FeatureDataModule
+from heat.evaluate import run
+from heat.extract import extract_all
+from tests.heat.test_configs_eval import CONFIG_DIR
+from tests.heat.test_readers import _cifar_batch
+
+
+def test_extract_then_evaluate(tmp_path):
+    base = tmp_path / "data" / "cifar-10-batches-py"
+    for i in range(1, 6):
+        _cifar_batch(base / f"data_batch_{i}", 12, [j % 3 for j in range(12)], seed=i)
+    _cifar_batch(base / "test_batch", 9, [j % 3 for j in range(9)], seed=9)
+    _cifar_batch(tmp_path / "data" / "cifar-100-python" / "test", 8, [1] * 8, coarse=[0] * 8, seed=10)
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train.yaml", overrides=["experiment=heat/cifar10_eval", f"paths.data_dir={tmp_path / 'data'}",
+                                                f"paths.cache_dir={tmp_path / 'cache'}"])
+    OmegaConf.set_struct(cfg, False)
+    cfg.extract.backbone = {"_target_": "heat.backbones.create_classifier", "name": "resnet18", "num_classes": 3,
+                            "cifar_stem": True, "checkpoint": None}
+    cfg.data.val_ood = [cfg.data.val_ood[0]]  # CIFAR-100 only
+    cfg.data.ood_names = ["cifar100"]
+    cfg.heat_eval.near, cfg.heat_eval.far = ["cifar100"], []
+    cfg.heat_eval.out_dir = str(tmp_path / "results")
+    cfg.heat_eval.baselines = {"msp": {"_target_": "heat.scorers.logits.MSP"},
+                               "knn": {"_target_": "heat.scorers.knn.KNN", "k": 3}}
+    done = extract_all(cfg, device="cpu")
+    assert done == ["cifar10/train", "cifar10/test", "cifar100/test"]
+    sidecars = sorted((tmp_path / "cache" / "heat_features").glob("*.json"))
+    assert len(sidecars) == 3 and all(json.loads(s.read_text())["complete"] for s in sidecars)
+    dm = FeatureDataModule(**{k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items()
+                              if k != "_target_"})
+    assert dm.train_features.avg.shape == (60, 512) and dm.val_ood[0].labels is not None
+    assert np.isfinite(dm.train_features.std.numpy()).all()
+    with pytest.raises(Exception, match="not positive definite|increase"):
+        run(cfg)  # 60 samples in 512-d: the GMM priors need more data than this fixture (clear error)
+    cfg.data.train.split = "train"

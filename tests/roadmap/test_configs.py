@@ -1,0 +1,162 @@
+"""Experiment rows, loss/data configs, published.yaml, the report and the demo helpers."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from roadmap import demo, report
+from tests.common.test_datasets_cub import make_cub
+from tests.common.test_datasets_inat import make_inat
+from tests.common.test_datasets_inshop import make_inshop
+from tests.common.test_datasets_sop import make_sop
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "configs"
+ROWS = sorted(p.stem for p in (CONFIGS / "experiment" / "roadmap").glob("*.yaml"))
+PAPER_ROWS = [r for r in ROWS if r != "demo_fmnist"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def hydra_context():
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        yield
+
+
+def compose_row(row: str, overrides=()):
+    return compose("train", overrides=[f"experiment=roadmap/{row}", *overrides])
+
+
+@pytest.mark.parametrize("row", ROWS)
+def test_row_composes_and_its_loss_runs(row):
+    cfg = compose_row(row)
+    assert list(cfg.model.losses) == ["main"], "the default contrastive loss must be replaced"
+    assert cfg.experiment_name == f"roadmap/{row}"
+    assert "/" not in cfg.task_name
+    loss = instantiate(cfg.model.losses.main)
+    dim = cfg.model.net.embed_dim or 384
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(16, dim, generator=g, requires_grad=True)
+    y = torch.arange(4).repeat_interleave(4)
+    value = loss(z, y)
+    assert torch.isfinite(value)
+    value.backward()
+    if cfg.model.get("memory"):
+        assert OmegaConf.is_missing(cfg.model.memory, "weight"), "XBM weight is not in the spec: must be set"
+
+
+def test_paper_settings_of_main_rows():
+    sop = compose_row("sop_resnet50")
+    assert sop.data.sampler._target_.endswith("HierarchicalBatchSampler") and sop.data.batch_size == 128
+    assert sop.model.lr_backbone == 1e-5 and sop.model.lr_head == 2e-5 and sop.model.optimizer.weight_decay == 1e-4
+    assert list(sop.model.scheduler.milestones) == [30, 70] and sop.model.scheduler.gamma == 0.3
+    assert sop.trainer.max_epochs == 100 and sop.seed == 333
+    assert sop.model.losses.main.supap.offset == 1.44 and sop.model.losses.main.supap.linear_mode == "x"
+    assert sop.model.losses.main.lam == 0.5 and sop.model.losses.main.scale == 2.0
+    inat = compose_row("inat_resnet50")
+    assert inat.data.batch_size == 384 and inat.model.losses.main.supap.start == 0.0
+    assert inat.model.losses.main.supap.offset == 1.0
+    cub = compose_row("cub_resnet50")
+    assert cub.model.optimizer.lr == 1e-6 and cub.model.scheduler is None and cub.trainer.max_epochs == 200
+    assert cub.model.net.pooling == "max" and cub.model.net.layer_norm
+    tp = compose_row("tpami_sop_resnet50_roadmap")
+    assert tp.model.losses.main.lam == 0.1 and tp.model.losses.main.scale == 1.0
+    nsm = compose_row("tpami_sop_resnet50_nsm")
+    assert nsm.model.losses.main.num_classes == 11318 and nsm.model.loss_param_groups.main.lr == 10.0
+
+
+def test_loss_group_override_switches_the_loss():
+    cfg = compose_row("demo_fmnist", ["model/loss@model.losses.main=roadmap_smoothap"])
+    assert cfg.model.losses.main._target_ == "roadmap.losses.SmoothAP"
+
+
+def _fixture_root(tmp_path, name):
+    root = tmp_path / name
+    root.mkdir()
+    return root
+
+
+@pytest.mark.parametrize("data", ["sop", "cub", "inat", "inshop"])
+def test_data_configs_build_on_fixture_trees(tmp_path, data):
+    if data == "sop":
+        make_sop(_fixture_root(tmp_path, "Stanford_Online_Products"))
+    elif data == "cub":
+        make_cub(_fixture_root(tmp_path, "CUB_200_2011"), n_classes=200, per_class=1)
+    elif data == "inat":
+        make_inat(_fixture_root(tmp_path, "inaturalist"))
+    else:
+        make_inshop(_fixture_root(tmp_path, "inshop"))
+    cfg = compose("train", overrides=[f"data={data}", f"paths.data_dir={tmp_path}"])
+    dm = instantiate(cfg.data)
+    item = dm.train_dataset[0]
+    assert item["image"].shape[0] == 3 and item["image"].ndim == 3
+    if data in ("sop", "inshop"):
+        assert dm.train_dataset.labels.ndim == 2  # [class, super-class] for the hierarchical sampler
+    test = dm.test_dataset if data != "inshop" else dm.query_dataset
+    assert test[0]["image"].shape[-1] == test[0]["image"].shape[-2]
+
+
+def test_published_yaml_covers_every_row_and_quotes_sources():
+    pub = yaml.safe_load((ROOT / "results" / "roadmap" / "published.yaml").read_text())
+    rows = {r for t, rs in pub.items() if t != "sources" for r in rs}
+    assert set(PAPER_ROWS) <= rows
+    for table, entries in pub.items():
+        if table == "sources":
+            continue
+        for row, entry in entries.items():
+            for key in ("recall@1", "map@r"):
+                v = entry[key]
+                assert v == "missing" or (isinstance(v, float) and entry.get("source") in pub["sources"]), row
+    assert pub["roadmap_neurips2021"]["sop_resnet50"]["recall@1"] == 83.1
+
+
+def test_make_targets_name_existing_rows():
+    mk = (ROOT / "mk" / "roadmap.mk").read_text()
+    rows = re.search(r"ROADMAP_ROWS \?= (.*)", mk).group(1).split()
+    assert all(r in ROWS for r in rows)
+    for target in ("table-roadmap:", "report-roadmap:", "bench-roadmap:", "demo-roadmap:"):
+        assert target in mk and "##" in mk.split(target, 1)[1].splitlines()[0]
+
+
+def _fake_run(base: Path, name: str, metrics: dict, overrides=()):
+    base.mkdir(parents=True)
+    (base / ".hydra").mkdir()
+    (base / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"experiment_name": name}))
+    (base / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
+    (base / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_report_puts_published_beside_ours(tmp_path):
+    _fake_run(tmp_path / "logs" / "a" / "0", "roadmap/sop_resnet50", {"test/recall@1": 0.8, "test/map@r": 0.5})
+    _fake_run(tmp_path / "logs" / "b" / "0", "happier/other", {"test/recall@1": 0.1})
+    runs = report.find_runs(tmp_path / "logs")
+    assert list(runs) == ["sop_resnet50"]
+    text = report.report(report.load_published(ROOT / "results" / "roadmap" / "published.yaml"), runs)
+    line = next(ln for ln in text.splitlines() if ln.startswith("| sop_resnet50 |"))
+    assert "| 83.1 | 80.0 | missing | 50.0 |" in line
+    assert "| cub_resnet50 | 68.5 | - | missing | - | - |" in text
+
+
+def test_demo_helpers(tmp_path):
+    sweep = tmp_path / "sweep"
+    for i, (loss, m) in enumerate([("roadmap", 0.50), ("roadmap_smoothap", 0.495), ("roadmap_triplet", 0.40)]):
+        _fake_run(
+            sweep / str(i),
+            "roadmap/demo_fmnist",
+            {"test/recall@1": 0.7, "test/recall@10": 0.9, "test/map@r": m},
+            [f"{demo.GROUP}={loss}"],
+        )
+    runs = demo.read_runs(sweep)
+    assert set(runs) == {"roadmap", "roadmap_smoothap", "roadmap_triplet"}
+    assert demo.verdict(runs).startswith("ROADMAP is on par with the best other loss (Smooth-AP)")
+    runs["roadmap"]["test/map@r"] = 0.3
+    assert demo.verdict(runs).startswith("ROADMAP is behind")
+    assert demo.table(runs).count("\n") == 4
