@@ -1,9 +1,10 @@
 """Time and peak memory of our O(B^2) rank losses vs a straightforward B x B x B implementation, same run.
 
-For each batch size B (m-per-class labels, m=4, d=512) and each loss (SupAP, Smooth-AP) it runs forward+backward
-of (a) a B^3 implementation that builds D[q, i, j] = s_qj - s_qi like the original ``quick_forward``, (b) ours
-(``roadmap.losses``, all positive pairs at once) and (c) ours chunked. It checks that the values agree within 1e-6
-and prints the median time and the peak memory of each, with the ratios ours / B^3.
+For each batch size B (m-per-class labels, m=4, d=512) and each loss (SupAP, Smooth-AP) it times forward+backward,
+in interleaved rounds so that load on a shared machine hits all alike, of (a) a B^3 implementation that builds
+D[q, i, j] = s_qj - s_qi like the original ``quick_forward``, (b) ours (``roadmap.losses``, all positive pairs at
+once) and (c) ours chunked. It checks that the values agree within 1e-6
+and prints the fastest time and the peak memory of each, with the ratios ours / B^3.
 
 Peak memory: ``torch.cuda.max_memory_allocated`` on CUDA; on CPU the process high-water mark (VmHWM, reset
 through /proc/self/clear_refs) above the resident size before the call. On CPU the script re-executes itself with
@@ -20,7 +21,6 @@ import argparse
 import gc
 import os
 import re
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -63,37 +63,43 @@ def _kib(field: str) -> int:
     return int(re.search(rf"{field}:\s+(\d+)", open("/proc/self/status").read()).group(1))
 
 
-def measure(fn: Callable, emb: torch.Tensor, labels: torch.Tensor, repeats: int) -> tuple[float, float, float]:
-    """Return (loss value, median seconds of forward+backward, peak MiB)."""
+def run_once(fn: Callable, emb: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, float]:
+    """One forward+backward: (loss value, seconds, peak MiB above the memory in use before the call)."""
     device = emb.device
-    times, peak = [], 0.0
-    value = float("nan")
-    for r in range(repeats + 1):  # first run is a warm-up
-        x = emb.clone().requires_grad_(True)
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-        else:
-            open("/proc/self/clear_refs", "w").write("5")
-            base = _kib("VmRSS") * 1024
-        t0 = time.perf_counter()
-        loss = fn(x, labels)
-        loss.backward()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
-        if device.type == "cuda":
-            mem = torch.cuda.max_memory_allocated() - base
-        else:
-            mem = _kib("VmHWM") * 1024 - base
-        value = loss.item()
-        if r > 0:
-            times.append(dt)
-            peak = max(peak, mem / 2**20)
-        del x, loss
-    return value, statistics.median(times), peak
+    x = emb.clone().requires_grad_(True)
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        open("/proc/self/clear_refs", "w").write("5")
+        base = _kib("VmRSS") * 1024
+    t0 = time.perf_counter()
+    loss = fn(x, labels)
+    loss.backward()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else _kib("VmHWM") * 1024
+    return loss.item(), dt, (peak - base) / 2**20
+
+
+def measure_interleaved(fns: list[Callable], emb, labels, repeats: int) -> list[tuple[float, float, float]]:
+    """Run the implementations in turn, ``repeats`` rounds after one warm-up round, so that load changes on a shared
+    machine hit all of them alike. Returns per implementation (value, fastest seconds, max peak MiB): the minimum
+    over rounds is the least load-disturbed estimate (as ``timeit`` recommends)."""
+    times: list[list[float]] = [[] for _ in fns]
+    peaks = [0.0 for _ in fns]
+    values = [float("nan") for _ in fns]
+    for r in range(repeats + 1):
+        for k, fn in enumerate(fns):
+            v, dt, mem = run_once(fn, emb, labels)
+            values[k] = v
+            if r > 0:
+                times[k].append(dt)
+                peaks[k] = max(peaks[k], mem)
+    return [(values[k], min(times[k]), peaks[k]) for k in range(len(fns))]
 
 
 def main() -> None:
@@ -101,7 +107,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 384])
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--m", type=int, default=4, help="images per class in the batch")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--chunk", type=int, default=256, help="(query, positive) pairs per chunk for the chunked path")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
@@ -126,9 +132,9 @@ def main() -> None:
             g = torch.Generator().manual_seed(B)
             emb = torch.randn(B, args.dim, generator=g).to(device)
             labels = torch.arange(B // args.m).repeat_interleave(args.m).to(device)
-            v3, t3, m3 = measure(b3, emb, labels, args.repeats)
-            vo, to, mo = measure(ours, emb, labels, args.repeats)
-            vc, tc, mc = measure(chunked, emb, labels, args.repeats)
+            (v3, t3, m3), (vo, to, mo), (vc, tc, mc) = measure_interleaved(
+                [b3, ours, chunked], emb, labels, args.repeats
+            )
             dv = max(abs(vo - v3), abs(vc - v3))
             print(
                 f"{name:9s} {B:4d} {t3:8.4f} {to:8.4f} {tc:8.4f} {m3:9.1f} {mo:9.1f} {mc:9.1f} "

@@ -19,6 +19,7 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 import common  # noqa: F401  (registers resolvers)
@@ -65,6 +66,8 @@ def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if cfg.get("logger") and any("wandb" in str(c.get("_target_", "")).lower() for c in cfg.logger.values()):
         default_wandb_mode()
     loggers = instantiate_loggers(cfg.get("logger"))
+    if not loggers:  # LearningRateMonitor refuses to run without a logger
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     hparams = OmegaConf.to_container(cfg, resolve=True)

@@ -19,7 +19,7 @@ Gradients. Heaviside parts carry no gradient (their output is computed on detach
 code where H was written in place; the smooth steps are differentiable everywhere except at their kinks.
 
 Stable API (other packages rely on these names and signatures; only add keyword arguments with defaults):
-``heaviside``, ``tau_sigmoid``, ``sigmoid_step``, ``supap_step``, ``Heaviside``, ``Sigmoid``, ``SupAPStep``,
+``heaviside``, ``tau_sigmoid``, ``sigmoid_step``, ``supap_step``, ``Heaviside``, ``Sigmoid``, ``SupAPStep``, ``LINEAR_MODES``,
 ``label_match``, ``shared_levels``, ``valid_reference_mask``, ``positive_pairs``, ``pairwise_rank_sums``,
 ``ap_ranks``, ``RankOutput``, ``average_precision_from_ranks``, ``per_query_mean``.
 """

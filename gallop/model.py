@@ -135,14 +135,18 @@ class ZeroShotCLIP(nn.Module):
         self.logit_scale = _logit_scale(clip)
         self.register_buffer("classifier", torch.zeros(0), persistent=False)
 
-    @torch.no_grad()
     def set_class_names(self, class_names: Sequence[str]) -> None:
+        """Store the names; the classifier is encoded on first use, on the device the model is on by then."""
         # "coop" style without the final "." (templates carry their own punctuation).
-        names = [format_class_name(n, self.name_style).rstrip(".") for n in class_names]
+        self.names = [format_class_name(n, self.name_style).rstrip(".") for n in class_names]
+        self.classifier = torch.zeros(0, device=self.clip.logit_scale.device)
+
+    @torch.no_grad()
+    def _encode_classifier(self) -> None:
         w = open_clip.build_zero_shot_classifier(
             self.clip,
             open_clip.tokenizer.tokenize,
-            names,
+            self.names,
             self.templates,
             num_classes_per_batch=10,
             device=self.clip.logit_scale.device,
@@ -150,6 +154,10 @@ class ZeroShotCLIP(nn.Module):
         self.classifier = F.normalize(w.T, dim=-1)
 
     def text_features(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if not getattr(self, "names", None):
+            raise RuntimeError("call set_class_names(class_names) before encoding the zero-shot classifier")
+        if self.classifier.shape[0] != len(self.names):
+            self._encode_classifier()
         t = self.classifier.unsqueeze(1)  # [K, 1, D]
         return t, t
 

@@ -33,9 +33,7 @@ def check_embeddings_and_labels(
     if labels.ndim == 1:
         labels = labels[:, None]
     if labels.ndim != 2:
-        raise ValueError(
-            f"labels must have shape [B, L] (column 0 = finest level) or [B]; got {tuple(labels.shape)}."
-        )
+        raise ValueError(f"labels must have shape [B, L] (column 0 = finest level) or [B]; got {tuple(labels.shape)}.")
     if labels.shape[0] != embeddings.shape[0]:
         raise ValueError(
             f"{name} has {embeddings.shape[0]} rows but labels has {labels.shape[0]}: one label row per embedding."

@@ -67,9 +67,7 @@ class ClusterLoss(nn.Module):
         """Mean cross-entropy over the batch. ``ref_*`` (a memory) is not used by a proxy loss."""
         labels = check_embeddings_and_labels(embeddings, labels)
         if self.hierarchy_level >= labels.shape[1]:
-            raise ValueError(
-                f"hierarchy_level={self.hierarchy_level} but labels have only {labels.shape[1]} level(s)."
-            )
+            raise ValueError(f"hierarchy_level={self.hierarchy_level} but labels have only {labels.shape[1]} level(s).")
         y = labels[:, self.hierarchy_level]
         if y.min() < 0 or y.max() >= self.num_classes:
             raise ValueError(

@@ -85,7 +85,9 @@ def combined_grid(results: dict, run_dir: Path, path: Path) -> None:
         for name in names:
             g = results[name]["grid"]
             if g["query_idx"] != queries:
-                raise RuntimeError("the two runs used different grid queries; keep callbacks.retrieval_grid.query_idx equal")
+                raise RuntimeError(
+                    "the two runs used different grid queries; keep callbacks.retrieval_grid.query_idx equal"
+                )
             q_imgs.append(raw_image(dataset, q))
             rows.append([raw_image(dataset, j) for j in g["topk"][r]])
             levels.append(g["levels"][r])
@@ -121,7 +123,9 @@ def table(results: dict, command: str) -> str:
         lines.append(f"| {label} | " + " | ".join(vals) + " |")
     walls = ", ".join(f"{n} {results[n]['wall_s']:.0f} s" for n in names)
     lines += ["", f"Wall time per run (this machine): {walls}.", ""]
-    lines.append("Paper claim to compare with (HAPPIER, ECCV 2022): higher H-AP and ASI than binary losses at a similar R@1.")
+    lines.append(
+        "Paper claim to compare with (HAPPIER, ECCV 2022): higher H-AP and ASI than binary losses at a similar R@1."
+    )
     return "\n".join(lines) + "\n"
 
 

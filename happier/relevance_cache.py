@@ -73,7 +73,9 @@ def cache_path(cache_dir: str | Path, name: str, labels: Tensor, kind: str, alph
     """Where the table of this test set lives under ``cache_dir``."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
     tag = "" if count_query else "_noself"
-    return Path(cache_dir) / "happier" / "relevance" / f"{safe}_{kind}_{_alpha_tag(alpha)}{tag}_{labels_digest(labels)}.pt"
+    return (
+        Path(cache_dir) / "happier" / "relevance" / f"{safe}_{kind}_{_alpha_tag(alpha)}{tag}_{labels_digest(labels)}.pt"
+    )
 
 
 def cached_relevance_table(

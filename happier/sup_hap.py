@@ -40,8 +40,8 @@ from happier._checks import check_embeddings_and_labels, upcast_half
 def hrank_step(x: Tensor, beta: float = 25.0, gamma: float = 0.5, leak: float = 10.0) -> Tensor:
     """HAPPIER's smooth H-rank step for items of strictly higher level (``step_hrank``).
 
-        Rh(x) = min(beta * x + gamma, 1)   x > 0     (H(x) when gamma > 1)
-              = leak * x                   x <= 0    (a negative contribution: pushes higher levels up)
+    Rh(x) = min(beta * x + gamma, 1)   x > 0     (H(x) when gamma > 1)
+          = leak * x                   x <= 0    (a negative contribution: pushes higher levels up)
     """
     if gamma > 1.0:
         pos = heaviside(x)

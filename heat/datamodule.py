@@ -86,8 +86,11 @@ class FeatureDataModule(L.LightningDataModule):
         self.train_features = load_features(train, cache_dir)
         self.val_id = None if val_id is None else load_features(val_id, cache_dir)
         self.val_ood = [load_features(v, cache_dir) for v in val_ood]
-        self.ood_names = list(ood_names) if ood_names is not None else [
-            v["dataset"] if isinstance(v, Mapping) else f"ood{i + 1}" for i, v in enumerate(val_ood)]
+        self.ood_names = (
+            list(ood_names)
+            if ood_names is not None
+            else [v["dataset"] if isinstance(v, Mapping) else f"ood{i + 1}" for i, v in enumerate(val_ood)]
+        )
         if len(self.ood_names) != len(self.val_ood):
             raise ValueError(f"{len(self.ood_names)} ood_names for {len(self.val_ood)} OOD feature sets")
         self.pooling, self.batch_size, self.num_workers = pooling, batch_size, num_workers
@@ -96,8 +99,15 @@ class FeatureDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         ds = PooledDataset(self.train_features, self.pooling)
         g = torch.Generator().manual_seed(self.seed)
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=True, drop_last=len(ds) >= self.batch_size,
-                          collate_fn=_identity, num_workers=self.num_workers, generator=g)
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=len(ds) >= self.batch_size,
+            collate_fn=_identity,
+            num_workers=self.num_workers,
+            generator=g,
+        )
 
     def _eval_loaders(self, cap: bool):
         if self.val_id is None or not self.val_ood:
@@ -117,4 +127,6 @@ class FeatureDataModule(L.LightningDataModule):
 
     def _cap(self, f: Features) -> Features:
         # HEAT evaluates on the first 40 batches of each OOD set during training (eval_max_iter); we cap by items
-        return f if self.val_max_items is None or len(f) <= self.val_max_items else f.subset(slice(0, self.val_max_items))
+        return (
+            f if self.val_max_items is None or len(f) <= self.val_max_items else f.subset(slice(0, self.val_max_items))
+        )

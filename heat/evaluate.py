@@ -73,8 +73,10 @@ def run(cfg: DictConfig) -> dict:
     ev, data = cfg.heat_eval, cfg.data
     train = load_features(OmegaConf.to_container(data.train, resolve=True), data.cache_dir)
     id_test = load_features(OmegaConf.to_container(data.val_id, resolve=True), data.cache_dir)
-    ood = {n: load_features(OmegaConf.to_container(s, resolve=True), data.cache_dir)
-           for n, s in zip(data.ood_names, data.val_ood)}
+    ood = {
+        n: load_features(OmegaConf.to_container(s, resolve=True), data.cache_dir)
+        for n, s in zip(data.ood_names, data.val_ood)
+    }
     scorers = {n: hydra.utils.instantiate(c).fit(train) for n, c in ev.baselines.items()}
     scorers.update({"EL": EnergyLogits().fit(train), "GMM": GMM().fit(train), "GMM-std": GMMStd().fit(train)})
     heat, missing = {}, []
@@ -93,10 +95,13 @@ def run(cfg: DictConfig) -> dict:
     out_dir = Path(ev.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cmd = f"python -m heat.evaluate experiment={cfg.experiment_name}"
-    (out_dir / f"{ev.name}.json").write_text(json.dumps({"command": cmd, "missing_heat_rows": missing,
-                                                         "results": res}, indent=2))
-    md = (f"# HEAT table, {ev.name}\n\nCommand: `{cmd}`. Values x100: FPR95 (ID positive, HEAT) / FPR95 (OOD positive, "
-          f"OpenOOD v1.5) / AUROC. Missing HEAT rows: {', '.join(missing) or 'none'}.\n\n{markdown(res, columns)}\n")
+    (out_dir / f"{ev.name}.json").write_text(
+        json.dumps({"command": cmd, "missing_heat_rows": missing, "results": res}, indent=2)
+    )
+    md = (
+        f"# HEAT table, {ev.name}\n\nCommand: `{cmd}`. Values x100: FPR95 (ID positive, HEAT) / FPR95 (OOD positive, "
+        f"OpenOOD v1.5) / AUROC. Missing HEAT rows: {', '.join(missing) or 'none'}.\n\n{markdown(res, columns)}\n"
+    )
     (out_dir / f"{ev.name}.md").write_text(md)
     print(md)
     return res

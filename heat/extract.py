@@ -42,11 +42,22 @@ def extract_all(cfg: DictConfig, device: str | None = None) -> list[str]:
         if spec.dataset not in ex.datasets or spec.split not in ex.datasets[spec.dataset]:
             raise KeyError(f"extract.datasets has no entry {spec.dataset}.{spec.split}; add its reader config")
         dataset = hydra.utils.instantiate(ex.datasets[spec.dataset][spec.split], transform=transform)
-        loader = DataLoader(dataset, batch_size=ex.batch_size, shuffle=False, num_workers=cfg.data.get("num_workers", 0))
+        loader = DataLoader(
+            dataset, batch_size=ex.batch_size, shuffle=False, num_workers=cfg.data.get("num_workers", 0)
+        )
         log.info("features of %s/%s (%d images)", spec.dataset, spec.split, len(dataset))
-        extract_features(model, loader, cache_dir=cfg.data.cache_dir, backbone=spec.backbone, checkpoint=spec.checkpoint,
-                         dataset=spec.dataset, split=spec.split, transform=spec.transform, num_samples=len(dataset),
-                         device=device)
+        extract_features(
+            model,
+            loader,
+            cache_dir=cfg.data.cache_dir,
+            backbone=spec.backbone,
+            checkpoint=spec.checkpoint,
+            dataset=spec.dataset,
+            split=spec.split,
+            transform=spec.transform,
+            num_samples=len(dataset),
+            device=device,
+        )
         done.append(f"{spec.dataset}/{spec.split}")
     return done
 

@@ -21,7 +21,9 @@ def contrastive_divergence_loss(
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Returns ``(loss, {"e_real", "e_neg", "cd", "reg"})`` (means of ``E_theta``, detached)."""
     if real.ndim != 2 or negatives.ndim != 2 or real.shape[1] != negatives.shape[1]:
-        raise ValueError(f"real {tuple(real.shape)} and negatives {tuple(negatives.shape)} must be [N, D] with the same D")
+        raise ValueError(
+            f"real {tuple(real.shape)} and negatives {tuple(negatives.shape)} must be [N, D] with the same D"
+        )
     if eps_data > 0:
         real = real + eps_data * torch.randn(real.shape, generator=generator, dtype=real.dtype).to(real.device)
         negatives = negatives + eps_data * torch.randn(negatives.shape, generator=generator, dtype=negatives.dtype).to(

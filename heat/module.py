@@ -66,9 +66,12 @@ class HEATModule(L.LightningModule):
         gamma: float = 0.1,
     ) -> None:
         super().__init__()
+        # plain Python containers (not OmegaConf ListConfig) so that checkpoints load with torch.load(weights_only=True)
+        betas, milestones = tuple(float(b) for b in betas), [int(m) for m in milestones]
         self.save_hyperparameters(ignore=["prior", "mlp"])
         self.prior, self.mlp = prior, mlp
-        self.hybrid = HybridEnergy(prior, mlp, temperature_prior, temperature)
+        # not registered as a child: prior and mlp are already submodules (no duplicated checkpoint entries)
+        self.__dict__["hybrid"] = HybridEnergy(prior, mlp, temperature_prior, temperature)
         self.proposal = Proposal(proposal, from_batch_labels=proposal_from_batch_labels)
         self._scores: dict[str, dict[int, list[Tensor]]] = {}
         for p in self.prior.parameters():
@@ -123,8 +126,20 @@ class HEATModule(L.LightningModule):
         z0, comp = self.proposal(self.prior, b, d, labels=labels)
         z0 = project(z0.to(real), relu=hp.sgld_relu, normalize=self.normalize)
         y = comp if (hp.simplified_mahalanobis and comp is not None) else None
-        zk = sgld(self.hybrid, z0, hp.sgld_steps, hp.sgld_step_size, hp.sgld_noise, y=y, relu=hp.sgld_relu,
-                  normalize=self.normalize) if hp.sgld_steps > 0 else z0
+        zk = (
+            sgld(
+                self.hybrid,
+                z0,
+                hp.sgld_steps,
+                hp.sgld_step_size,
+                hp.sgld_noise,
+                y=y,
+                relu=hp.sgld_relu,
+                normalize=self.normalize,
+            )
+            if hp.sgld_steps > 0
+            else z0
+        )
         return torch.cat([zk, z0]), z0
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:

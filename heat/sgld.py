@@ -74,7 +74,9 @@ class Proposal:
         if self.kind == "random_normal":
             return torch.randn(n, dim, generator=generator), None
         if not hasattr(prior, "sample"):
-            raise ValueError(f"proposal '{self.kind}' needs a prior with .sample (GMM, GMMStd), got {type(prior).__name__}")
+            raise ValueError(
+                f"proposal '{self.kind}' needs a prior with .sample (GMM, GMMStd), got {type(prior).__name__}"
+            )
         lab = labels if (self.from_batch_labels and labels is not None) else None
         scale = None
         if self.kind == "base_dist_temp":

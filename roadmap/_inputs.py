@@ -7,6 +7,8 @@ memory), queries are the batch and references are ``ref_embeddings``.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +29,31 @@ class PairInputs:
     scores: Tensor  # [Q, M] cosine similarities
     pos: Tensor  # [Q, M] bool, same label
     in_batch: bool  # True when the batch is its own reference (M = Q, item j = query j)
+
+
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def fp32_forward(forward: Callable) -> Callable:
+    """Decorator for ``forward(self, embeddings, labels, ref_embeddings=None, ref_labels=None)``: the loss runs with
+    autocast disabled and low-precision inputs cast to fp32.
+
+    Under AMP the original code computed the scores in fp16; rank sums over a large memory (tens of thousands of
+    terms up to ~200 each) overflow fp16, so every loss here is computed in fp32 (the gradient flows back to the
+    fp16 embeddings through the cast).
+    """
+
+    @functools.wraps(forward)
+    def wrapper(self, embeddings, labels, ref_embeddings=None, ref_labels=None):
+        device_type = embeddings.device.type if isinstance(embeddings, Tensor) else "cpu"
+        with torch.autocast(device_type=device_type, enabled=False):
+            if isinstance(embeddings, Tensor) and embeddings.dtype in LOW_PRECISION:
+                embeddings = embeddings.float()
+            if isinstance(ref_embeddings, Tensor) and ref_embeddings.dtype in LOW_PRECISION:
+                ref_embeddings = ref_embeddings.float()
+            return forward(self, embeddings, labels, ref_embeddings, ref_labels)
+
+    return wrapper
 
 
 def _check(embeddings: Tensor, labels: Tensor, name: str) -> Tensor:

@@ -30,7 +30,7 @@ from common.ranking import (
     average_precision_from_ranks,
     heaviside,
 )
-from roadmap._inputs import prepare, reference_mask, zero_loss
+from roadmap._inputs import fp32_forward, prepare, reference_mask, zero_loss
 
 RETURN_TYPES = ("1-mAP", "mAP")
 
@@ -58,6 +58,7 @@ class _RankAPLoss(nn.Module):
         ranks = ap_ranks(inp.scores, inp.pos, valid, self.neg_step, self.pos_step, chunk_size=self.chunk_size)
         return average_precision_from_ranks(ranks)
 
+    @fp32_forward
     def forward(
         self, embeddings: Tensor, labels: Tensor, ref_embeddings: Tensor | None = None, ref_labels: Tensor | None = None
     ) -> Tensor:

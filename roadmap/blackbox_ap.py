@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.autograd import Function
 
-from roadmap._inputs import prepare, reference_mask, zero_loss
+from roadmap._inputs import fp32_forward, prepare, reference_mask, zero_loss
 
 _LOW = -1.0e4  # score given to excluded / negative items so that they rank below every cosine score
 
@@ -51,6 +51,7 @@ class BlackBoxAP(nn.Module):
         super().__init__()
         self.lam, self.margin, self.include_query = lam, margin, include_query
 
+    @fp32_forward
     def forward(
         self, embeddings: Tensor, labels: Tensor, ref_embeddings: Tensor | None = None, ref_labels: Tensor | None = None
     ) -> Tensor:

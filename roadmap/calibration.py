@@ -14,7 +14,7 @@ from pytorch_metric_learning.distances import DotProductSimilarity
 from pytorch_metric_learning.losses import ContrastiveLoss
 from torch import Tensor, nn
 
-from roadmap._inputs import prepare
+from roadmap._inputs import fp32_forward, prepare
 
 
 class CalibrationLoss(nn.Module):
@@ -25,6 +25,7 @@ class CalibrationLoss(nn.Module):
         self.pos_margin, self.neg_margin = pos_margin, neg_margin
         self.loss = ContrastiveLoss(pos_margin=pos_margin, neg_margin=neg_margin, distance=DotProductSimilarity())
 
+    @fp32_forward
     def forward(
         self, embeddings: Tensor, labels: Tensor, ref_embeddings: Tensor | None = None, ref_labels: Tensor | None = None
     ) -> Tensor:

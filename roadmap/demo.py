@@ -36,7 +36,7 @@ def read_runs(sweep_dir: Path) -> dict[str, dict[str, float]]:
 
 
 def verdict(runs: dict[str, dict[str, float]]) -> str:
-    """One honest sentence comparing ROADMAP with the best other loss on mAP@R (on par = within 0.01)."""
+    """One honest sentence comparing ROADMAP with the best other loss on mAP@R (on par = within 0.01, one seed)."""
     if "roadmap" not in runs or len(runs) < 2:
         return "not enough runs to compare"
     ours = runs["roadmap"]["test/map@r"]
@@ -48,7 +48,10 @@ def verdict(runs: dict[str, dict[str, float]]) -> str:
         word = "ahead of"
     else:
         word = "behind"
-    return f"ROADMAP is {word} the best other loss ({LOSSES.get(best_name, best_name)}): mAP@R {ours:.4f} vs {best:.4f} ({delta:+.4f})"
+    return (
+        f"ROADMAP is {word} the best other loss ({LOSSES.get(best_name, best_name)}): mAP@R {ours:.4f} vs "
+        f"{best:.4f} ({delta:+.4f}; one seed, so differences under 0.01 are within run-to-run noise)"
+    )
 
 
 def table(runs: dict[str, dict[str, float]]) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from roadmap._inputs import prepare, reference_mask, zero_loss
+from roadmap._inputs import fp32_forward, prepare, reference_mask, zero_loss
 
 
 class FastAP(nn.Module):
@@ -28,6 +28,7 @@ class FastAP(nn.Module):
             raise ValueError(f"num_bins must be >= 1, got {num_bins}")
         self.num_bins = int(num_bins)
 
+    @fp32_forward
     def forward(
         self, embeddings: Tensor, labels: Tensor, ref_embeddings: Tensor | None = None, ref_labels: Tensor | None = None
     ) -> Tensor:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from roadmap._inputs import prepare, zero_loss
+from roadmap._inputs import fp32_forward, prepare, zero_loss
 
 
 class NormalizedSoftmaxLoss(nn.Module):
@@ -29,6 +29,7 @@ class NormalizedSoftmaxLoss(nn.Module):
         bound = 1.0 / math.sqrt(embedding_dim)
         self.proxies = nn.Parameter(torch.empty(num_classes, embedding_dim).uniform_(-bound, bound))
 
+    @fp32_forward
     def forward(
         self, embeddings: Tensor, labels: Tensor, ref_embeddings: Tensor | None = None, ref_labels: Tensor | None = None
     ) -> Tensor:

@@ -17,7 +17,7 @@ from pytorch_metric_learning import miners as pml_miners
 from pytorch_metric_learning.distances import CosineSimilarity
 from torch import Tensor, nn
 
-from roadmap._inputs import prepare
+from roadmap._inputs import fp32_forward, prepare
 
 TRIPLET_MINING = ("semihard", "hard", "easy", "all")
 
@@ -33,6 +33,7 @@ class TripletLoss(nn.Module):
         self.loss = pml_losses.TripletMarginLoss(margin=margin, distance=CosineSimilarity())
         self.miner = pml_miners.TripletMarginMiner(margin=margin, type_of_triplets=mining, distance=CosineSimilarity())
 
+    @fp32_forward
     def forward(
         self, embeddings: Tensor, labels: Tensor, ref_embeddings: Tensor | None = None, ref_labels: Tensor | None = None
     ) -> Tensor:
@@ -56,6 +57,7 @@ class MultiSimilarityLoss(nn.Module):
         self.loss = pml_losses.MultiSimilarityLoss(alpha=alpha, beta=beta, base=base)
         self.miner = pml_miners.MultiSimilarityMiner(epsilon=epsilon) if epsilon is not None else None
 
+    @fp32_forward
     def forward(
         self, embeddings: Tensor, labels: Tensor, ref_embeddings: Tensor | None = None, ref_labels: Tensor | None = None
     ) -> Tensor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from roadmap._inputs import fp32_forward
 from roadmap.ap_losses import SupAP
 from roadmap.calibration import CalibrationLoss
 
@@ -37,6 +38,7 @@ class ROADMAPLoss(nn.Module):
         self.supap = supap if supap is not None else SupAP()
         self.calibration = calibration if calibration is not None else CalibrationLoss()
 
+    @fp32_forward
     def forward(
         self, embeddings: Tensor, labels: Tensor, ref_embeddings: Tensor | None = None, ref_labels: Tensor | None = None
     ) -> Tensor:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from roadmap._inputs import prepare, reference_mask, zero_loss
+from roadmap._inputs import fp32_forward, prepare, reference_mask, zero_loss
 
 
 def soft_bins(scores: Tensor, nq: int, lo: float, hi: float) -> Tensor:
@@ -38,6 +38,7 @@ class SoftBinAP(nn.Module):
             raise ValueError(f"need nq >= 2 and hi > lo, got nq={nq}, lo={lo}, hi={hi}")
         self.nq, self.lo, self.hi, self.include_query = nq, lo, hi, include_query
 
+    @fp32_forward
     def forward(
         self, embeddings: Tensor, labels: Tensor, ref_embeddings: Tensor | None = None, ref_labels: Tensor | None = None
     ) -> Tensor:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from common.ranking import SupAPStep, ap_ranks, heaviside, per_query_mean
-from roadmap._inputs import prepare, reference_mask, zero_loss
+from roadmap._inputs import fp32_forward, prepare, reference_mask, zero_loss
 
 
 class _SupRankBase(nn.Module):
@@ -52,6 +52,7 @@ class SupRecall(_SupRankBase):
             raise ValueError(f"at_k must be a non-empty list of ints >= 1, got {at_k}")
         self.at_k, self.temp = tuple(int(k) for k in at_k), temp
 
+    @fp32_forward
     def forward(
         self, embeddings: Tensor, labels: Tensor, ref_embeddings: Tensor | None = None, ref_labels: Tensor | None = None
     ) -> Tensor:
@@ -75,6 +76,7 @@ class SupRecall(_SupRankBase):
 class SupNDCG(_SupRankBase):
     """1 - NDCG with binary relevance, DCG from SupAP ranks (TPAMI SupNDCGLoss, flat labels)."""
 
+    @fp32_forward
     def forward(
         self, embeddings: Tensor, labels: Tensor, ref_embeddings: Tensor | None = None, ref_labels: Tensor | None = None
     ) -> Tensor:

@@ -46,7 +46,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from common.metrics.relevance import label_kind, num_levels, relevance_table, shared_levels
+from common.metrics.relevance import (
+    label_kind,
+    map_relevance_table,
+    num_levels,
+    pop_relevance_table,
+    relevance_table,
+    shared_levels,
+)
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +164,7 @@ def retrieval_metrics(
     count_self_in_relevance: bool = True,
     per_query: bool = False,
     candidate_pass: str = "auto",
+    graded_engine: str = "auto",
 ) -> dict:
     """:func:`evaluate_retrieval` with the relevance options exposed.
 
@@ -170,6 +178,9 @@ def retrieval_metrics(
     every negative that could rank above a positive (see :func:`_bf16_binary_chunk`; the result is the float64
     ranking, proven by the error bound and tested); ``"off"`` scores in the embeddings' dtype; ``"auto"`` uses
     bf16 on CPU for float32 embeddings when only binary metrics on integer labels are asked for.
+    ``graded_engine``: ``"tree"`` (flat or hierarchical labels: relevant items gathered from the label tree, one row
+    sort per query, binary metrics read off the same sorted rows), ``"generic"`` (any labels, multi-label included;
+    shared levels computed for every pair) or ``"auto"`` (tree when possible). Both give the same values.
     """
     metrics = tuple(dict.fromkeys(metrics))
     _check_inputs(embeddings, labels, metrics, recall_at)
@@ -183,6 +194,7 @@ def retrieval_metrics(
     g_idx = _as_index(gallery_idx, n, "gallery_idx", dev)
     gal = emb[g_idx]  # [M, D]
     m = gal.shape[0]
+    gallery = _Gallery(gal)
     # position of each dataset item in the gallery (-1 if absent): finds the self pair of a query
     gal_pos = torch.full((n,), -1, dtype=torch.long, device=dev)
     gal_pos[g_idx] = torch.arange(m, device=dev)
@@ -202,8 +214,17 @@ def retrieval_metrics(
     use_bf16 = candidate_pass == "bf16" or (
         candidate_pass == "auto" and dev.type == "cpu" and dtype == torch.float32 and m >= 4096
     )
-    use_bf16 = use_bf16 and bool(want_binary) and kind != "multilabel"
-    fast = _Bf16Binary(emb, binary_labels, g_idx, gal_pos) if use_bf16 else None
+    if graded_engine not in ("auto", "tree", "generic"):
+        raise ValueError(f"graded_engine must be 'auto', 'tree' or 'generic', got {graded_engine!r}")
+    if graded_engine == "tree" and kind == "multilabel":
+        raise ValueError("the tree engine needs flat or hierarchical integer labels; use graded_engine='generic'")
+    tree = (
+        _TreeRanker(labels, g_idx, gal_pos)
+        if want_graded and kind != "multilabel" and graded_engine in ("auto", "tree")
+        else None
+    )
+    use_bf16 = use_bf16 and bool(want_binary) and kind != "multilabel" and tree is None
+    fast = _Bf16Binary(emb, binary_labels, g_idx, gal_pos, gallery) if use_bf16 else None
 
     acc = _Acc()
     per_q: dict[str, list[Tensor]] = {}
@@ -212,17 +233,32 @@ def retrieval_metrics(
         c = qi.numel()
         out: dict[str, Tensor] = {}
         dense: tuple[Tensor, Tensor] | None = None
+        if tree is not None:
+            self_pos = gal_pos[qi] if exclude_self else torch.full_like(qi, -1)
+            scores, _ = _dense_scores(emb[qi], gallery, self_pos)
+            srt = _sort_rows(scores)
+            if want_binary:
+                out.update(tree.binary(scores, srt, qi, self_pos, want_binary, recall_at))
+            count_self = exclude_self and count_self_in_relevance
+            out.update(tree.graded(scores, srt, qi, self_pos, relevance, alpha, count_self, want_graded))
+            _accumulate(acc, out)
+            if per_query:
+                for key, v in out.items():
+                    per_q.setdefault(key, []).append(v)
+            continue
         if want_binary:
             fast_out = fast.chunk(qi, exclude_self, want_binary, recall_at) if fast is not None else None
             if fast_out is None:  # dense scores in the embeddings' dtype
-                dense = _dense_scores(emb[qi], gal, gal_pos[qi] if exclude_self else None)
-                scores, valid = dense
+                # dense float64 scores when the bf16 pass declined (same float64 ranking), else the input dtype
+                g = gallery if fast is None else fast.gallery64
+                scores, valid = _dense_scores(emb[qi], g, gal_pos[qi] if exclude_self else None)
+                dense = (scores, valid) if fast is None else None
                 pos = _binary_positive(binary_labels[qi], binary_labels[g_idx], kind) & valid
                 fast_out = _binary_metrics_from_scores(scores, pos, want_binary, recall_at)
             out.update(fast_out)
         if want_graded:
             scores, valid = (
-                dense if dense is not None else _dense_scores(emb[qi], gal, gal_pos[qi] if exclude_self else None)
+                dense if dense is not None else _dense_scores(emb[qi], gallery, gal_pos[qi] if exclude_self else None)
             )
             levels = shared_levels(labels[qi], labels[g_idx]).masked_fill(~valid, 0)  # [C, M]
             extra = None
@@ -255,9 +291,31 @@ def retrieval_metrics(
     return ordered
 
 
-def _dense_scores(q: Tensor, gal: Tensor, self_pos: Tensor | None) -> tuple[Tensor, Tensor]:
+class _Gallery:
+    """Gallery embeddings with their distinct rows: scores are computed against distinct vectors and expanded, so
+    duplicated embeddings always get bit-identical scores (BLAS kernels may round identical columns differently
+    depending on their position, which would silently break exact ties)."""
+
+    def __init__(self, gal: Tensor) -> None:
+        self.gal = gal
+        uniq, inv = torch.unique(gal, dim=0, return_inverse=True)
+        self.uniq, self.inv = (uniq, inv) if uniq.shape[0] < gal.shape[0] else (gal, None)
+
+    def scores(self, q: Tensor) -> Tensor:
+        s = q.to(self.uniq.dtype) @ self.uniq.T
+        return s if self.inv is None else s[:, self.inv]
+
+
+class _Gallery64(_Gallery):
+    """The same distinct gallery vectors in float64 (the exact fallback of the bf16 pass)."""
+
+    def __init__(self, base: _Gallery) -> None:
+        self.gal, self.uniq, self.inv = base.gal, base.uniq.double(), base.inv
+
+
+def _dense_scores(q: Tensor, gal: _Gallery, self_pos: Tensor | None) -> tuple[Tensor, Tensor]:
     """``(scores [C, M], valid [C, M])``: cosine scores with the query's own gallery entry set to -inf."""
-    scores = q @ gal.T
+    scores = gal.scores(q)
     valid = torch.ones_like(scores, dtype=torch.bool)
     if self_pos is not None:
         has_self = self_pos >= 0
@@ -385,25 +443,33 @@ def bf16_score_error_bound(dim: int) -> float:
     return inputs + acc + u * s_max + 1e-5
 
 
-def _dot64(a: Tensor, b: Tensor) -> Tensor:
-    """Row-wise float64 dot products of ``[K, D]`` float tensors; the one routine that scores pairs exactly, so two
-    identical pairs always get bit-identical scores."""
-    return (a.double() * b.double()).sum(1)
+def _bf16_floor(x: Tensor) -> Tensor:
+    """A bf16 value ``<= x`` for every float64 ``x`` (round-to-nearest moves by at most 2^-8 |x|)."""
+    return (x - x.abs() * 2.0**-7 - 1e-30).to(torch.bfloat16)
 
 
 class _Bf16Binary:
     """Binary metrics of a query chunk from a bf16 candidate pass plus exact float64 rescoring.
 
     For a query with exact positive scores ``p_1 >= ... >= p_R`` only negatives with exact score ``>= p_R`` change a
-    position. With ``eps`` = :func:`bf16_score_error_bound`, such a negative has a bf16 score ``>= p_R - eps``; all
-    gallery items above that bar are gathered and rescored with :func:`_dot64`, as are the positives. The counts
-    ``n_i`` are therefore those of the float64 ranking, ties included (pessimistic). When a chunk has too many
-    candidates to be worth it (poor embeddings), :meth:`chunk` returns None and the caller scores it densely.
+    position. With ``eps`` = :func:`bf16_score_error_bound` (``|bf16 score - exact| <= eps``), such a negative has a
+    bf16 score ``>= p_R - eps >= bf16(p_R) - 2 eps``; every gallery item above that bar is rescored in float64 (one
+    matmul per block of rows against the union of its candidate columns, positives included, so identical pairs get
+    identical scores). The counts ``n_i`` are therefore those of the float64 ranking of the L2-normalised float32
+    embeddings, ties included (pessimistic). Without ``map``, the bar is raised to ``v_K - 2 eps`` (see
+    :meth:`chunk`). When a chunk has too many candidates to be worth it (poor embeddings), :meth:`chunk` returns
+    None and the caller scores that chunk densely in float32 instead.
     """
 
-    def __init__(self, emb: Tensor, binary_labels: Tensor, g_idx: Tensor, gal_pos: Tensor) -> None:
+    def __init__(self, emb: Tensor, binary_labels: Tensor, g_idx: Tensor, gal_pos: Tensor, gallery: _Gallery) -> None:
         self.emb, self.labels, self.gal_pos = emb, binary_labels, gal_pos
         self.gal = emb[g_idx]
+        # distinct-vector id of every gallery item: pairs are rescored once per (query, distinct vector)
+        self.uid = gallery.inv if gallery.inv is not None else torch.arange(self.gal.shape[0], device=emb.device)
+        self.gallery64 = _Gallery64(gallery)
+        n_uid = int(self.uid.max()) + 1 if self.uid.numel() else 0
+        self.first_of_uid = torch.zeros(max(n_uid, 1), dtype=torch.long, device=emb.device)
+        self.first_of_uid[self.uid] = torch.arange(self.gal.shape[0], device=emb.device)  # a representative
         self.gal_bf = self.gal.to(torch.bfloat16)
         self.g_lab = binary_labels[g_idx]
         order = torch.argsort(self.g_lab, stable=True)
@@ -411,6 +477,7 @@ class _Bf16Binary:
         self.uniq, self.counts = torch.unique_consecutive(self.g_lab[order], return_counts=True)
         self.starts = self.counts.cumsum(0) - self.counts
         self.eps = bf16_score_error_bound(emb.shape[1])
+        self.extra_top = 32
 
     def chunk(
         self, qi: Tensor, exclude_self: bool, wanted: Sequence[str], recall_at: Sequence[int]
@@ -427,27 +494,57 @@ class _Bf16Binary:
         self_pos = self.gal_pos[qi] if exclude_self else torch.full_like(qi, -1)
         slot &= members != self_pos[:, None]
         q = self.emb[qi]
-        rows_p, cols_p = slot.nonzero(as_tuple=True)
-        pos_exact = torch.full((c, p_max), -math.inf, dtype=torch.float64, device=dev)
-        pos_exact[rows_p, cols_p] = _dot64(q[rows_p], self.gal[members[rows_p, cols_p]])
-        pos_sorted = torch.sort(pos_exact, dim=1, descending=True).values  # [C, P], real ones first
         npos = slot.sum(1)
-        lowest = pos_sorted.gather(1, (npos - 1).clamp(min=0)[:, None])[:, 0]
-        bar = torch.where(npos > 0, lowest - self.eps - 1e-6, math.inf).float()  # rounding slack for fp32
         scores_bf = q.to(torch.bfloat16) @ self.gal_bf.T  # [C, M] bf16
-        rows, cols = (scores_bf >= bar[:, None]).nonzero(as_tuple=True)
+        if exclude_self:
+            has_self = self_pos >= 0
+            scores_bf[torch.arange(c, device=dev)[has_self], self_pos[has_self]] = -math.inf
+        # exact p_R >= (bf16 p_R) - eps, so every negative scoring >= p_R has a bf16 score >= (bf16 p_R) - 2 eps
+        approx_pos = torch.where(slot, scores_bf.gather(1, members).double(), math.inf)
+        bar = torch.where(npos > 0, approx_pos.min(1).values - 2.0 * self.eps, math.inf)  # [C] float64
+        if "map" not in wanted:
+            # Only positions <= K matter (K = R, or the largest recall cut-off): with v_K the K-th largest bf16
+            # score, at least K items score >= v_K - eps exactly, so items below v_K - 2 eps are never in the top K
+            # and cannot move a position <= K (a position > K stays > K, which is all these metrics need).
+            depth = npos.clone()
+            if "recall" in wanted:
+                depth = depth.clamp(min=max(int(k) for k in recall_at))
+            depth = depth.clamp(max=m - int(exclude_self)).clamp(min=1)
+            k_top = min(int(depth.max()) + self.extra_top, m)
+            top = torch.topk(scores_bf, k_top, dim=1)  # candidates are almost always inside this list
+            top_v = top.values.double()  # [C, K'] (exact: bf16 -> float64)
+            v_k = top_v.gather(1, (depth - 1)[:, None])[:, 0]
+            bar = torch.maximum(bar, v_k - 2.0 * self.eps)
+            inside = top_v >= bar[:, None]
+            overflow = inside[:, -1] & (k_top < m)  # the list may have cut candidates off: scan those rows
+            inside &= ~overflow[:, None]
+            rows, k_idx = inside.nonzero(as_tuple=True)
+            cols = top.indices[rows, k_idx]
+            if overflow.any():
+                o_rows = overflow.nonzero()[:, 0]
+                r2, c2 = (scores_bf[o_rows] >= _bf16_floor(bar[o_rows])[:, None]).nonzero(as_tuple=True)
+                rows, cols = torch.cat([rows, o_rows[r2]]), torch.cat([cols, c2])
+        else:
+            rows, cols = (scores_bf >= _bf16_floor(bar)[:, None]).nonzero(as_tuple=True)
         if rows.numel() > c * m // 16:
             return None
-        keep = self.g_lab[cols] != ql[rows]
-        if exclude_self:
-            keep &= cols != self_pos[rows]
+        keep = self.g_lab[cols] != ql[rows]  # negatives (self has a -inf bf16 score)
         rows, cols = rows[keep], cols[keep]
+        rows_p, slot_p = slot.nonzero(as_tuple=True)
+        # exact float64 rescoring of positives and candidate negatives in one call, so identical pairs get
+        # bit-identical scores
+        all_rows = torch.cat([rows, rows_p])
+        all_cols = torch.cat([cols, members[rows_p, slot_p]])
+        key = all_rows * m + self.uid[all_cols]  # one rescoring per (query, distinct gallery vector)
+        ukey, kinv = torch.unique(key, return_inverse=True)
+        u_rows, u_cols = ukey // m, self.first_of_uid[ukey % m]
+        exact = torch.einsum("ij,ij->i", q[u_rows].double(), self.gal[u_cols].double())[kinv]
+        neg_exact = exact[: rows.numel()]
+        pos_exact = torch.full((c, p_max), -math.inf, dtype=torch.float64, device=dev)
+        pos_exact[rows_p, slot_p] = exact[rows.numel() :]
+        pos_sorted = torch.sort(pos_exact, dim=1, descending=True).values  # [C, P], real ones first
         n_neg = torch.zeros(c, p_max, dtype=torch.long, device=dev)
-        step = max(1, (1 << 22) // max(q.shape[1], p_max))
-        for s in range(0, rows.numel(), step):
-            r, cc = rows[s : s + step], cols[s : s + step]
-            exact = _dot64(q[r], self.gal[cc])  # [E]
-            n_neg.index_add_(0, r, (exact[:, None] >= pos_sorted[r]).long())
+        n_neg.index_add_(0, rows, (neg_exact[:, None] >= pos_sorted[rows]).long())
         return _binary_metrics(npos, n_neg, wanted, recall_at)
 
 
@@ -475,10 +572,6 @@ def _graded_metrics(
     counts.scatter_add_(1, levels, valid.double())  # [C, T+1] gallery items at each level
     relmask = levels > 0  # invalid items have level 0
     n_rel_i = relmask.sum(1)  # [C]
-    n_rel = n_rel_i.double()
-    has_rel = n_rel_i > 0
-    nan = torch.full((c,), math.nan, dtype=torch.float64, device=dev)
-    out: dict[str, Tensor] = {"_has_rel": has_rel}
     r_max = max(int(n_rel_i.max()), 1)
     # pack relevant items into [C, R] (row-major nonzero keeps rows together)
     rows, cols = relmask.nonzero(as_tuple=True)
@@ -495,6 +588,27 @@ def _graded_metrics(
     n_irr = m - torch.searchsorted(irr_sorted, rel_s.contiguous(), side="left")  # [C, R]
     j = torch.arange(1, r_max + 1, dtype=torch.float64, device=dev)
     position = j[None, :] + n_irr.double()  # [C, R] 1-based position in the full ranking
+    table_counts = (table, counts)
+    return _graded_from_positions(rel_t, position, real, table_counts, n_lv, wanted)
+
+
+def _graded_from_positions(
+    rel_t: Tensor, position: Tensor, real: Tensor, table_counts: tuple[Tensor, Tensor], n_lv: int, wanted
+) -> dict[str, Tensor]:
+    """NDCG / H-AP / ASI from the relevant items of each query in ranking order.
+
+    ``rel_t [C, R]`` levels (1..T) in ranking order, ``position [C, R]`` their 1-based positions in the full
+    ranking, ``real [C, R]`` marks actual items (the rest is padding), ``table [C, T+1]`` the relevance of each
+    level and ``counts [C, T+1]`` the number of gallery items at each level.
+    """
+    table, counts = table_counts
+    dev = rel_t.device
+    c, r_max = rel_t.shape
+    n_rel = counts[:, 1:].sum(1)
+    has_rel = n_rel > 0
+    nan = torch.full((c,), math.nan, dtype=torch.float64, device=dev)
+    j = torch.arange(1, r_max + 1, dtype=torch.float64, device=dev)
+    out: dict[str, Tensor] = {"_has_rel": has_rel}
     onehots = {lv: (rel_t == lv) & real for lv in range(1, n_lv + 1)}
     if "ndcg" in wanted:
         gains = 2.0 ** torch.arange(n_lv + 1, dtype=torch.float64, device=dev) - 1.0
@@ -533,3 +647,102 @@ def _graded_metrics(
         asi = torch.where(n_pos <= n_rel[:, None], inter / n_pos, 0.0).sum(1) / n_rel.clamp(min=1)
         out["asi"] = torch.where(has_rel, asi, nan)
     return out
+
+
+class _TreeRanker:
+    """Dense scoring of flat or hierarchical (tree) labels with one row sort per query.
+
+    The gallery is ordered by its label path from the coarsest column, so the items sharing at least j levels with
+    a query form a contiguous range (nested over j): relevant items are gathered without scanning the row, their
+    levels come from the nested ranges, and every position is ``#items >= score`` read off the sorted row (ties:
+    irrelevant first, then by increasing level). Binary positives (column 0) are gathered the same way.
+    """
+
+    def __init__(self, labels: Tensor, g_idx: Tensor, gal_pos: Tensor) -> None:
+        lab = labels[:, None] if labels.ndim == 1 else labels
+        self.n_lv = lab.shape[1]
+        self.gal_pos = gal_pos
+        dev = labels.device
+        # node id of every item at each depth j = 1..L (columns L-1 .. L-j), in coarse-first lexicographic order
+        self.node_ids = []
+        for depth in range(1, self.n_lv + 1):
+            prefix = lab[:, self.n_lv - depth :].flip(1)
+            self.node_ids.append(torch.unique(prefix, dim=0, return_inverse=True)[1])
+        self.perm = torch.argsort(self.node_ids[-1][g_idx], stable=True)  # gallery positions, tree order
+        self.sorted_ids = [ids[g_idx][self.perm].contiguous() for ids in self.node_ids]
+        # binary classes (column 0): gallery positions grouped by label
+        col0 = lab[:, 0]
+        self.col0 = col0
+        g0 = col0[g_idx]
+        self.order0 = torch.argsort(g0, stable=True)
+        self.uniq0, self.counts0 = torch.unique_consecutive(g0[self.order0], return_counts=True)
+        self.starts0 = self.counts0.cumsum(0) - self.counts0
+        self.m = g_idx.numel()
+        self.dev = dev
+
+    def _ranges(self, qi: Tensor) -> tuple[Tensor, Tensor]:
+        """``(start, end) [C, L]``: tree-order range of the gallery items sharing >= j levels (column j-1)."""
+        starts, ends = [], []
+        for ids, sid in zip(self.node_ids, self.sorted_ids):
+            qid = ids[qi].contiguous()
+            starts.append(torch.searchsorted(sid, qid, side="left"))
+            ends.append(torch.searchsorted(sid, qid, side="right"))
+        return torch.stack(starts, 1), torch.stack(ends, 1)
+
+    def binary(self, scores: Tensor, srt: Tensor, qi: Tensor, self_pos: Tensor, wanted, recall_at) -> dict:
+        c, m = scores.shape
+        ql = self.col0[qi]
+        k = torch.searchsorted(self.uniq0, ql).clamp(max=self.uniq0.numel() - 1)
+        cnt = torch.where(self.uniq0[k] == ql, self.counts0[k], 0)
+        p_max = max(int(cnt.max()), 1)
+        ar = torch.arange(p_max, device=self.dev)
+        members = self.order0[(self.starts0[k][:, None] + ar[None, :]).clamp(max=m - 1)]
+        slot = (ar[None, :] < cnt[:, None]) & (members != self_pos[:, None])
+        p = torch.where(slot, scores.gather(1, members), -math.inf)
+        p = torch.sort(p, dim=1, descending=True).values  # [C, P]
+        npos = slot.sum(1)
+        ge_all = m - torch.searchsorted(srt, p.contiguous(), side="left")  # items (any) scoring >= p_i
+        ge_pos = (p[:, None, :] >= p[:, :, None]).sum(2)  # positives scoring >= p_i (itself included)
+        return _binary_metrics(npos, ge_all - ge_pos, wanted, recall_at)
+
+    def graded(self, scores: Tensor, srt: Tensor, qi: Tensor, self_pos: Tensor, relevance, alpha, count_self, wanted):
+        c, m = scores.shape
+        dev = self.dev
+        n_lv = self.n_lv
+        start, end = self._ranges(qi)  # [C, L], nested: depth 1 widest
+        n_rel_i = end[:, 0] - start[:, 0]
+        r_max = max(int(n_rel_i.max()), 1)
+        ar = torch.arange(r_max, device=dev)
+        tpos = start[:, :1] + ar[None, :]  # tree-order positions [C, R]
+        real = ar[None, :] < n_rel_i[:, None]
+        gpos = self.perm[tpos.clamp(max=m - 1)]  # gallery positions
+        real &= gpos != self_pos[:, None]
+        level = torch.zeros(c, r_max, dtype=torch.long, device=dev)
+        for d in range(n_lv):
+            level += (tpos >= start[:, d : d + 1]) & (tpos < end[:, d : d + 1])
+        level = torch.where(real, level, 0)
+        rel_s = torch.where(real, scores.gather(1, gpos), -math.inf)
+        counts = torch.zeros(c, n_lv + 1, dtype=torch.float64, device=dev)
+        counts.scatter_add_(1, level, real.double())
+        n_valid = m - (self_pos >= 0).double()
+        counts[:, 0] = n_valid - counts[:, 1:].sum(1)
+        extra = torch.zeros_like(counts)
+        if count_self:
+            extra[:, n_lv] = (self_pos >= 0).double()
+        tab_counts = counts + extra
+        if relevance == "pop":
+            table = pop_relevance_table(tab_counts, alpha)
+        elif relevance == "map":
+            if isinstance(alpha, (int, float)):
+                raise ValueError("map relevance takes one weight per level as alpha, e.g. alpha=[1.0, 1.0]")
+            table = map_relevance_table(tab_counts, alpha)
+        else:
+            raise ValueError(f"unknown relevance type {relevance!r}; use 'pop' or 'map'")
+        rel_s, rel_t = _sort_desc_pessimistic(rel_s, level)  # padding (-inf, level 0) last
+        real = torch.arange(r_max, device=dev)[None, :] < (real.sum(1))[:, None]
+        ge_all = m - torch.searchsorted(srt, rel_s.contiguous(), side="left")  # [C, R] any item >= s_k
+        rel_asc = rel_s.flip(1).contiguous()  # ascending (padding -inf first)
+        ge_rel = r_max - torch.searchsorted(rel_asc, rel_s.contiguous(), side="left")  # relevant >= s_k
+        j = torch.arange(1, r_max + 1, dtype=torch.float64, device=dev)
+        position = j[None, :] + (ge_all - ge_rel).double()
+        return _graded_from_positions(rel_t, position, real, (table, counts), n_lv, wanted)

@@ -175,8 +175,12 @@ try:  # the callback needs Lightning; the drawing functions do not
         """
 
         def __init__(
-            self, query_idx: Sequence[int] = (0, 1, 2, 3), k: int = 8, filename: str = "retrieval_grid.png",
-            batch_size: int = 512, title: str | None = None,
+            self,
+            query_idx: Sequence[int] = (0, 1, 2, 3),
+            k: int = 8,
+            filename: str = "retrieval_grid.png",
+            batch_size: int = 512,
+            title: str | None = None,
         ) -> None:
             super().__init__()
             self.query_idx, self.k, self.filename = list(query_idx), k, filename

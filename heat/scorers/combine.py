@@ -50,7 +50,12 @@ class Combine(Scorer):
         if len(scorers) == 0:
             raise ValueError("Combine needs at least one scorer")
         self.scorers = nn.ModuleList(scorers)
-        self.beta, self.stats_batch_size, self.seed, self.fit_components = float(beta), stats_batch_size, seed, fit_components
+        self.beta, self.stats_batch_size, self.seed, self.fit_components = (
+            float(beta),
+            stats_batch_size,
+            seed,
+            fit_components,
+        )
         self.means = self.stds = None
 
     def component_scores(self, x: Features) -> Tensor:

@@ -34,12 +34,23 @@ class ClassGaussian(Scorer):
         normalize: L2-normalise features (and SGLD samples) first.
         mode: "energy" (mixture energy, HEAT prior) or "maha" (minimum squared Mahalanobis distance).
         reg: ridge added to the covariance diagonal (1e-12 in HEAT; raise it for rank-deficient features).
+        max_fit_samples: fit on a random subset of this many training rows (HEAT's ``max_fit_iter`` x batch 256:
+            256,000 for ImageNet; None = all rows, as HEAT does for CIFAR). ``seed`` draws the subset.
     """
 
     fitted_buffers = ("means", "chol", "log_weights")
 
-    def __init__(self, pooling: str = "avg", normalize: bool = True, mode: str = "energy", reg: float = 1e-12) -> None:
+    def __init__(
+        self,
+        pooling: str = "avg",
+        normalize: bool = True,
+        mode: str = "energy",
+        reg: float = 1e-12,
+        max_fit_samples: int | None = None,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
+        self.max_fit_samples, self.seed = max_fit_samples, seed
         if mode not in ("energy", "maha"):
             raise ValueError(f"mode must be 'energy' or 'maha', got {mode!r}")
         self.pooling, self.normalize, self.mode, self.reg = pooling, normalize, mode, reg
@@ -54,6 +65,9 @@ class ClassGaussian(Scorer):
 
     @torch.no_grad()
     def fit(self, train: Features) -> ClassGaussian:
+        if self.max_fit_samples is not None and len(train) > self.max_fit_samples:
+            g = torch.Generator().manual_seed(self.seed)
+            train = train.subset(torch.randperm(len(train), generator=g)[: self.max_fit_samples].sort().values)
         z_all, y_all = train.pooled(self.pooling), train.require("labels")
         classes = torch.unique(y_all)
         if len(classes) < 1:
@@ -97,9 +111,23 @@ class ClassGaussian(Scorer):
         self._check_fitted()
         chol = self.chol.double()
         w = torch.linalg.solve_triangular(chol, z.double().T, upper=False)  # [D, N]
-        m = torch.linalg.solve_triangular(chol, self.means.double().T, upper=False)  # [D, C]
-        d2 = w.pow(2).sum(0)[:, None] + m.pow(2).sum(0)[None, :] - 2.0 * (w.T @ m)
+        m, m_sq = self._whitened_means()
+        d2 = w.pow(2).sum(0)[:, None] + m_sq[None, :] - 2.0 * (w.T @ m)
         return d2.clamp_min(0.0).to(z.dtype)
+
+    def set_buffer(self, name: str, value: Tensor) -> None:
+        self._wm_cache = None  # a refit or a checkpoint load invalidates the whitened means
+        super().set_buffer(name, value)
+
+    def _whitened_means(self) -> tuple[Tensor, Tensor]:
+        """``(L^-1 mu^T [D, C], |L^-1 mu_c|^2 [C])``, cached per fitted state (SGLD calls this every step)."""
+        key = (self.means.data_ptr(), self.chol.data_ptr(), self.means.device, self.means._version, self.chol._version)
+        cache = getattr(self, "_wm_cache", None)
+        if cache is None or cache[0] != key:
+            m = torch.linalg.solve_triangular(self.chol.double(), self.means.double().T, upper=False)
+            cache = (key, m, m.pow(2).sum(0))
+            self._wm_cache = cache
+        return cache[1], cache[2]
 
     def component_log_prob(self, z: Tensor) -> Tensor:
         """``log N(z; mu_c, Sigma)`` ``[N, C]`` for prepared features."""
@@ -152,26 +180,34 @@ class ClassGaussian(Scorer):
 class GMM(ClassGaussian):
     """HEAT's GMM prior: mixture energy on L2-normalised avg-pooled features."""
 
-    def __init__(self, reg: float = 1e-12) -> None:
-        super().__init__(pooling="avg", normalize=True, mode="energy", reg=reg)
+    def __init__(self, reg: float = 1e-12, max_fit_samples: int | None = None, seed: int = 0) -> None:
+        super().__init__(
+            pooling="avg", normalize=True, mode="energy", reg=reg, max_fit_samples=max_fit_samples, seed=seed
+        )
 
 
 class GMMStd(ClassGaussian):
     """HEAT's GMM-std ("style") prior: mixture energy on L2-normalised std-pooled features."""
 
-    def __init__(self, reg: float = 1e-12) -> None:
-        super().__init__(pooling="std", normalize=True, mode="energy", reg=reg)
+    def __init__(self, reg: float = 1e-12, max_fit_samples: int | None = None, seed: int = 0) -> None:
+        super().__init__(
+            pooling="std", normalize=True, mode="energy", reg=reg, max_fit_samples=max_fit_samples, seed=seed
+        )
 
 
 class SSDPlus(ClassGaussian):
     """SSD+ (supervised SSD, Sehwag et al. 2021): min squared Mahalanobis distance on L2-normalised features."""
 
-    def __init__(self, pooling: str = "avg", reg: float = 1e-12) -> None:
-        super().__init__(pooling=pooling, normalize=True, mode="maha", reg=reg)
+    def __init__(self, pooling: str = "avg", reg: float = 1e-12, max_fit_samples: int | None = None, seed: int = 0):
+        super().__init__(
+            pooling=pooling, normalize=True, mode="maha", reg=reg, max_fit_samples=max_fit_samples, seed=seed
+        )
 
 
 class Mahalanobis(ClassGaussian):
     """Mahalanobis (Lee et al. 2018, last layer only, no input preprocessing) on raw features."""
 
-    def __init__(self, pooling: str = "avg", reg: float = 1e-12) -> None:
-        super().__init__(pooling=pooling, normalize=False, mode="maha", reg=reg)
+    def __init__(self, pooling: str = "avg", reg: float = 1e-12, max_fit_samples: int | None = None, seed: int = 0):
+        super().__init__(
+            pooling=pooling, normalize=False, mode="maha", reg=reg, max_fit_samples=max_fit_samples, seed=seed
+        )

@@ -65,6 +65,8 @@ class ODIN(Scorer):
         """Scores of every batch of ``loader`` (dicts with "image" or ``(image, label)`` tuples), concatenated."""
         out = []
         for batch in loader:
-            images = batch["image"] if isinstance(batch, dict) else (batch[0] if isinstance(batch, list | tuple) else batch)
+            images = (
+                batch["image"] if isinstance(batch, dict) else (batch[0] if isinstance(batch, list | tuple) else batch)
+            )
             out.append(self.score_images(images))
         return torch.cat(out)

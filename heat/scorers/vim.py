@@ -53,7 +53,13 @@ class ViM(Scorer):
             res_sum += float(((z - u) @ ns).norm(dim=-1).sum())
             maxlogit_sum += float((z @ w.T + b).amax(-1).sum())
         alpha = maxlogit_sum / res_sum
-        for name, v in (("origin", u), ("null_space", ns), ("alpha", torch.tensor(alpha)), ("fc_weight", w), ("fc_bias", b)):
+        for name, v in (
+            ("origin", u),
+            ("null_space", ns),
+            ("alpha", torch.tensor(alpha)),
+            ("fc_weight", w),
+            ("fc_bias", b),
+        ):
             self.set_buffer(name, v.double())
         return self
 

@@ -54,8 +54,11 @@ def test_benchmarks_are_single_level_and_queries_map_into_gallery(tmp_path: Path
     root = tmp_path / "dyml_animal"
     _write_vehicle(root)
     q = DyMLDataset(root, split="query", benchmark="middle")
-    g = DyMLDataset(root, split="gallery", benchmark="middle")
+    g = DyMLDataset(root, split="gallery", benchmark="middle", drop_queries=False)
     assert q.labels.tolist() == [4, 5] and g.labels.tolist() == [4, 4, 5]
+    # default: the query's own copy is left out of the gallery (the original dropped the first hit instead)
+    g2 = DyMLDataset(root, split="gallery", benchmark="middle")
+    assert g2.fnames == ["g1.jpg", "g2.jpg"] and g2.labels.tolist() == [4, 5] and g2.num_dropped_queries == 1
     assert Path(g.paths[1]) == root / "bmk_middle" / "gallery" / "q1.jpg"
     idx = query_gallery_indices(q.fnames, g.fnames)
     assert idx["query_idx"].tolist() == [1, 3]  # q1 is gallery item 1; q2 is appended after the gallery

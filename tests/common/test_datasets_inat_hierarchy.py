@@ -27,8 +27,17 @@ def _write_tree(root: Path) -> None:
     cats = []
     for cid, genus, family, order, klass, phylum, kingdom, sup in CATS:
         cats.append(
-            {"id": cid, "name": f"sp{cid}", "supercategory": sup, "kingdom": kingdom, "phylum": phylum,
-             "class": klass, "order": order, "family": family, "genus": genus}
+            {
+                "id": cid,
+                "name": f"sp{cid}",
+                "supercategory": sup,
+                "kingdom": kingdom,
+                "phylum": phylum,
+                "class": klass,
+                "order": order,
+                "family": family,
+                "genus": genus,
+            }
         )
     (root / "train2018.json").write_text(json.dumps({"images": [], "annotations": [], "categories": cats}))
     (root / "Inat_dataset_splits").mkdir()

@@ -376,3 +376,96 @@ def test_bad_inputs_raise_clear_errors():
         evaluate_retrieval(x, torch.zeros(5))
     with pytest.raises(ValueError, match="query_idx"):
         evaluate_retrieval(x, torch.zeros(5, dtype=torch.long), query_idx=torch.tensor([7]))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the bf16 candidate pass is exact (float64 ranking), near-ties and exact ties included
+# ----------------------------------------------------------------------------------------------------------------
+def _hard_float32_set(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clustered float32 data with exact duplicates across classes and near-duplicates (cosines 1e-5 apart, far below bf16
+    resolution), so the candidate pass must rescore to rank them."""
+    x, labels = _clustered(600, 60, 32, seed=seed, noise=1.0)
+    x = torch.nn.functional.normalize(x.float(), dim=1)
+    gen = torch.Generator().manual_seed(seed)
+    src = torch.randint(0, 600, (80,), generator=gen)
+    dst = torch.randint(0, 600, (80,), generator=gen)
+    x[dst[:40]] = x[src[:40]]  # exact duplicates (usually of another class): exact ties
+    x[dst[40:]] = x[src[40:]] + 1e-3 * torch.randn(40, 32, generator=gen)  # near ties (cosine gap ~1e-5)
+    return torch.nn.functional.normalize(x, dim=1), labels
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("metrics", [BINARY, ("recall", "precision_at_1", "r_precision", "map_at_r")])
+def test_bf16_candidate_pass_equals_float64_ranking(seed, metrics):
+    x, labels = _hard_float32_set(seed)
+    kw = {"metrics": metrics, "recall_at": (1, 5, 50), "per_query": True, "chunk_size": 64}
+    fast = retrieval_metrics(x, labels, candidate_pass="bf16", **kw)
+    exact = retrieval_metrics(x.double(), labels, candidate_pass="off", **kw)
+    for key, ref in exact["per_query"].items():
+        assert torch.equal(fast["per_query"][key].isnan(), ref.isnan()), key
+        torch.testing.assert_close(fast["per_query"][key].nan_to_num(), ref.nan_to_num(), atol=1e-12, rtol=0)
+    # and a hierarchical label matrix uses column 0
+    h = torch.stack([labels, labels // 6], 1)
+    fast_h = retrieval_metrics(x, h, candidate_pass="bf16", **kw)
+    assert fast_h["map@r"] == pytest.approx(exact["map@r"], abs=1e-12)
+
+
+def test_bf16_pass_with_query_gallery_split_and_fallback_on_unstructured_data():
+    x, labels = _hard_float32_set(3)
+    q, g = torch.arange(0, 200), torch.arange(100, 600)
+    kw = {"query_idx": q, "gallery_idx": g, "metrics": BINARY, "recall_at": (1, 3), "chunk_size": 50}
+    for exclude_self in (True, False):
+        fast = retrieval_metrics(x, labels, candidate_pass="bf16", exclude_self=exclude_self, **kw)
+        exact = retrieval_metrics(x.double(), labels, candidate_pass="off", exclude_self=exclude_self, **kw)
+        assert fast == pytest.approx(exact, abs=1e-12)
+    # random directions: too many candidates, chunks fall back to dense float32 scoring (tie-free: same values)
+    r = torch.nn.functional.normalize(torch.randn(300, 8, generator=torch.Generator().manual_seed(0)), dim=1)
+    lab = torch.randint(0, 10, (300,), generator=torch.Generator().manual_seed(1))
+    fast = retrieval_metrics(r, lab, candidate_pass="bf16", metrics=BINARY, recall_at=(1, 10))
+    exact = retrieval_metrics(r.double(), lab, candidate_pass="off", metrics=BINARY, recall_at=(1, 10))
+    assert fast == pytest.approx(exact, abs=1e-12)
+
+
+def test_bf16_error_bound_holds():
+    from common.metrics.retrieval import bf16_score_error_bound
+
+    gen = torch.Generator().manual_seed(0)
+    for dim in (8, 64, 512):
+        a = torch.nn.functional.normalize(torch.randn(200, dim, generator=gen), dim=1)
+        a[1] = a[0]  # |s| = 1 included
+        approx = (a.bfloat16() @ a.bfloat16().T).double()
+        exact = a.double() @ a.double().T
+        err = (approx - exact).abs().max().item()
+        assert err <= bf16_score_error_bound(dim) < 0.02
+
+
+@pytest.mark.parametrize("spread", [0.01, 10.0])
+def test_count_at_or_above_both_branches_vs_brute_force(spread):
+    from common.metrics.retrieval import _count_at_or_above
+
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.round(torch.randn(20, 300, generator=gen) * 4) / 4  # many ties
+    exclude = torch.rand(20, 300, generator=gen) < 0.1
+    thr = torch.sort(torch.randn(20, 5, generator=gen) * spread, dim=1, descending=True).values
+    thr = torch.round(thr * 4) / 4
+    thr[3, 2:] = -math.inf  # padding
+    got = _count_at_or_above(scores, exclude, thr)
+    for r in range(20):
+        for i in range(5):
+            if math.isfinite(thr[r, i]):
+                assert got[r, i] == int(((scores[r] >= thr[r, i]) & ~exclude[r]).sum())
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_tree_and_generic_graded_engines_agree_with_ties_and_split(seed):
+    gen = torch.Generator().manual_seed(seed)
+    x, _ = _tied_embeddings(90, 8, 8, gen)
+    fine = torch.randint(0, 15, (90,), generator=gen)
+    labels = torch.stack([fine % 5, fine // 5, fine // 10], 1)  # fine ids reused under different parents
+    for kw in ({}, {"query_idx": torch.arange(30), "gallery_idx": torch.arange(20, 90)}):
+        for relevance, alpha in (("pop", 1.0), ("pop", 0.5), ("map", [1.0, 0.5, 0.25])):
+            common = {"metrics": ALL, "recall_at": (1, 7), "relevance": relevance, "alpha": alpha, "chunk_size": 11}
+            tree = retrieval_metrics(x.double(), labels, graded_engine="tree", per_query=True, **common, **kw)
+            gen_ = retrieval_metrics(x.double(), labels, graded_engine="generic", per_query=True, **common, **kw)
+            for key, ref in gen_["per_query"].items():
+                torch.testing.assert_close(tree["per_query"][key], ref, atol=1e-12, rtol=0, equal_nan=True)

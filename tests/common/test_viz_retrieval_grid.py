@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +65,53 @@ def test_raw_image_prefers_raw_pixels() -> None:
             return {"image": torch.tensor([[[0.0, 2.0], [4.0, 4.0]]])}
 
     assert raw_image(TensorOnly(), 0).tolist() == [[0.0, 0.5], [1.0, 1.0]]
+
+
+def test_callback_draws_saves_and_logs_to_wandb(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from common.viz.retrieval_grid import RetrievalGridCallback
+
+    class TinySet(torch.utils.data.Dataset):
+        def __init__(self):
+            g = torch.Generator().manual_seed(0)
+            self.images = (torch.rand(12, 6, 6, generator=g) * 255).to(torch.uint8).numpy()
+            fine = torch.arange(12) % 4
+            self.labels = torch.stack([fine, fine // 2], dim=1)
+
+        def __len__(self):
+            return 12
+
+        def __getitem__(self, i):
+            return {"image": torch.from_numpy(self.images[i]).float()[None], "label": self.labels[i], "index": i}
+
+    class Model(torch.nn.Module):
+        device = torch.device("cpu")
+
+        def embed(self, x):
+            return x.flatten(1)
+
+    class WandbLogger:  # the callback recognises the logger by its class name
+        def __init__(self):
+            self.calls = []
+
+        def log_image(self, key, images):
+            self.calls.append((key, images))
+
+    wandb = WandbLogger()
+    ds = TinySet()
+    trainer = SimpleNamespace(
+        is_global_zero=True,
+        datamodule=SimpleNamespace(test_dataset=ds),
+        default_root_dir=str(tmp_path),
+        loggers=[wandb],
+    )
+    cb = RetrievalGridCallback(query_idx=[0, 5], k=3)
+    model = Model().train()
+    cb.on_test_end(trainer, model)
+    assert model.training  # mode restored
+    assert cb.last_path == tmp_path / "retrieval_grid.png" and cb.last_path.exists()
+    info = json.loads((tmp_path / "retrieval_grid.json").read_text())
+    top, lv = retrieval_topk(torch.from_numpy(ds.images).float().flatten(1), ds.labels, [0, 5], k=3)
+    assert info["topk"] == top.tolist() and info["levels"] == lv.tolist() and info["num_levels"] == 2
+    assert wandb.calls == [("test/retrieval_grid", [str(cb.last_path)])]

@@ -203,3 +203,41 @@ def test_exact_mode_agrees_with_common_metric(include_query: bool) -> None:
     )
     theirs = res["per_query"]["hap"]
     assert torch.allclose(hap[has], theirs[has].to(hap.dtype), rtol=1e-9)
+
+
+def test_never_builds_a_cubic_tensor() -> None:
+    """Forward and backward allocate at most chunk x M elements per tensor, far below B^3."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class MaxNumel(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.max = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, torch.Tensor):
+                    self.max = max(self.max, t.numel())
+            return out
+
+    b = 48
+    fine = torch.arange(12).repeat_interleave(4)
+    labels = torch.stack([fine, fine // 2], dim=1)
+    emb = torch.randn(b, 8, dtype=torch.float64, requires_grad=True)
+    # unchunked: P x M pairs (P = relevant (query, item) pairs, here 8 per query); chunked: the B x M score and level
+    # matrices are the largest tensors
+    for max_elems, bound in ((1 << 22, b * b * b // 4), (10 * b, b * b)):
+        emb.grad = None
+        mode = MaxNumel()
+        with mode:
+            SupHAP(with_hrank=True, max_chunk_elements=max_elems)(emb, labels).backward()
+        assert mode.max <= bound, (max_elems, mode.max)
+
+
+def test_half_precision_inputs_are_computed_in_float32() -> None:
+    emb, labels = _hier_batch(11, dtype=torch.float32)
+    full = SupHAP(with_hrank=True)(emb, labels)
+    half = SupHAP(with_hrank=True)(emb.half(), labels)
+    assert half.dtype == torch.float32
+    assert half.item() == pytest.approx(full.item(), abs=2e-2)

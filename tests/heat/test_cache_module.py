@@ -58,8 +58,17 @@ def test_extract_features_cache_roundtrip(tmp_path):
 def test_unlabelled_loader_gives_no_labels(tmp_path):
     model = _tiny_resnet()
     loader = DataLoader(TensorDataset(torch.randn(3, 3, 16, 16)), batch_size=2)
-    f = extract_features(model, loader, cache_dir=tmp_path, backbone="r", checkpoint=None, dataset="ood",
-                         split="test", transform="t", num_samples=3)
+    f = extract_features(
+        model,
+        loader,
+        cache_dir=tmp_path,
+        backbone="r",
+        checkpoint=None,
+        dataset="ood",
+        split="test",
+        transform="t",
+        num_samples=3,
+    )
     assert f.labels is None and f.avg.shape == (3, 512)
 
 
@@ -79,15 +88,31 @@ def test_heat_module_fast_dev_run_and_checkpoint(tmp_path, prior, proposal):
     train = make_features(n=64, d=6, c=3)
     test, ood = make_features(n=32, seed=1), make_features(n=32, seed=2, shift=3.0, labels=False)
     p = prior() if prior is EnergyLogits else prior(reg=1e-4)
-    module = HEATModule(p, EnergyMLP(6, hidden=16, n_hidden=2), temperature_prior=10.0, proposal=proposal,
-                        proposal_from_batch_labels=True, sgld_steps=3, sgld_step_size=1e-2, sgld_noise=1e-3,
-                        l2=1.0, lr=1e-3)
+    module = HEATModule(
+        p,
+        EnergyMLP(6, hidden=16, n_hidden=2),
+        temperature_prior=10.0,
+        proposal=proposal,
+        proposal_from_batch_labels=True,
+        sgld_steps=3,
+        sgld_step_size=1e-2,
+        sgld_noise=1e-3,
+        l2=1.0,
+        lr=1e-3,
+    )
     has_metrics = importlib.util.find_spec("common.metrics.ood") is not None  # written by the metrics agent
     val = dict(val_id=test, val_ood=[ood]) if has_metrics else {}
     dm = FeatureDataModule(train, pooling="avg", batch_size=16, **val)
     w0 = [q.clone() for q in module.mlp.parameters()]
-    trainer = L.Trainer(max_epochs=1, limit_train_batches=3, accelerator="cpu", logger=False,
-                        enable_progress_bar=False, default_root_dir=tmp_path, num_sanity_val_steps=0)
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=3,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(module, datamodule=dm)
     assert module.prior.is_fitted
     assert any(not torch.equal(a, b) for a, b in zip(w0, module.mlp.parameters()))
@@ -112,10 +137,44 @@ def test_heat_module_fast_dev_run_and_checkpoint(tmp_path, prior, proposal):
 
 def test_negatives_have_2b_rows_and_include_proposals():
     train = make_features(n=40, d=5, c=2)
-    module = HEATModule(GMM(reg=1e-4).fit(train), EnergyMLP(5, hidden=8, n_hidden=1), proposal="base_dist",
-                        sgld_steps=2, sgld_step_size=1e-3, sgld_noise=1e-3)
+    module = HEATModule(
+        GMM(reg=1e-4).fit(train),
+        EnergyMLP(5, hidden=8, n_hidden=1),
+        proposal="base_dist",
+        sgld_steps=2,
+        sgld_step_size=1e-3,
+        sgld_noise=1e-3,
+    )
     real = module.prepare(train.avg[:8])
     neg, z0 = module.negatives(real, train.labels[:8])
     assert neg.shape == (16, 5)
     torch.testing.assert_close(neg[8:], z0)
     torch.testing.assert_close(neg.norm(dim=1), torch.ones(16), atol=1e-5, rtol=0)  # L2 projection
+
+
+@pytest.mark.slow
+def test_backbone_outputs_resnet50():
+    from heat.cache import backbone_outputs
+
+    torch.manual_seed(0)
+    r50 = create_classifier("resnet50", num_classes=4)
+    x = torch.randn(2, 3, 64, 64)
+    out = backbone_outputs(r50, x)
+    assert out["avg"].shape == (2, 2048) and out["std"].shape == (2, 2048)
+    torch.testing.assert_close(out["logits"], r50(x), rtol=1e-4, atol=1e-4)
+
+
+def test_backbone_outputs_token_model():
+    import timm
+
+    from heat.cache import backbone_outputs
+
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, num_classes=3, depth=2).eval()
+    x = torch.randn(2, 3, 32, 32)
+    out = backbone_outputs(vit, x)
+    tokens = vit.forward_features(x)
+    assert tokens.ndim == 3 and out["avg"].shape == (2, 192) and out["max"].shape == (2, 192)
+    torch.testing.assert_close(out["avg"], vit.forward_head(tokens, pre_logits=True))
+    torch.testing.assert_close(out["std"], tokens.std(1))
+    torch.testing.assert_close(out["logits"], vit(x))

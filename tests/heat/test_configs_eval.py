@@ -40,6 +40,9 @@ def test_experiment_rows_instantiate_with_spec_values(row, tmp_path):
     assert num_parameters(model.mlp) == params
     assert model.hparams.sgld_steps == k and model.hparams.temperature_prior == t_prior
     assert tuple(model.hparams.betas) == (0.0, 0.999)
+    if row.startswith("imagenet") and prior != "EnergyLogits":
+        assert model.prior.max_fit_samples == 256_000 and model.hparams.simplified_mahalanobis
+        assert model.proposal.kind == "base_dist_temp" and model.proposal.from_batch_labels
     assert cfg.data.pooling == ("std" if prior == "GMMStd" else "avg")
     # without cached features the datamodule names the extraction step
     cfg.data.cache_dir = str(tmp_path)
@@ -50,13 +53,13 @@ def test_experiment_rows_instantiate_with_spec_values(row, tmp_path):
 @pytest.mark.parametrize("ds", ["cifar10", "cifar100", "imagenet"])
 def test_eval_configs_build_every_baseline(ds):
     cfg = _compose(f"{ds}_eval")
-    train = make_features(n=300, d=300, c=3)
+    train = make_features(n=150, d=80, c=3)
     for name, c in cfg.heat_eval.baselines.items():
         c = OmegaConf.to_container(c)
         if name == "knn":
             c["k"] = 5
         if name == "vim":
-            c["dim"] = 100
+            c["dim"] = 20
         s = hydra.utils.instantiate(c)
         if name in ("mahalanobis", "ssd_plus", "ssd_std"):
             s.reg = 1e-3

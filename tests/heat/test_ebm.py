@@ -111,7 +111,9 @@ def test_cd_loss_value_and_gradient_only_theta():
     small = EnergyMLP(3, hidden=4, n_hidden=1).double()
     x = torch.randn(3, 3, dtype=torch.float64, requires_grad=True)
     n = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, b: contrastive_divergence_loss(small, a, b, l2=0.3, eps_data=0.0)[0], (x, n))
+    assert torch.autograd.gradcheck(
+        lambda a, b: contrastive_divergence_loss(small, a, b, l2=0.3, eps_data=0.0)[0], (x, n)
+    )
 
 
 def test_proposals():

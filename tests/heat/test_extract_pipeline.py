@@ -22,25 +22,43 @@ def test_extract_then_evaluate(tmp_path):
     _cifar_batch(base / "test_batch", 9, [j % 3 for j in range(9)], seed=9)
     _cifar_batch(tmp_path / "data" / "cifar-100-python" / "test", 8, [1] * 8, coarse=[0] * 8, seed=10)
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train.yaml", overrides=["experiment=heat/cifar10_eval", f"paths.data_dir={tmp_path / 'data'}",
-                                                f"paths.cache_dir={tmp_path / 'cache'}"])
+        cfg = compose(
+            "train.yaml",
+            overrides=[
+                "experiment=heat/cifar10_eval",
+                f"paths.data_dir={tmp_path / 'data'}",
+                f"paths.cache_dir={tmp_path / 'cache'}",
+            ],
+        )
     OmegaConf.set_struct(cfg, False)
-    cfg.extract.backbone = {"_target_": "heat.backbones.create_classifier", "name": "resnet18", "num_classes": 3,
-                            "cifar_stem": True, "checkpoint": None}
+    cfg.extract.backbone = {
+        "_target_": "heat.backbones.create_classifier",
+        "name": "resnet18",
+        "num_classes": 3,
+        "cifar_stem": True,
+        "checkpoint": None,
+    }
+    cfg.extract.transform.size = 16  # a 2x2 layer4 map keeps the test fast
     cfg.data.val_ood = [cfg.data.val_ood[0]]  # CIFAR-100 only
     cfg.data.ood_names = ["cifar100"]
     cfg.heat_eval.near, cfg.heat_eval.far = ["cifar100"], []
     cfg.heat_eval.out_dir = str(tmp_path / "results")
-    cfg.heat_eval.baselines = {"msp": {"_target_": "heat.scorers.logits.MSP"},
-                               "knn": {"_target_": "heat.scorers.knn.KNN", "k": 3}}
+    cfg.heat_eval.baselines = {
+        "msp": {"_target_": "heat.scorers.logits.MSP"},
+        "knn": {"_target_": "heat.scorers.knn.KNN", "k": 3},
+    }
     done = extract_all(cfg, device="cpu")
     assert done == ["cifar10/train", "cifar10/test", "cifar100/test"]
     sidecars = sorted((tmp_path / "cache" / "heat_features").glob("*.json"))
     assert len(sidecars) == 3 and all(json.loads(s.read_text())["complete"] for s in sidecars)
-    dm = FeatureDataModule(**{k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items()
-                              if k != "_target_"})
+    dm = FeatureDataModule(
+        **{k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if k != "_target_"}
+    )
     assert dm.train_features.avg.shape == (60, 512) and dm.val_ood[0].labels is not None
     assert np.isfinite(dm.train_features.std.numpy()).all()
-    with pytest.raises(Exception, match="not positive definite|increase"):
-        run(cfg)  # 60 samples in 512-d: the GMM priors need more data than this fixture (clear error)
-    cfg.data.train.split = "train"
+    res = run(cfg)
+    assert set(res) == {"msp", "knn", "EL", "GMM", "GMM-std"}  # no HEAT rows without checkpoints
+    assert res["msp"]["near"]["auroc"] == pytest.approx(res["msp"]["cifar100"]["auroc"])
+    out = json.loads((tmp_path / "results" / "cifar10.json").read_text())
+    assert len(out["missing_heat_rows"]) == 3 and "HEAT-GMM" in out["missing_heat_rows"][1]
+    assert "FPR95 (OOD positive" in (tmp_path / "results" / "cifar10.md").read_text()

@@ -77,7 +77,8 @@ def test_dtd_places_lsun_tin(tmp_path):
     for i in (1, 2):
         _img(tmp_path / "places365" / "val_256" / f"Places365_val_0000000{i}.jpg")
     (tmp_path / "places365" / "places365_val.txt").write_text(
-        "Places365_val_00000001.jpg 165\nPlaces365_val_00000002.jpg 3\n")
+        "Places365_val_00000001.jpg 165\nPlaces365_val_00000002.jpg 3\n"
+    )
     p = Places365(tmp_path)
     assert p.labels.tolist() == [165, 3] and p[1]["label"] == 3
 

@@ -161,3 +161,46 @@ def test_knn_kth_squared_distance_brute_force():
     np.testing.assert_allclose(s.score(test).double().numpy(), d2.numpy(), rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="at least k"):
         KNN(k=500).fit(train)
+
+
+def test_odin_perturbation_and_score_by_hand():
+    from heat.scorers.odin import ODIN
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 4)).double()
+    x = torch.randn(5, 3, 2, 2, dtype=torch.float64)
+    t, eps = 10.0, 0.01
+    s = ODIN(model, temperature=t, eps=eps).score_images(x)
+    # by hand: gradient of -log softmax_yhat(f(x)/T) for a linear model: W^T (p - onehot) / T
+    w = model[1].weight
+    logits = model(x) / t
+    p = torch.softmax(logits, -1)
+    onehot = torch.nn.functional.one_hot(logits.argmax(-1), 4).double()
+    grad = ((p - onehot) @ w / t / len(x)).view_as(x)  # mean cross-entropy over the batch
+    x_p = x - eps * grad.sign()
+    expected = -torch.softmax(model(x_p) / t, -1).amax(-1)
+    torch.testing.assert_close(s, expected.detach())
+    with pytest.raises(TypeError, match="score_loader"):
+        ODIN(model).score(make_features())
+    loader = [{"image": x[:3]}, {"image": x[3:]}]
+    torch.testing.assert_close(ODIN(model, temperature=t, eps=eps).score_loader(loader), s)
+
+
+def test_gmm_refit_and_inplace_load_invalidate_cached_whitening():
+    a, b = make_features(n=120, d=4, c=2, seed=20), make_features(n=120, d=4, c=2, seed=21, shift=2.0)
+    s = GMM(reg=1e-6).fit(a)
+    first = s.score(b)
+    s.fit(b)
+    fresh = GMM(reg=1e-6).fit(b)
+    torch.testing.assert_close(s.score(a), fresh.score(a))
+    s.load_state_dict(GMM(reg=1e-6).fit(a).state_dict())
+    torch.testing.assert_close(s.score(b), first)
+
+
+def test_gmm_max_fit_samples_uses_a_seeded_subset():
+    train = make_features(n=400, d=4, c=2, seed=30)
+    sub = GMM(reg=1e-6, max_fit_samples=100, seed=3).fit(train)
+    idx = torch.randperm(400, generator=torch.Generator().manual_seed(3))[:100].sort().values
+    ref = GMM(reg=1e-6).fit(train.subset(idx))
+    torch.testing.assert_close(sub.means, ref.means)
+    assert not torch.allclose(GMM(reg=1e-6).fit(train).means, ref.means)

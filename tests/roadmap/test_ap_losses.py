@@ -218,3 +218,20 @@ def test_hierarchical_labels_use_finest_level():
 
 def test_heav_helper_sanity():
     assert heav(0.0) == 1.0 and heav(-1e-9) == 0.0
+
+
+def test_losses_run_in_fp32_under_autocast():
+    from roadmap.losses import FastAP, SupRecall, TripletLoss
+
+    emb, labels = batch(B=16, seed=13, dtype=torch.float32)
+    for loss in (SupAP(offset=1.44), ROADMAPLoss(), SmoothAP(), FastAP(), SupRecall(), TripletLoss()):
+        ref = loss(emb, labels)
+        x = emb.bfloat16().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = loss(x, labels)
+        assert out.dtype == torch.float32
+        # same value as fp32 on the bf16-rounded inputs
+        assert out.item() == pytest.approx(loss(x.detach().float(), labels).item(), abs=1e-6)
+        assert abs(out.item() - ref.item()) < 0.2
+        out.backward()
+        assert x.grad is not None and x.grad.dtype == torch.bfloat16

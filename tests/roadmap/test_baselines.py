@@ -347,3 +347,10 @@ def test_nsm_degenerate_single_item():
     loss = NormalizedSoftmaxLoss(3, 4)(x, torch.tensor([2]))
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("make", [MultiSimilarityLoss, lambda: TripletLoss(margin=0.3, mining="all")])
+def test_pml_wrappers_gradcheck(make):
+    emb, labels = batch(B=8, D=3, C=2, seed=18)
+    loss = make()
+    assert torch.autograd.gradcheck(lambda x: loss(x, labels), (emb.clone().requires_grad_(True),))

@@ -1,0 +1,100 @@
+"""Every HAPPIER experiment row composes, its loss builds from config and runs, and the paper settings hold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from happier import demo
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "configs"
+ROWS = sorted(p.stem for p in (CONFIGS / "experiment" / "happier").glob("*.yaml") if not p.stem.endswith("_base"))
+LEVELS = {"sop": 2, "inat_base": 2, "inat_full": 7, "dyml_vehicle": 3, "dyml_animal": 3, "dyml_product": 3, "demo": 2}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def hydra_context():
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        yield
+
+
+def _dataset(row: str) -> str:
+    return next(k for k in LEVELS if row.startswith(k))
+
+
+@pytest.mark.parametrize("row", ROWS)
+def test_row_composes_and_its_loss_runs(row: str) -> None:
+    cfg = compose("train", overrides=[f"experiment=happier/{row}"])
+    assert cfg.experiment_name == f"happier/{row}"
+    assert cfg.model._target_ == "common.models.retrieval_module.RetrievalModule"
+    assert len(cfg.model.losses) == 1
+    ((name, loss_cfg),) = cfg.model.losses.items()
+    loss = instantiate(loss_cfg)
+    n_levels = LEVELS[_dataset(row)]
+    g = torch.Generator().manual_seed(0)
+    fine = torch.arange(4).repeat_interleave(4)
+    labels = torch.stack([fine // (2**k) for k in range(n_levels)], dim=1)  # nested [B, L]
+    z = torch.randn(16, cfg.model.net.embed_dim, generator=g, requires_grad=True)
+    value = loss(z, labels)
+    assert torch.isfinite(value)
+    value.backward()
+    assert z.grad.abs().sum() > 0
+    # losses owning proxies get their own param group
+    if any(True for _ in loss.parameters()):
+        assert name in cfg.model.loss_param_groups
+
+
+def test_paper_settings() -> None:
+    animal = compose("train", overrides=["experiment=happier/dyml_animal_happier"]).model.losses.main
+    vehicle = compose("train", overrides=["experiment=happier/dyml_vehicle_happier"]).model.losses.main
+    assert animal.weight == 0.5 and vehicle.weight == 0.1  # lambda: 0.5 only for DyML-Animal
+    inat = compose("train", overrides=["experiment=happier/inat_full_happier"])
+    assert inat.model.losses.main.sup_hap.start == 0.0 and inat.model.losses.main.sup_hap.offset == 1.0
+    assert inat.data.train_dataset._target_.endswith("INatHierarchyDataset") and inat.data.train_dataset.levels == 7
+    csl = compose("train", overrides=["experiment=happier/inat_full_csl"]).model.losses.main
+    assert len(csl.margins) == 7 and csl.scale == 32.0
+    sop = compose("train", overrides=["experiment=happier/sop_happier"])
+    assert sop.model.loss_param_groups.main.lr == 10.0 and sop.data.batch_size == 256
+    assert sop.data.test_dataset.levels == 2 and "hap" in sop.model.eval_metrics
+    assert sop.model.losses.main.sup_hap.offset == 1.44 and sop.model.losses.main.cluster.temperature == 0.05
+    veh = compose("train", overrides=["experiment=happier/dyml_vehicle_happier", "dyml_benchmark=coarse"])
+    assert veh.data.query_dataset.benchmark == "coarse" and veh.model.net.backbone.weights is None
+
+
+def test_demo_configs_and_table() -> None:
+    cfg = compose("train", overrides=["experiment=happier/demo_fmnist"])
+    assert cfg.data.train_dataset.levels == 2 and cfg.data.test_dataset.levels == 2
+    assert cfg.model.losses.happier._target_ == "happier.losses.HAPPIERLoss"
+    rm = compose("train", overrides=["experiment=happier/demo_fmnist_roadmap"])
+    assert list(rm.model.losses) == ["roadmap"] and rm.model.losses.roadmap._target_ == "roadmap.losses.ROADMAPLoss"
+    assert list(rm.callbacks.retrieval_grid.query_idx) == list(cfg.callbacks.retrieval_grid.query_idx)
+    fake = {n: {"metrics": {"test/hap": 0.5, "test/recall@1": 0.25}, "wall_s": 1.0} for n in ("HAPPIER", "ROADMAP")}
+    md = demo.table(fake, "make demo-happier")
+    assert "| H-AP | 50.00 | 50.00 |" in md and "| R@1 (class) | 25.00 | 25.00 |" in md and "| ASI | - | - |" in md
+
+
+def test_published_yaml_has_sources_and_marks_missing() -> None:
+    pub = yaml.safe_load((ROOT / "results" / "happier" / "published.yaml").read_text())
+    for entry in pub["numbers"]:
+        assert entry["source"], entry
+        assert (entry["value"] is None) == (entry["status"] == "missing"), entry
+    found = {(e["dataset"], e["metric"], e["model"]): e["value"] for e in pub["numbers"] if e["value"] is not None}
+    assert found[("DyML-Vehicle", "Average-mAP", "HAPPIER")] == 37.0
+    assert found[("SOP", "R@1", "HAPPIER")] == 81.0
+
+
+def test_proxies_get_their_own_param_group_and_are_checkpointed() -> None:
+    cfg = compose("train", overrides=["experiment=happier/demo_fmnist"])
+    model = instantiate(cfg.model)
+    opt = model.configure_optimizers()
+    opt = opt["optimizer"] if isinstance(opt, dict) else opt
+    group = next(g for g in opt.param_groups if g.get("name") == "loss/happier")
+    assert group["lr"] == 0.05 and group["weight_decay"] == 0.0
+    assert [p.shape for p in group["params"]] == [torch.Size([10, cfg.model.net.embed_dim])]
+    assert "losses.happier.cluster.proxies" in model.state_dict()

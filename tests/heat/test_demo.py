@@ -1,0 +1,43 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from heat.demo import default_data_dir, digits_28x28, main
+
+
+def test_digits_far_ood_images():
+    d = digits_28x28()
+    assert d.shape == (1797, 28, 28) and d.dtype.name == "uint8"
+    assert d[:, :4].max() == 0 and d[:, 4:24, 4:24].max() > 200  # MNIST-like framing: empty 4-pixel border
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_small(tmp_path):
+    if (
+        not (default_data_dir() / "train-labels-idx1-ubyte.gz").exists()
+        and not (default_data_dir() / "train-labels-idx1-ubyte").exists()
+    ):
+        pytest.skip("Fashion-MNIST not available: run `make data-fashion-mnist`")
+    out = main(
+        [
+            "--out-dir",
+            str(tmp_path),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--per-class",
+            "60",
+            "--epochs",
+            "1",
+            "--ebm-steps",
+            "3",
+            "--ebm-batch",
+            "64",
+        ]
+    )
+    saved = json.loads(Path(tmp_path / "heat.json").read_text())
+    assert saved["results"].keys() == out["results"].keys()
+    assert {"HEAT-EL", "HEAT-GMM", "HEAT-GMM-std", "MSP", "KNN (k=50)"} <= set(saved["results"])
+    for r in saved["results"].values():
+        assert 0.0 <= r["near"]["auroc"] <= 1.0 and 0.0 <= r["far"]["fpr95"] <= 1.0
+    assert "| scorer |" in (tmp_path / "heat.md").read_text()
