@@ -5,7 +5,9 @@ order, call :func:`common.metrics.retrieval.evaluate_retrieval` and log every me
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 
+import numpy as np
 import torch
 
 
@@ -27,7 +29,8 @@ class EmbeddingEvalMixin:
     """Adds ``test_step``/``validation_step`` that embed images and an epoch end that computes retrieval metrics.
 
     The host LightningModule provides ``embed(images) -> [B, D]`` and the attributes ``eval_metrics``,
-    ``recall_at`` and ``per_level_metrics``. The datamodule's ``eval_split()`` says whether the test set is a single
+    ``recall_at``, ``per_level_metrics`` and optionally ``save_test_embeddings`` (writes
+    ``<trainer.default_root_dir>/test_embeddings.npz`` for plots: precision-recall curves, retrieval grids). The datamodule's ``eval_split()`` says whether the test set is a single
     self-excluded set or query + gallery loaders.
     """
 
@@ -68,6 +71,10 @@ class EmbeddingEvalMixin:
                 "exclude_self": False,
             }
         emb, labels = emb.cpu(), labels.cpu()
+        if getattr(self, "save_test_embeddings", False) and stage == "test" and self.trainer.is_global_zero:
+            # [N, D] float32 and [N] / [N, L] labels, in dataset order (query set first for query/gallery)
+            path = Path(self.trainer.default_root_dir) / "test_embeddings.npz"
+            np.savez_compressed(path, embeddings=emb.numpy(), labels=labels.numpy(), num_queries=len(parts[0][0]))
         results = dict(
             evaluate_retrieval(emb, labels, metrics=tuple(self.eval_metrics), recall_at=tuple(self.recall_at), **kw)
         )

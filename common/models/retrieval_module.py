@@ -51,6 +51,7 @@ class RetrievalModule(EmbeddingEvalMixin, L.LightningModule):
     compile: wrap the network with ``torch.compile`` at ``setup("fit")``.
     eval_metrics, recall_at, per_level_metrics: what the evaluation computes (see
         :func:`common.metrics.retrieval.evaluate_retrieval`).
+    save_test_embeddings: write the gathered test embeddings and labels to ``<run dir>/test_embeddings.npz``.
     gather_global_batch: under DDP, the losses (and the memory) see the embeddings of every rank, gathered with
         gradient (:mod:`common.models.distributed`), so a rank loss on N GPUs equals the loss on the global batch.
     """
@@ -74,6 +75,7 @@ class RetrievalModule(EmbeddingEvalMixin, L.LightningModule):
         recall_at: tuple[int, ...] = (1, 10, 100),
         per_level_metrics: bool = False,
         gather_global_batch: bool = True,
+        save_test_embeddings: bool = False,
     ) -> None:
         super().__init__()
         # builtin types only in the checkpoint's hyper-parameters (torch.load(weights_only=True))

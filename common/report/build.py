@@ -5,10 +5,10 @@ Inputs (all optional; a missing part is said, never invented):
 - ``results/demo/<method>.md`` / ``.json``: each demo's table (with its command) and numbers; a JSON may hold
   ``"claim": {"text", "holds", "detail"}``: the paper's claim and whether our small run agrees;
 - ``results/demo/**/*.png``: pictures the demos saved (retrieval grids, GalLoP heatmaps...);
-- ``results/demo/artifacts/retrieval_<model>.npz`` (``embeddings``, ``labels``): precision-recall curves;
-- ``results/demo/artifacts/ood_<name>.npz`` (``id``, ``ood/<set>`` arrays of one scorer): histograms, ROC;
-- ``results/demo/artifacts/curve_<model>.csv`` or CSV-logger ``metrics.csv`` files named in ``<method>.json``
-  under ``"runs"``: training curves;
+- ``results/demo/artifacts/<method>_retrieval_<model>.npz`` (``embeddings``, ``labels``): precision-recall curves;
+- ``results/demo/artifacts/<method>_ood_<name>.npz`` (``id``, ``ood/<set>`` arrays of one scorer): histograms, ROC;
+- ``results/demo/artifacts/<method>_curve_<model>.csv`` (``step,loss``), or run folders / CSV-logger
+  ``metrics.csv`` files named in ``<method>.json`` under ``"curves"``: training curves;
 - ``results/<method>/published.yaml``: the papers' numbers with their sources, shown beside ours;
 - ``results/<method>/reproduced/*.json``: full-scale table runs (``make table-<method>``), when any exist.
 
@@ -98,8 +98,9 @@ def build(demo_dir: Path, out_dir: Path, results_dir: Path = ROOT / "results") -
     for method in METHODS:
         md += [f"## {TITLES[method]}", ""]
         table, numbers = demo_dir / f"{method}.md", demo_dir / f"{method}.json"
-        if table.exists():
-            md += [table.read_text().strip(), ""]
+        md_text = table.read_text() if table.exists() else ""
+        if md_text:
+            md += [md_text.strip(), ""]
             summary["sections"].append(method)
         else:
             md += [f"No demo result yet: run `make demo-{method}`.", ""]
@@ -112,6 +113,8 @@ def build(demo_dir: Path, out_dir: Path, results_dir: Path = ROOT / "results") -
                 f"**Paper's claim:** {claim.get('text', '')} Our small run {verdict} it. {claim.get('detail', '')}",
                 "",
             ]
+        elif isinstance(info.get("verdict"), str) and info["verdict"] not in md_text:
+            md += [f"**Verdict:** {info['verdict']}", ""]
 
         # precision-recall curves from saved embeddings
         curves = {}
@@ -140,7 +143,7 @@ def build(demo_dir: Path, out_dir: Path, results_dir: Path = ROOT / "results") -
             )
         # training curves from CSV logs
         series = {}
-        for name, csv_path in (info.get("runs") or {}).items():
+        for name, csv_path in (info.get("curves") or {}).items():
             p = Path(csv_path)
             p = p if p.is_absolute() else ROOT / p
             if p.is_dir():
