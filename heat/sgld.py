@@ -54,8 +54,9 @@ class Proposal:
 
     kinds:
         - ``"random_normal"``: ``N(0, I_d)`` (EL prior);
-        - ``"base_dist"``: samples of the fitted GMM prior; components drawn with ``pi_c``, or with the batch's own
-          labels when ``from_batch_labels`` (``sample_from_batch_statistics``);
+        - ``"base_dist"``: samples of the fitted GMM prior; components drawn with ``pi_c``, or, when
+          ``from_batch_labels`` (``sample_from_batch_statistics``), the batch's own labels: the same label histogram
+          HEAT draws from, used as is instead of resampled;
         - ``"base_dist_temp"``: ImageNet's variant, one ``t = 100 U(0, 1)`` per batch and a per-sample std multiplier
           drawn from ``{t/100, t/10, t, 10 t, 100 t}``.
     """

@@ -530,7 +530,10 @@ class _Bf16Binary:
             return None
         keep = self.g_lab[cols] != ql[rows]  # negatives (self has a -inf bf16 score)
         rows, cols = rows[keep], cols[keep]
-        rows_p, slot_p = slot.nonzero(as_tuple=True)
+        # positives below the bar cannot be in the top K (K-limited metrics) or have nothing above them to count
+        # beyond the candidates (map: the bar is below every positive), so only the others need an exact score
+        rescore = slot & (approx_pos >= bar.double()[:, None])
+        rows_p, slot_p = rescore.nonzero(as_tuple=True)
         # exact float64 rescoring of positives and candidate negatives in one call, so identical pairs get
         # bit-identical scores
         all_rows = torch.cat([rows, rows_p])
@@ -545,6 +548,9 @@ class _Bf16Binary:
         pos_sorted = torch.sort(pos_exact, dim=1, descending=True).values  # [C, P], real ones first
         n_neg = torch.zeros(c, p_max, dtype=torch.long, device=dev)
         n_neg.index_add_(0, rows, (neg_exact[:, None] >= pos_sorted[rows]).long())
+        # positives not rescored rank last among positives, beyond position K: push them past every cut-off
+        i = torch.arange(p_max, device=dev)[None, :]
+        n_neg = torch.where(i >= rescore.sum(1, keepdim=True), m, n_neg)
         return _binary_metrics(npos, n_neg, wanted, recall_at)
 
 

@@ -41,3 +41,33 @@ def test_demo_end_to_end_small(tmp_path):
     for r in saved["results"].values():
         assert 0.0 <= r["near"]["auroc"] <= 1.0 and 0.0 <= r["far"]["fpr95"] <= 1.0
     assert "| scorer |" in (tmp_path / "heat.md").read_text()
+
+
+def test_demo_runs_on_tiny_idx_files(tmp_path):
+    from tests.conftest import make_tiny_fashion_mnist
+
+    root = make_tiny_fashion_mnist(tmp_path / "fmnist", per_class=8)
+    out = main(
+        [
+            "--data-dir",
+            str(root),
+            "--out-dir",
+            str(tmp_path / "out"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--per-class",
+            "8",
+            "--epochs",
+            "1",
+            "--ebm-steps",
+            "2",
+            "--ebm-batch",
+            "16",
+        ]
+    )
+    assert out["n_id_train"] == 64 and out["near_ood"]["n"] == 8
+    assert set(out["composition_beats_every_single_scorer"]) == {"near_auroc", "near_fpr95", "far_auroc", "far_fpr95"}
+    md = (tmp_path / "out" / "heat.md").read_text()
+    assert md.count("\n| ") == 13  # header + 12 scorers
+    # one cache entry (sidecar) per image set: ID train/test, near, three far sets
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 6

@@ -1,0 +1,121 @@
+"""The retrieval DataModule: train with a batch sampler, test as query/gallery.
+
+Test protocols:
+- one ``test_dataset``: every item is a query against all the others (``exclude_self``; SOP, CUB, iNat);
+- ``query_dataset`` + ``gallery_dataset``: In-Shop style; the test dataloaders are ``[query, gallery]`` and
+  :meth:`RetrievalDataModule.eval_split` tells the model how to split the gathered embeddings.
+
+Every dataset returns dicts ``{"image", "label", "index"}`` and exposes ``labels`` (int64 ``[N]`` or ``[N, L]``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+
+from common.data.resumable import ResumableDataLoader, SeededBatchSampler, SeededItems
+from common.data.samplers import RandomBatchSampler
+
+
+class RetrievalDataModule(L.LightningDataModule):
+    """Args:
+    train_dataset: dataset with ``labels``.
+    test_dataset: single-set protocol, or None with ``query_dataset`` and ``gallery_dataset``.
+    val_dataset: optional validation set (single-set protocol); by default validation is off.
+    batch_size: train batch size (also the eval batch size unless ``eval_batch_size``).
+    sampler: ``_partial_`` batch-sampler factory called as ``sampler(labels=..., batch_size=..., seed=...,
+        rank=..., world_size=...)`` (e.g. :class:`common.data.samplers.MPerClassBatchSampler`); None = shuffled.
+    """
+
+    def __init__(
+        self,
+        train_dataset: Dataset,
+        test_dataset: Dataset | None = None,
+        query_dataset: Dataset | None = None,
+        gallery_dataset: Dataset | None = None,
+        val_dataset: Dataset | None = None,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        sampler: Callable[..., Any] | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if test_dataset is None and (query_dataset is None or gallery_dataset is None):
+            raise ValueError("give either test_dataset, or both query_dataset and gallery_dataset")
+        if test_dataset is not None and (query_dataset is not None or gallery_dataset is not None):
+            raise ValueError("give test_dataset OR query_dataset/gallery_dataset, not both")
+        self.train_dataset, self.val_dataset = train_dataset, val_dataset
+        self.test_dataset, self.query_dataset, self.gallery_dataset = test_dataset, query_dataset, gallery_dataset
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.sampler_factory, self.seed = sampler, seed
+        self.train_batch_sampler = None
+
+    # --- DDP position (Lightning's trainer when attached, else single process) ---
+    def _dist(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
+    def _loader(self, dataset: Dataset, shuffle: bool = False, batch_sampler=None) -> DataLoader:
+        kw = dict(num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
+        if batch_sampler is not None:
+            return DataLoader(dataset, batch_sampler=batch_sampler, **kw)
+        rank, world = self._dist()
+        sampler = DistributedSampler(dataset, world, rank, shuffle=False) if world > 1 else None
+        return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=shuffle, sampler=sampler, **kw)
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world = self._dist()
+        labels = self.train_dataset.labels
+        if self.sampler_factory is not None:
+            bs = self.sampler_factory(
+                labels=labels, batch_size=self.batch_size, seed=self.seed, rank=rank, world_size=world
+            )
+        else:
+            bs = RandomBatchSampler(len(labels), self.batch_size, seed=self.seed, rank=rank, world_size=world)
+        epoch = self.trainer.current_epoch if getattr(self, "trainer", None) is not None else 0
+        seeded = SeededBatchSampler(bs, seed=self.seed)
+        seeded.set_epoch(epoch)
+        self.train_batch_sampler = seeded
+        return ResumableDataLoader(
+            SeededItems(self.train_dataset),
+            batch_sampler=seeded,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            progress_fn=self._batches_done,
+        )
+
+    def _batches_done(self) -> int:
+        """Batches of the current epoch already trained on (read when a checkpoint is written)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0
+        return trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
+    def val_dataloader(self):
+        return self._loader(self.val_dataset) if self.val_dataset is not None else []
+
+    def test_dataloader(self):
+        if self.test_dataset is not None:
+            return self._loader(self.test_dataset)
+        return [self._loader(self.query_dataset), self._loader(self.gallery_dataset)]
+
+    def eval_split(self) -> dict:
+        """How the model evaluates the test loaders: single set (self-excluded) or query/gallery."""
+        if self.test_dataset is not None:
+            return {"protocol": "single", "sizes": [len(self.test_dataset)]}
+        return {"protocol": "query_gallery", "sizes": [len(self.query_dataset), len(self.gallery_dataset)]}
+
+    def full_test_dataset(self) -> Dataset:
+        if self.test_dataset is not None:
+            return self.test_dataset
+        return ConcatDataset([self.query_dataset, self.gallery_dataset])

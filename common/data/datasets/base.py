@@ -1,0 +1,89 @@
+"""Base dataset for image files listed with their labels.
+
+Every reader in ``common/data/datasets`` parses its official split files into a list of paths and a label
+array, and hands them to :class:`ImageListDataset`. Items are dicts ``{"image", "label", "index"}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from common.data.errors import check_labels
+
+log = logging.getLogger(__name__)
+
+
+class CorruptImageError(RuntimeError):
+    """An image file could not be decoded."""
+
+
+class ImageListDataset(Dataset):
+    """Images on disk with integer labels (``[N]``, or ``[N, L]`` for a hierarchy).
+
+    Args:
+        paths: image file paths, one per item.
+        labels: int array ``[N]`` or ``[N, L]`` (column 0 = finest level).
+        transform: applied to the RGB (or ``mode``) PIL image.
+        on_error: ``"raise"`` (default) stops at the first unreadable file and names it; ``"skip"`` replaces it
+            with the next readable item, counts the skip in :attr:`num_skipped` and logs the path.
+        mode: PIL mode to convert to ("RGB" or "L").
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str | Path],
+        labels: np.ndarray | torch.Tensor | Sequence[int],
+        transform: Callable | None = None,
+        on_error: str = "raise",
+        mode: str = "RGB",
+    ) -> None:
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        self.paths = [str(p) for p in paths]
+        self.labels = check_labels(torch.as_tensor(np.asarray(labels)))
+        if len(self.paths) != len(self.labels):
+            raise ValueError(f"{len(self.paths)} paths but {len(self.labels)} labels: the split file is inconsistent")
+        self.transform = transform
+        self.on_error = on_error
+        self.mode = mode
+        self.num_skipped = 0
+        self.skipped_paths: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load_image(self, i: int) -> Image.Image:
+        path = self.paths[i]
+        try:
+            with Image.open(path) as im:
+                return im.convert(self.mode)
+        except (OSError, UnidentifiedImageError, SyntaxError) as e:
+            raise CorruptImageError(
+                f"cannot read image '{path}' (item {i}): {e}. Re-download the file, or set "
+                f"`data.on_error=skip` to skip unreadable images (the skips are counted and logged)."
+            ) from e
+
+    def __getitem__(self, i: int) -> dict:
+        for attempt in range(len(self)):
+            j = (i + attempt) % len(self)
+            try:
+                image = self.load_image(j)
+                break
+            except CorruptImageError:
+                if self.on_error == "raise":
+                    raise
+                self.num_skipped += 1
+                self.skipped_paths.append(self.paths[j])
+                log.warning("skipped unreadable image %s (%d skipped so far)", self.paths[j], self.num_skipped)
+        else:
+            raise CorruptImageError("no readable image in the whole dataset")
+        if self.transform is not None:
+            image = self.transform(image)
+        return {"image": image, "label": self.labels[j], "index": j}

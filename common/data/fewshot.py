@@ -1,0 +1,237 @@
+"""Few-shot sampling (CoOp exact-K, GalLoP stratified), frozen split files, and the few-shot DataModule.
+
+Sampling rules (``sampling=``):
+
+- ``coop_exact_k`` (default; CoOp/Dassl ``generate_fewshot_dataset``): exactly ``K`` items per class, drawn
+  without replacement with ``random.Random(seed)``, classes in increasing id order; a class with fewer than ``K``
+  items keeps all of them. (Same rule as Dassl; the draws are not bit-identical to Dassl's pkl files, whose RNG state
+  depends on everything the run did before.)
+- ``gallop_stratified`` (GalLoP parity, ``create_few_shots_dataset``): ``StratifiedShuffleSplit(train_size=K*C,
+  random_state=seed)`` on the whole train list: proportional to class size, so some classes may get 0 items.
+
+The chosen indices are written once to ``{split_dir}/shot_{K}-seed_{seed}-{sampling}.json`` (with the train-set size
+and a label checksum) and read back on later runs, so the seed selects the few-shot subset and it never drifts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+SAMPLINGS = ("coop_exact_k", "gallop_stratified")
+
+
+def _labels_np(labels) -> np.ndarray:
+    y = np.asarray(torch.as_tensor(labels).cpu())
+    if y.ndim == 2:
+        y = y[:, 0]
+    return y.astype(np.int64)
+
+
+def coop_exact_k(labels, shots: int, seed: int) -> np.ndarray:
+    """Exactly ``shots`` indices per class (all of a class when it has fewer), sorted. See the module docstring."""
+    y = _labels_np(labels)
+    rng = random.Random(seed)
+    out: list[int] = []
+    for c in np.unique(y):
+        items = np.flatnonzero(y == c).tolist()
+        out.extend(rng.sample(items, shots) if len(items) >= shots else items)
+    return np.sort(np.asarray(out, dtype=np.int64))
+
+
+def gallop_stratified(labels, shots: int, seed: int) -> np.ndarray:
+    """GalLoP's proportional sampler: ``StratifiedShuffleSplit(train_size=shots * C, random_state=seed)``, sorted."""
+    from sklearn.model_selection import StratifiedShuffleSplit
+
+    y = _labels_np(labels)
+    n_classes = len(np.unique(y))
+    size = shots * n_classes
+    if size >= len(y):
+        return np.arange(len(y), dtype=np.int64)
+    split = StratifiedShuffleSplit(n_splits=1, train_size=size, random_state=seed)
+    idx, _ = next(split.split(np.zeros(len(y)), y))
+    return np.sort(idx.astype(np.int64))
+
+
+def sample_few_shot(labels, shots: int, seed: int, sampling: str = "coop_exact_k") -> np.ndarray:
+    if shots < 1:
+        raise ValueError(f"shots must be >= 1, got {shots}")
+    if sampling == "coop_exact_k":
+        return coop_exact_k(labels, shots, seed)
+    if sampling == "gallop_stratified":
+        return gallop_stratified(labels, shots, seed)
+    raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+
+
+def _checksum(y: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(y).tobytes()).hexdigest()[:16]
+
+
+def split_file(split_dir: str | Path, shots: int, seed: int, sampling: str) -> Path:
+    return Path(split_dir) / f"shot_{shots}-seed_{seed}-{sampling}.json"
+
+
+def load_or_create_split(labels, shots: int, seed: int, sampling: str, split_dir: str | Path | None) -> np.ndarray:
+    """Indices of the few-shot subset; read from the split file when it exists, else sampled and written there."""
+    y = _labels_np(labels)
+    if split_dir is None:
+        return sample_few_shot(y, shots, seed, sampling)
+    path = split_file(split_dir, shots, seed, sampling)
+    if path.is_file():
+        data = json.loads(path.read_text())
+        if data.get("n_train") != len(y) or data.get("labels_sha1") != _checksum(y):
+            raise ValueError(
+                f"few-shot split file '{path}' was written for another train set ({data.get('n_train')} items, "
+                f"checksum {data.get('labels_sha1')}; now {len(y)} items, {_checksum(y)}). Point `split_dir` at a "
+                f"folder for this dataset, or delete the file to resample."
+            )
+        return np.asarray(data["indices"], dtype=np.int64)
+    idx = sample_few_shot(y, shots, seed, sampling)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"shots": shots, "seed": seed, "sampling": sampling, "n_train": len(y), "labels_sha1": _checksum(y)}
+    path.write_text(json.dumps({**payload, "indices": idx.tolist()}))
+    return idx
+
+
+class RemapClasses(Dataset):
+    """Keep the items of ``class_ids`` and relabel them ``0..len(class_ids)-1`` (in the order given).
+
+    Used to hold classes out (as near-OOD) of a labelled dataset. ``labels`` ``[N]`` (or column 0 of ``[N, L]``).
+    """
+
+    def __init__(self, dataset: Dataset, class_ids: Sequence[int]) -> None:
+        y = _labels_np(dataset.labels)
+        self.dataset = dataset
+        self.class_ids = [int(c) for c in class_ids]
+        lut = {c: i for i, c in enumerate(self.class_ids)}
+        self.indices = np.flatnonzero(np.isin(y, self.class_ids))
+        self.labels = torch.as_tensor([lut[int(c)] for c in y[self.indices]], dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict:
+        item = dict(self.dataset[int(self.indices[i])])
+        item["label"] = self.labels[i]
+        item["index"] = i
+        return item
+
+
+class LabelledSubset(Dataset):
+    """The items ``indices`` of ``dataset``, with ``labels`` sliced accordingly; ``index`` is the position here."""
+
+    def __init__(self, dataset: Dataset, indices: np.ndarray) -> None:
+        self.dataset = dataset
+        self.indices = [int(i) for i in indices]
+        self.labels = torch.as_tensor(dataset.labels)[torch.as_tensor(self.indices, dtype=torch.long)]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict:
+        item = dict(self.dataset[self.indices[i]])
+        item["index"] = i
+        return item
+
+
+class FewShotDataModule(L.LightningDataModule):
+    """K-shot training set, and test loaders for ID test, OOD sets and domain-shifted sets.
+
+    Args:
+        train_dataset / test_dataset: datasets with ``labels`` (int64 ``[N]``), items ``{"image", "label", "index"}``.
+        class_names: class names in label order (default: ``train_dataset.class_names``).
+        shots / seed / sampling / split_dir: see the module docstring (``split_dir=None``: resample every run).
+        val_dataset: optional; GalLoP and CoOp report the last epoch, so it is only logged.
+        ood_datasets: ``{name: dataset}`` OOD sets (labels ignored).
+        domain_datasets: ``{name: dataset}`` domain-shifted sets labelled in the same class space; a dataset may
+            carry ``class_subset`` (sorted class ids it covers, ImageNet-A/R's 200), scored on those classes only.
+        class_ids: keep and relabel only these classes in train/val/test (held-out classes as near-OOD).
+
+    Test dataloaders are ``[test, *ood, *domains]``; :attr:`test_names` names them ``id``, ``ood/<name>``,
+    ``domain/<name>``.
+    """
+
+    def __init__(
+        self,
+        train_dataset: Dataset,
+        test_dataset: Dataset,
+        class_names: Sequence[str] | None = None,
+        shots: int = 16,
+        seed: int = 1,
+        sampling: str = "coop_exact_k",
+        split_dir: str | None = None,
+        val_dataset: Dataset | None = None,
+        ood_datasets: dict[str, Dataset] | None = None,
+        domain_datasets: dict[str, Dataset] | None = None,
+        class_ids: Sequence[int] | None = None,
+        batch_size: int = 32,
+        eval_batch_size: int = 100,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        drop_last: bool = False,
+    ) -> None:
+        super().__init__()
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+        names = list(class_names) if class_names is not None else list(getattr(train_dataset, "class_names", []))
+        if class_ids is not None:
+            train_dataset, test_dataset = RemapClasses(train_dataset, class_ids), RemapClasses(test_dataset, class_ids)
+            val_dataset = RemapClasses(val_dataset, class_ids) if val_dataset is not None else None
+            if names and len(names) != len(class_ids):
+                names = [names[c] for c in class_ids]
+        if not names:
+            raise ValueError("class_names are needed (pass class_names=..., or a train_dataset with .class_names)")
+        n_classes = int(_labels_np(train_dataset.labels).max()) + 1
+        if len(names) < n_classes:
+            raise ValueError(f"{len(names)} class names for labels up to {n_classes - 1}")
+        self.class_names = names
+        self.full_train, self.test_dataset, self.val_dataset = train_dataset, test_dataset, val_dataset
+        self.ood_datasets = dict(ood_datasets or {})
+        self.domain_datasets = dict(domain_datasets or {})
+        self.shots, self.seed, self.sampling, self.split_dir = shots, seed, sampling, split_dir
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.num_workers, self.pin_memory, self.drop_last = num_workers, pin_memory, drop_last
+        self.train_dataset: Dataset | None = None
+        self.test_names = [
+            "id",
+            *(f"ood/{n}" for n in self.ood_datasets),
+            *(f"domain/{n}" for n in self.domain_datasets),
+        ]
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_dataset is None:
+            idx = load_or_create_split(self.full_train.labels, self.shots, self.seed, self.sampling, self.split_dir)
+            self.train_dataset = LabelledSubset(self.full_train, idx)
+
+    def _loader(self, ds: Dataset, train: bool = False) -> DataLoader:
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            drop_last=train and self.drop_last,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed) if train else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self.train_dataset, train=True)
+
+    def val_dataloader(self):
+        return self._loader(self.val_dataset) if self.val_dataset is not None else []
+
+    def test_datasets(self) -> list[Dataset]:
+        return [self.test_dataset, *self.ood_datasets.values(), *self.domain_datasets.values()]
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [self._loader(ds) for ds in self.test_datasets()]

@@ -1,0 +1,106 @@
+"""Hierarchical two-super-class batch sampler (ROADMAP ``HierarchicalSampler``; PML ``HierarchicalSampler``).
+
+Semantics (specs/roadmap_happier.md §3.2), once per epoch: for every combination of ``super_classes_per_batch``
+(= 2) super-labels, build ``batches_per_super_tuple`` batches. Each batch has one part of
+``batch_size / super_classes_per_batch`` indices per super-label: that super-label's classes are shuffled and
+walked in order, adding ``m`` images of each class (sampled without replacement, or with replacement when the
+class has fewer than ``m`` images) as long as they fit in the part. The whole list of batches is then shuffled.
+
+SOP (12 categories): C(12, 2) = 66 pairs; ROADMAP B=128, m=4, 10 per pair = 660 batches/epoch; HAPPIER B=256,
+5 per pair = 330. Randomness: ``numpy.random.RandomState(seed + 1_000_003 * epoch)``, so ``set_epoch`` reshuffles
+reproducibly; under DDP each rank keeps every ``world_size``-th batch of the shared list.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import numpy as np
+from torch.utils.data import Sampler
+
+from common.data.errors import check_labels
+
+
+class HierarchicalBatchSampler(Sampler[list[int]]):
+    """Batches drawn from pairs (tuples) of super-classes, ``m`` images per class.
+
+    Args:
+        labels: int ``[N, L]``; ``inner_label`` (default column 0) is the class, ``outer_label`` (default 1) the
+            super-class.
+        batch_size: divisible by ``super_classes_per_batch``, and each part by ``m``.
+        m: images per class.
+        batches_per_super_tuple: batches built for each combination of super-classes.
+    """
+
+    def __init__(
+        self,
+        labels,
+        batch_size: int,
+        m: int = 4,
+        batches_per_super_tuple: int = 10,
+        super_classes_per_batch: int = 2,
+        inner_label: int = 0,
+        outer_label: int = 1,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        labels = check_labels(labels)
+        if labels.ndim != 2 or labels.shape[1] <= max(inner_label, outer_label):
+            raise ValueError(
+                f"HierarchicalBatchSampler needs labels [N, L] with class and super-class columns, got "
+                f"{tuple(labels.shape)}; use the dataset with levels=2 (e.g. data.train_dataset.levels=2)"
+            )
+        if batch_size % super_classes_per_batch != 0:
+            raise ValueError(f"batch_size ({batch_size}) must be divisible by {super_classes_per_batch}")
+        self.part_size = batch_size // super_classes_per_batch
+        if self.part_size % m != 0:
+            raise ValueError(f"batch_size / {super_classes_per_batch} = {self.part_size} must be a multiple of m={m}")
+        lab = labels.numpy()
+        supers = sorted(set(lab[:, outer_label].tolist()))
+        if len(supers) < super_classes_per_batch:
+            raise ValueError(
+                f"{len(supers)} super-classes, fewer than super_classes_per_batch={super_classes_per_batch}"
+            )
+        self.super_to_classes: dict[int, list[np.ndarray]] = {}
+        for s in supers:
+            in_s = np.flatnonzero(lab[:, outer_label] == s)
+            classes = sorted(set(lab[in_s, inner_label].tolist()))
+            self.super_to_classes[s] = [in_s[lab[in_s, inner_label] == c] for c in classes]
+        self.super_tuples = list(itertools.combinations(supers, super_classes_per_batch))
+        self.m, self.batch_size, self.batches_per_super_tuple = m, batch_size, batches_per_super_tuple
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch: the next iteration reshuffles with ``seed + 1_000_003 * epoch``."""
+        self.epoch = epoch
+
+    def global_batches(self) -> list[list[int]]:
+        """All batches of the current epoch (before the split across DDP ranks)."""
+        rng = np.random.RandomState(self.seed + 1_000_003 * self.epoch)
+        batches: list[list[int]] = []
+        for combo in self.super_tuples:
+            for _ in range(self.batches_per_super_tuple):
+                batch: list[int] = []
+                for s in combo:
+                    part: list[int] = []
+                    classes = self.super_to_classes[s]
+                    for c in rng.permutation(len(classes)):
+                        if len(part) + self.m > self.part_size:
+                            break
+                        items = classes[c]
+                        part.extend(rng.choice(items, size=self.m, replace=len(items) < self.m).tolist())
+                    batch.extend(part)
+                batches.append(batch)
+        perm = rng.permutation(len(batches))
+        return [batches[i] for i in perm]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self.global_batches()
+        usable = len(batches) - len(batches) % self.world_size
+        yield from (batches[i] for i in range(self.rank, usable, self.world_size))
+
+    def __len__(self) -> int:
+        return len(self.super_tuples) * self.batches_per_super_tuple // self.world_size
