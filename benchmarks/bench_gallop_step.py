@@ -4,7 +4,7 @@ block of both towers (the original code's cost), in the same run, and print the 
     python benchmarks/bench_gallop_step.py [--batch 32 --classes 100 --model ViT-B-16 --steps 2 --threads 2]
 
 Random-init open_clip ViT-B/16 (no weights needed), CPU by default, with text-encoder gradient checkpointing (as GalLoP
-for many classes; without it the 800 prompt sequences keep ~30 GB of activations). The peer wraps every ``ResidualAttentionBlock``
+for many classes; without it the 800 prompt sequences would keep an estimated ~30 GB of activations). The peer wraps every ``ResidualAttentionBlock``
 of the image and text transformers so that it also computes the block's value path (as the vendored CLIP of the
 original does) and reads the local features from the last image block's stored value path. Both variants give the
 same loss (checked before timing).
@@ -83,7 +83,7 @@ def main() -> None:
     p.add_argument(
         "--no-text-checkpointing",
         action="store_true",
-        help="keep every text activation (needs ~30 GB for 100 classes x 8 prompts on CPU)",
+        help="keep every text activation (estimated ~30 GB for 100 classes x 8 prompts)",
     )
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -94,9 +94,13 @@ def main() -> None:
     images = torch.randn(a.batch, 3, pre.image_size, pre.image_size, generator=gen).to(a.device)
     labels = torch.randint(0, a.classes, (a.batch,), generator=gen).to(a.device)
 
+    t = time.perf_counter()
     ours_loss = step(model, images, labels)  # also the warm-up of both
+    print(f"warm-up ours {time.perf_counter() - t:.1f} s", flush=True)
+    t = time.perf_counter()
     with value_path_in_every_block(model):
         peer_loss = step(model, images, labels)
+    print(f"warm-up peer {time.perf_counter() - t:.1f} s", flush=True)
     assert abs(ours_loss - peer_loss) < 1e-3 * max(1.0, abs(ours_loss)), (ours_loss, peer_loss)
 
     # interleave to spread machine-load noise over both
@@ -105,6 +109,7 @@ def main() -> None:
         ours.append(timed(model, images, labels))
         with value_path_in_every_block(model):
             peer.append(timed(model, images, labels))
+        print(f"step: ours {ours[-1]:.1f} s, peer {peer[-1]:.1f} s", flush=True)
     mo, mp = statistics.median(ours), statistics.median(peer)
     print(
         f"model {a.model} (random init), batch {a.batch}, {a.classes} classes x (4 global + 4 local prompts), "

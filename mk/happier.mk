@@ -2,7 +2,7 @@
 .PHONY: demo-happier test-happier table-happier table-happier-collect table-happier-sop table-happier-inat-base table-happier-inat-full \
 	table-happier-dyml-vehicle table-happier-dyml-animal table-happier-dyml-product
 
-demo-happier: ## HAPPIER vs ROADMAP on Fashion-MNIST (2 levels): H-AP, ASI, NDCG, R@1 + retrieval grid (~2 min CPU)
+demo-happier: ## HAPPIER vs ROADMAP on Fashion-MNIST (2 levels): H-AP, ASI, NDCG, R@1 + retrieval grid (~1.5 min, 2 CPU cores)
 	$(PY) -m happier.demo $(ARGS)
 
 test-happier: ## run the HAPPIER tests (losses, relevance cache, DyML / iNat readers, grid)

@@ -32,6 +32,19 @@ the number of items at level l ranked before item k and ``rel`` the relevance ta
 
 A query without a positive (binary) or without any relevant item (graded) is left out of the average; the counts
 are returned as ``num_skipped_queries`` and ``num_skipped_queries_graded``.
+
+How it is computed (all exact, no kNN cut; memory ``O(chunk x N)``):
+
+* binary metrics only, float32 embeddings on CPU: a bfloat16 score pass finds, per query, the few gallery items
+  that can precede a positive within the needed depth, and rescores them and the positives in float64 (error bound
+  in :func:`bf16_score_error_bound`, tested); the ranking is the float64 ranking of the normalised embeddings;
+* graded metrics on flat/hierarchical labels: dense scores in the embeddings' dtype, one sorted copy per query row;
+  relevant items are read from the label tree (:class:`_TreeRanker`) and binary metrics from the same sorted rows;
+* otherwise (multi-label, other devices): dense scores with shared levels computed for every pair.
+
+Duplicated gallery embeddings are scored once and expanded, so they always tie exactly (BLAS kernels may otherwise
+round identical columns differently). faiss is not used: it returns a top-k list, and exact full-ranking metrics
+need counts over the whole gallery; :mod:`common.metrics.knn` wraps faiss for kNN scorers.
 """
 
 from __future__ import annotations
