@@ -58,6 +58,10 @@ format: install ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+demo: install data-fashion-mnist ## the main job: all four methods vs their baselines on Fashion-MNIST (CPU), then make report
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m common.demo
+	$(PY) -m common.report.build
+
 demo-foundation: install data-fashion-mnist ## train a small contrastive baseline on Fashion-MNIST (CPU) and print R@1, mAP@R
 	$(PY) -m common.launch experiment=demo/fmnist_contrastive $(ARGS)
 
