@@ -2,6 +2,7 @@
 
 Every reader in ``common/data/datasets`` parses its official split files into a list of paths and a label
 array, and hands them to :class:`ImageListDataset`. Items are dicts ``{"image", "label", "index"}``.
+Readers whose official ids are sparse (iNaturalist, DyML train) renumber them with :func:`remap_labels`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,40 @@ from torch.utils.data import Dataset
 from common.data.errors import check_labels
 
 log = logging.getLogger(__name__)
+
+
+def remap_labels(labels: np.ndarray | torch.Tensor | Sequence) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Renumber each label column to ``0..n_c-1``, in increasing order of its original values.
+
+    For column ``c`` with sorted distinct values ``u_0 < u_1 < ... < u_{n_c-1}``, an item whose value is ``u_k``
+    gets label ``k``. Proxy-based losses (one proxy per class) and anything sized by ``labels.max() + 1`` need
+    these contiguous labels; retrieval metrics only compare labels for equality and are unchanged by it. The
+    order is that of the values, so the result does not depend on the order of the items.
+
+    Args:
+        labels: ``[N]`` or ``[N, L]`` (ints, or any sortable keys such as strings).
+
+    Returns:
+        ``(new, class_ids)``: ``new`` int64 with the shape of ``labels``; ``class_ids[c]`` the sorted distinct
+        values of column ``c`` (``[n_c]``), so ``class_ids[c][new[:, c]]`` gives back the original column.
+    """
+    arr = labels.numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if arr.ndim not in (1, 2):
+        raise ValueError(f"labels must be [N] or [N, L], got shape {arr.shape}")
+    cols = arr[:, None] if arr.ndim == 1 else arr
+    new = np.empty(cols.shape, dtype=np.int64)
+    class_ids = []
+    for c in range(cols.shape[1]):
+        ids, inverse = np.unique(cols[:, c], return_inverse=True)
+        new[:, c] = inverse.reshape(-1)
+        class_ids.append(ids)
+    return (new[:, 0] if arr.ndim == 1 else new), class_ids
+
+
+def relabel_columns(keys: np.ndarray | torch.Tensor | Sequence) -> np.ndarray:
+    """int64 labels: each column of ``keys`` renumbered ``0..n-1`` in sorted order (:func:`remap_labels` without
+    the original ids)."""
+    return remap_labels(keys)[0]
 
 
 class CorruptImageError(RuntimeError):

@@ -31,8 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.data.datasets.base import ImageListDataset
-from common.data.datasets.inat_hierarchy import relabel_columns
+from common.data.datasets.base import ImageListDataset, relabel_columns
 from common.data.errors import require_path
 
 DYML_BENCHMARKS: tuple[str, ...] = ("fine", "middle", "coarse")

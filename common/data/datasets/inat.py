@@ -1,5 +1,9 @@
 """iNaturalist-2018 with the Smooth-AP retrieval split (Brown et al. 2020), as used by ROADMAP and HAPPIER.
 
+This module holds the one iNat-2018 split reader (:func:`read_inat_split`), path parser (:func:`path_labels`) and
+taxonomy reader (:func:`load_inat_taxonomy`, :func:`inat_taxonomy_ids`); ``inat_hierarchy.py`` (HAPPIER's
+``INatHierarchyDataset``) uses them too.
+
 Layout under ``root``::
 
     root/Inat_dataset_splits/Inaturalist_train_set1.txt   one image path per line, relative to root:
@@ -7,30 +11,39 @@ Layout under ``root``::
     root/train_val2018/...                                the images
     root/train2018.json                                   (only for levels=7) the categories with their taxonomy
 
-Labels (column 0 = finest):
+Original ids (column 0 = finest), kept in :attr:`INaturalist2018.original_labels`:
 
-* ``levels=1``: the category id, ``int(path.split('/')[-2])`` (species);
+* ``levels=1``: the category id, ``int(path.split('/')[-2])`` (species, 0..8141);
 * ``levels=2`` ("iNat-base"): ``[species, supercategory]``, the supercategory being the folder name
   ``path.split('/')[-3]`` mapped to its index among the sorted names of ``supercategories`` (by default the 14
   iNat-2018 supercategories below; the Smooth-AP train split uses 13 of them);
-* ``levels=7`` ("iNat-full"): ``[species, genus, family, order, class, phylum, kingdom]`` from ``train2018.json``,
-  each rank's names mapped to their index in sorted order.
+* ``levels=7`` ("iNat-full"): ``[species, genus, family, order, class, phylum, kingdom]`` from ``train2018.json``:
+  a taxon of rank r is its lineage ``(name at r, name at r+1, ..., kingdom)``, and its id is the index of that
+  lineage among the sorted lineages of rank r over *all* categories of the file (so ids agree between splits, and
+  equal the index of the sorted names when names are unique within a rank). Keying by lineage keeps two homonym
+  taxa under different parents apart, so the labels always form a tree.
+
+Labels: a split holds a subset of the 8,142 species, so the original ids are sparse. Each column is renumbered to
+``0..n_c-1`` within the split in increasing order of the original ids (:func:`~common.data.datasets.base.remap_labels`),
+as proxy-based losses need; ``class_ids[c][labels[:, c]] == original_labels[:, c]``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from common.data.datasets.base import ImageListDataset
+from common.data.datasets.base import ImageListDataset, remap_labels
 from common.data.errors import require_path
 
 LAYOUT = """  <root>/Inat_dataset_splits/Inaturalist_{train,test}_set1.txt  (paths: train_val2018/<supercat>/<cat_id>/<img>.jpg)
   <root>/train_val2018/...                                      (images)
   <root>/train2018.json                                         (levels=7 only)"""
+MAKE_TARGET = "data-inat"
 SPLIT_FILES = {"train": "Inaturalist_train_set1.txt", "test": "Inaturalist_test_set1.txt"}
 SUPERCATEGORIES = (
     "Actinopterygii",
@@ -48,25 +61,97 @@ SUPERCATEGORIES = (
     "Protozoa",
     "Reptilia",
 )
-TAXONOMY_RANKS = ("genus", "family", "order", "class", "phylum", "kingdom")
+INAT_LEVELS: tuple[str, ...] = ("species", "genus", "family", "order", "class", "phylum", "kingdom")
+TAXONOMY_RANKS = INAT_LEVELS[1:]
 
 
 def read_inat_split(path: str | Path) -> list[str]:
-    """Image paths (relative to the dataset root) listed in a Smooth-AP split file."""
+    """Image paths (relative to the dataset root) listed in a Smooth-AP split file, blank lines skipped."""
     return [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()]
 
 
 def path_labels(rel_paths: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-    """(category id from ``path[-2]`` [N], supercategory name from ``path[-3]``)."""
+    """(category id from ``path[-2]`` int64 ``[N]``, supercategory name from ``path[-3]``) of each split line."""
     parts = [p.replace("\\", "/").split("/") for p in rel_paths]
     bad = [p for p in parts if len(p) < 3 or not p[-2].isdigit()]
     if bad:
-        raise ValueError(f"paths must look like train_val2018/<supercat>/<cat_id>/<img>.jpg, got {'/'.join(bad[0])}")
+        raise ValueError(
+            f"split line '{'/'.join(bad[0])}' does not look like train_val2018/<supercat>/<cat_id>/<img>.jpg "
+            f"(the parent folder must be the integer category id); use the Smooth-AP Inaturalist_*_set1.txt files"
+        )
     return np.array([int(p[-2]) for p in parts], dtype=np.int64), [p[-3] for p in parts]
 
 
+def load_inat_taxonomy(
+    json_path: str | Path,
+    *,
+    dataset: str = "iNaturalist-2018 annotations",
+    layout: str = LAYOUT,
+) -> dict[int, tuple[str, ...]]:
+    """``{category id: (species, genus, ..., kingdom) names}`` from the ``categories`` of ``train2018.json``.
+
+    The species "name" is the category id itself (as in HAPPIER); the other levels are the taxon names.
+    ``dataset`` and ``layout`` word the error raised when the file is missing.
+    """
+    path = require_path(json_path, dataset=dataset, layout=layout, make_target=MAKE_TARGET)
+    with open(path) as f:
+        categories = json.load(f).get("categories")
+    if not categories:
+        raise ValueError(f"'{path}' has no 'categories' list; use the official train2018.json.")
+    taxonomy = {}
+    for cat in categories:
+        missing = [k for k in ("id", *TAXONOMY_RANKS) if k not in cat]
+        if missing:
+            raise ValueError(f"category {cat.get('id')} in '{path}' lacks the fields {missing}")
+        taxonomy[int(cat["id"])] = (str(cat["id"]), *(str(cat[k]) for k in TAXONOMY_RANKS))
+    return taxonomy
+
+
+def taxonomy_ids(taxonomy: Mapping[int, Sequence[str]]) -> dict[int, tuple[int, ...]]:
+    """``{category id: (category id, genus id, ..., kingdom id)}``, the ids of the module docstring.
+
+    The id of the rank-r taxon of a category is the index of its lineage ``names[r:]`` (finest first) among the
+    sorted distinct lineages of rank r over all categories of ``taxonomy``.
+    """
+    rows: dict[int, list[int]] = {cid: [int(cid)] for cid in taxonomy}
+    for r in range(1, len(INAT_LEVELS)):
+        lineages = {cid: tuple(names[r:]) for cid, names in taxonomy.items()}
+        index = {lin: i for i, lin in enumerate(sorted(set(lineages.values())))}
+        for cid, lin in lineages.items():
+            rows[cid].append(index[lin])
+    return {cid: tuple(row) for cid, row in rows.items()}
+
+
+def inat_taxonomy_ids(
+    species: np.ndarray, taxonomy: Mapping[int, Sequence[str]], rel_paths: Sequence[str] | None = None
+) -> np.ndarray:
+    """int64 ``[N, 7]`` original ids ``[species, genus, ..., kingdom]`` (:func:`taxonomy_ids`) of category ids ``[N]``.
+
+    ``rel_paths`` (the split lines of ``species``) only serve to name an offending line in the error.
+    """
+    ids = taxonomy_ids(taxonomy)
+    missing = sorted(set(species.tolist()) - set(ids))
+    if missing:
+        where = ""
+        if rel_paths is not None:
+            where = f" (e.g. from '{rel_paths[int(np.flatnonzero(species == missing[0])[0])]}')"
+        raise ValueError(
+            f"category ids {missing[:5]}{where} are not in train2018.json's categories; the split files and "
+            f"train2018.json must come from the same iNaturalist-2018 release"
+        )
+    if len(species) == 0:
+        return np.zeros((0, len(INAT_LEVELS)), dtype=np.int64)
+    return np.array([ids[int(s)] for s in species], dtype=np.int64)
+
+
 class INaturalist2018(ImageListDataset):
-    """iNaturalist-2018 Smooth-AP ``split`` with ``levels`` in {1, 2, 7} (see the module docstring)."""
+    """iNaturalist-2018 Smooth-AP ``split`` with ``levels`` in {1, 2, 7} (see the module docstring).
+
+    Attributes:
+        labels: int64 ``[N]`` (levels=1) or ``[N, levels]``, each column renumbered to ``0..n_c-1``.
+        original_labels: int64, same shape: the official ids (category id, supercategory or taxon index).
+        class_ids: per column, the sorted original ids ``[n_c]``; ``class_ids[c][k]`` is the id of label ``k``.
+    """
 
     def __init__(
         self,
@@ -82,36 +167,24 @@ class INaturalist2018(ImageListDataset):
         if levels not in (1, 2, 7):
             raise ValueError(f"iNaturalist levels must be 1, 2 (base) or 7 (full), got {levels}")
         ds = "iNaturalist-2018 (Smooth-AP split)"
-        root = require_path(root, dataset=ds, layout=LAYOUT, make_target="data-inat")
+        root = require_path(root, dataset=ds, layout=LAYOUT, make_target=MAKE_TARGET)
         split_file = require_path(
-            root / "Inat_dataset_splits" / SPLIT_FILES[split], dataset=ds, layout=LAYOUT, make_target="data-inat"
+            root / "Inat_dataset_splits" / SPLIT_FILES[split], dataset=ds, layout=LAYOUT, make_target=MAKE_TARGET
         )
         rel = read_inat_split(split_file)
         species, supers = path_labels(rel)
         if levels == 1:
-            labels = species
+            original = species
         elif levels == 2:
             index = {name: i for i, name in enumerate(sorted(supercategories))}
             unknown = sorted(set(supers) - set(index))
             if unknown:
                 raise ValueError(f"unknown supercategories {unknown}; pass them in `supercategories`")
-            labels = np.stack([species, np.array([index[s] for s in supers], dtype=np.int64)], axis=1)
+            original = np.stack([species, np.array([index[s] for s in supers], dtype=np.int64)], axis=1)
         else:
-            meta = require_path(root / "train2018.json", dataset=ds, layout=LAYOUT, make_target="data-inat")
-            labels = np.concatenate([species[:, None], self._taxonomy(meta, species)], axis=1)
+            taxonomy = load_inat_taxonomy(root / "train2018.json", dataset=ds, layout=LAYOUT)
+            original = inat_taxonomy_ids(species, taxonomy, rel)
+        labels, self.class_ids = remap_labels(original)
+        self.original_labels = torch.as_tensor(original, dtype=torch.long)
         super().__init__([root / p for p in rel], labels, transform=transform, on_error=on_error)
         self.split, self.levels = split, levels
-
-    @staticmethod
-    def _taxonomy(meta_path: Path, species: np.ndarray) -> np.ndarray:
-        """``[N, 6]`` indices of genus .. kingdom of each species, names indexed in sorted order per rank."""
-        categories = {c["id"]: c for c in json.loads(meta_path.read_text())["categories"]}
-        missing = sorted(set(species.tolist()) - set(categories))
-        if missing:
-            raise ValueError(f"category ids {missing[:5]} are not in {meta_path}")
-        cols = []
-        for rank in TAXONOMY_RANKS:
-            names = sorted({str(c[rank]) for c in categories.values()})
-            idx = {n: i for i, n in enumerate(names)}
-            cols.append([idx[str(categories[int(s)][rank])] for s in species])
-        return np.array(cols, dtype=np.int64).T

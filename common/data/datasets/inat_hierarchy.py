@@ -11,92 +11,76 @@ Layout expected under ``root``::
 Each split line is a path relative to ``root`` whose parent folder is the iNat category id. The label row of an image
 is ``[species, genus, family, order, class, phylum, kingdom]`` (column 0 = finest), looked up in the
 ``categories`` of ``train2018.json`` (fields ``id``, ``genus``, ``family``, ``order``, ``class``, ``phylum``,
-``kingdom``). Each level is keyed by its full path from the kingdom down, so two taxa with the same name under
-different parents stay different and the labels always form a tree; then every column is relabelled to
-``0..n-1`` within the split (sorted by that key). With unique names per level this equals HAPPIER's labels.
+``kingdom``). The split, path and taxonomy readers are those of :mod:`common.data.datasets.inat` (ROADMAP's
+``INaturalist2018(levels=7)`` gives the same labels): a taxon is keyed by its lineage up to the kingdom, so two
+taxa with the same name under different parents stay different and the labels always form a tree. Its original id
+(kept in :attr:`INatHierarchyDataset.original_labels`) is the category id for the species and the index of the
+lineage among all the lineages of its rank in ``train2018.json`` otherwise; every column is then renumbered to
+``0..n-1`` within the split in increasing order of those ids. With unique names per rank, the classes are
+HAPPIER's (up to their numbering).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from common.data.datasets.base import ImageListDataset
+from common.data.datasets.base import ImageListDataset, relabel_columns, remap_labels
+from common.data.datasets.inat import (
+    INAT_LEVELS,
+    MAKE_TARGET,
+    SPLIT_FILES,
+    inat_taxonomy_ids,
+    load_inat_taxonomy,
+    path_labels,
+    read_inat_split,
+)
 from common.data.errors import require_path
 
-INAT_LEVELS: tuple[str, ...] = ("species", "genus", "family", "order", "class", "phylum", "kingdom")
+__all__ = [
+    "INAT_LAYOUT",
+    "INAT_LEVELS",
+    "INatHierarchyDataset",
+    "inat_hierarchy_labels",
+    "load_inat_taxonomy",
+    "read_split",
+    "relabel_columns",
+]
+
 INAT_LAYOUT = """  <root>/train2018.json
   <root>/Inat_dataset_splits/Inaturalist_{train,test}_set1.txt
   <root>/train_val2018/<supercategory>/<category_id>/<image>.jpg"""
-MAKE_TARGET = "data-inat"
-
-
-def load_inat_taxonomy(json_path: str | Path) -> dict[int, tuple[str, ...]]:
-    """``{category id: (species, genus, ..., kingdom) names}`` from the ``categories`` of ``train2018.json``.
-
-    The species "name" is the category id itself (as in HAPPIER); the other levels are the taxon names.
-    """
-    path = require_path(json_path, dataset="iNaturalist-2018 annotations", layout=INAT_LAYOUT, make_target=MAKE_TARGET)
-    with open(path) as f:
-        categories = json.load(f).get("categories")
-    if not categories:
-        raise ValueError(f"'{path}' has no 'categories' list; use the official train2018.json.")
-    taxonomy = {}
-    for cat in categories:
-        missing = [k for k in ("id", *INAT_LEVELS[1:]) if k not in cat]
-        if missing:
-            raise ValueError(f"category {cat.get('id')} in '{path}' lacks the fields {missing}")
-        taxonomy[int(cat["id"])] = (str(cat["id"]), *(str(cat[k]) for k in INAT_LEVELS[1:]))
-    return taxonomy
 
 
 def read_split(root: str | Path, split: str) -> list[str]:
     """Image paths (relative to ``root``) of a Smooth-AP split file, blank lines skipped."""
-    if split not in ("train", "test"):
+    if split not in SPLIT_FILES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     path = require_path(
-        Path(root) / "Inat_dataset_splits" / f"Inaturalist_{split}_set1.txt",
+        Path(root) / "Inat_dataset_splits" / SPLIT_FILES[split],
         dataset="iNaturalist-2018 retrieval split",
         layout=INAT_LAYOUT,
         make_target=MAKE_TARGET,
     )
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return read_inat_split(path)
 
 
-def relabel_columns(keys: Sequence[Sequence[object]] | np.ndarray) -> np.ndarray:
-    """int64 ``[N, L]``: each column's keys (ints or strings) mapped to ``0..n-1`` in sorted order."""
-    arr = np.asarray(keys)
-    out = np.empty(arr.shape, dtype=np.int64)
-    for c in range(arr.shape[1]):
-        _, inverse = np.unique(arr[:, c], return_inverse=True)
-        out[:, c] = inverse.reshape(-1)
-    return out
-
-
-def inat_hierarchy_labels(rel_paths: Sequence[str], taxonomy: dict[int, tuple[str, ...]]) -> np.ndarray:
-    """int64 ``[N, 7]`` labels of the images (column 0 = species), relabelled per level to ``0..n-1``."""
-    keys = []
-    for p in rel_paths:
-        parts = p.replace("\\", "/").split("/")
-        try:
-            cat = int(parts[-2])
-        except (IndexError, ValueError):
-            raise ValueError(
-                f"split line '{p}' does not look like train_val2018/<supercategory>/<category_id>/<image>.jpg"
-            ) from None
-        if cat not in taxonomy:
-            raise ValueError(f"category id {cat} (from '{p}') is not in train2018.json's categories")
-        names = taxonomy[cat]  # finest first
-        # full path from the kingdom down to each level, finest first
-        keys.append(["/".join(reversed(names[level:])) for level in range(len(INAT_LEVELS))])
-    return relabel_columns(keys)
+def inat_hierarchy_labels(rel_paths: Sequence[str], taxonomy: Mapping[int, Sequence[str]]) -> np.ndarray:
+    """int64 ``[N, 7]`` labels of the images (column 0 = species), renumbered per level to ``0..n-1``."""
+    species, _ = path_labels(rel_paths)
+    return relabel_columns(inat_taxonomy_ids(species, taxonomy, rel_paths))
 
 
 class INatHierarchyDataset(ImageListDataset):
     """iNaturalist-2018 retrieval split with 7-level labels ``[N, 7]`` (species ... kingdom).
+
+    Attributes:
+        labels: int64 ``[N, levels]``, each column renumbered to ``0..n_c-1`` within the split.
+        original_labels: int64 ``[N, levels]``: category id, then taxon ids (see the module docstring).
+        class_ids: per column, the sorted original ids ``[n_c]``; ``class_ids[c][k]`` is the id of label ``k``.
 
     Args:
         root: the folder of the layout above.
@@ -119,8 +103,11 @@ class INatHierarchyDataset(ImageListDataset):
             raise ValueError(f"levels must be in 1..{len(INAT_LEVELS)}, got {levels}")
         root = require_path(root, dataset="iNaturalist-2018", layout=INAT_LAYOUT, make_target=MAKE_TARGET)
         rel = read_split(root, split)
-        taxonomy = load_inat_taxonomy(root / "train2018.json")
-        labels = inat_hierarchy_labels(rel, taxonomy)[:, :levels]
+        taxonomy = load_inat_taxonomy(root / "train2018.json", layout=INAT_LAYOUT)
+        species, _ = path_labels(rel)
+        original = inat_taxonomy_ids(species, taxonomy, rel)[:, :levels]
+        labels, self.class_ids = remap_labels(original)
+        self.original_labels = torch.as_tensor(original, dtype=torch.long)
         paths = [root / p for p in rel]
         if check_files:
             for p in paths:
