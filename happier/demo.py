@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from common.report.artifacts import export_retrieval_run
+
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = (("HAPPIER", "happier/demo_fmnist"), ("ROADMAP", "happier/demo_fmnist_roadmap"))
 # (label, metric key in metrics.json)
@@ -51,6 +53,7 @@ def run_one(name: str, experiment: str, run_dir: Path, overrides: list[str]) -> 
         f"experiment={experiment}",
         f"hydra.run.dir={os.path.relpath(run_dir, ROOT)}",  # the launcher runs in ROOT
         "extras.print_config=false",
+        "model.save_test_embeddings=true",  # for the report's precision-recall curves
         *overrides,
     ]
     print(f"[demo-happier] {name}: {' '.join(cmd[1:])}", flush=True)
@@ -143,6 +146,10 @@ def main(argv: list[str] | None = None) -> dict:
     results = {}
     for name, experiment in RUNS:
         results[name] = run_one(name, experiment, run_root / name.lower(), overrides)
+    # embeddings and loss curves for the report (run folders under logs/ are not committed)
+    artifacts = {
+        n: export_retrieval_run(run_root / n.lower(), out / "artifacts", "happier", n.lower()) for n in results
+    }
     grid_path = out / "happier_grid.png"
     combined_grid(results, run_root / RUNS[0][0].lower(), grid_path)
     command = "make demo-happier" if not overrides else "python -m happier.demo " + " ".join(overrides)
@@ -151,6 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
         "command": command,
         "overrides": overrides,
         "runs": {n: {k: v for k, v in r.items()} for n, r in results.items()},
+        "artifacts": artifacts,
         "grid_png": str(grid_path.relative_to(ROOT) if grid_path.is_relative_to(ROOT) else grid_path),
     }
     (out / "happier.json").write_text(json.dumps(payload, indent=2, sort_keys=True))

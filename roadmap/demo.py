@@ -20,19 +20,26 @@ from pathlib import Path
 
 import yaml
 
+from common.report.artifacts import export_retrieval_run
+
 ROOT = Path(__file__).resolve().parents[1]
 LOSSES = {"roadmap": "ROADMAP (SupAP + calibration)", "roadmap_smoothap": "Smooth-AP", "roadmap_triplet": "Triplet"}
 GROUP = "model/loss@model.losses.main"
 
 
-def read_runs(sweep_dir: Path) -> dict[str, dict[str, float]]:
-    """``{loss config name: metrics}`` from a multirun folder (job folders hold .hydra/overrides.yaml)."""
-    runs = {}
+def job_dirs(sweep_dir: Path) -> dict[str, Path]:
+    """``{loss config name: job folder}`` of a multirun folder (job folders hold .hydra/overrides.yaml)."""
+    jobs = {}
     for metrics_file in sorted(sweep_dir.glob("*/metrics.json")):
         overrides = yaml.safe_load((metrics_file.parent / ".hydra" / "overrides.yaml").read_text())
         loss = next(o.split("=", 1)[1] for o in overrides if o.startswith(GROUP + "="))
-        runs[loss] = json.loads(metrics_file.read_text())
-    return runs
+        jobs[loss] = metrics_file.parent
+    return jobs
+
+
+def read_runs(sweep_dir: Path) -> dict[str, dict[str, float]]:
+    """``{loss config name: metrics}`` from a multirun folder."""
+    return {loss: json.loads((d / "metrics.json").read_text()) for loss, d in job_dirs(sweep_dir).items()}
 
 
 def verdict(runs: dict[str, dict[str, float]]) -> str:
@@ -82,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         "experiment=roadmap/demo_fmnist",
         f"{GROUP}={args.losses}",
         f"hydra.sweep.dir={sweep_dir}",
+        "model.save_test_embeddings=true",  # for the report's precision-recall curves
         *args.overrides,
     ]
     shown = "python -m common.launch -m experiment=roadmap/demo_fmnist " + " ".join(cmd[5:6] + list(args.overrides))
@@ -100,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     summary = verdict(runs)
+    # embeddings and loss curves for the report (run folders under logs/ are not committed)
+    artifacts = {
+        loss: export_retrieval_run(d, out / "artifacts", "roadmap", loss) for loss, d in job_dirs(sweep_dir).items()
+    }
     (out / "roadmap.json").write_text(
         json.dumps(
             {
@@ -108,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                 "sweep_dir": str(sweep_dir),
                 "runs": runs,
                 "verdict": summary,
+                "artifacts": artifacts,
             },
             indent=2,
             sort_keys=True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from happier import demo
@@ -20,6 +21,7 @@ def test_demo_runs_both_models_and_writes_outputs(tiny_fmnist: Path, tmp_path: P
         "data.test_dataset.subset=null",
         "data.batch_size=16",
         "data.sampler.m=2",
+        "trainer.log_every_n_steps=1",
         "callbacks.retrieval_grid.query_idx=[0,7]",
         "callbacks.retrieval_grid.k=3",
     ]
@@ -33,3 +35,8 @@ def test_demo_runs_both_models_and_writes_outputs(tiny_fmnist: Path, tmp_path: P
     md = (out / "happier.md").read_text()
     assert "| H-AP |" in md and "python -m happier.demo" in md
     assert (out / "happier_grid.png").stat().st_size > 1000
+    # the report's inputs: embeddings (PR curves) and loss curves, one per model
+    for model in ("happier", "roadmap"):
+        emb = np.load(out / "artifacts" / f"happier_retrieval_{model}.npz")
+        assert emb["embeddings"].shape[0] == emb["labels"].shape[0] > 0
+        assert (out / "artifacts" / f"happier_curve_{model}.csv").read_text().startswith("step,loss")
