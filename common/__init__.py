@@ -3,4 +3,10 @@
 Importing :mod:`common` registers the OmegaConf resolvers (one module, no side-effect registry of classes).
 """
 
+import logging as _logging
+
 from common.config import resolvers as _resolvers  # noqa: F401  (registers OmegaConf resolvers once)
+
+# faiss' loader logs, at INFO, every CPU-specific library it fails to find before the one it loads; under Hydra's
+# INFO logging that reads like an error in every run. Keep its warnings.
+_logging.getLogger("faiss.loader").setLevel(_logging.WARNING)

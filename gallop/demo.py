@@ -89,7 +89,7 @@ def _run(name: str, net, dm, epochs: int, lr: float, topk, seed: int) -> tuple[d
         accelerator="cpu",
         logger=False,
         enable_checkpointing=False,
-        enable_progress_bar=False,
+        enable_progress_bar=True,
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             header,
             *rows,
             "",
-            f"Heatmaps (local-prompt similarity to the predicted class): `{out / 'gallop_heatmaps.png'}`. "
+            "Heatmaps (local-prompt similarity to the predicted class): `gallop_heatmaps.png` in this folder. "
             f"Wall time: {time.perf_counter() - t0:.0f} s on {a.threads} threads "
             f"(CPU time of this process: {time.process_time():.0f} s; wall time grows when other jobs share the cores).",
         ]
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": timings,
         "cpu_seconds_total": time.process_time(),
         "metrics": results,
-        "heatmaps": str(out / "gallop_heatmaps.png"),
+        "heatmaps": "gallop_heatmaps.png",  # next to this file
     }
     (out / "gallop.json").write_text(json.dumps(payload, indent=2))
     (out / "gallop.md").write_text(md + "\n")

@@ -142,7 +142,7 @@ def train_classifier(x: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> Sm
         accelerator="cpu",
         logger=False,
         enable_checkpointing=False,
-        enable_progress_bar=False,
+        enable_progress_bar=True,
         enable_model_summary=False,
     )
     trainer.fit(ImageClassifier(net, lr=5e-3), loader)
@@ -167,7 +167,7 @@ def train_ebm(prior, train: Features, pooling: str, cfg: dict, steps: int, seed:
         accelerator="cpu",
         logger=False,
         enable_checkpointing=False,
-        enable_progress_bar=False,
+        enable_progress_bar=True,
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -117,9 +118,15 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "command": "make demo-roadmap  # = " + shown,
                 "wall_seconds": round(wall, 1),
-                "sweep_dir": str(sweep_dir),
+                "sweep_dir": os.path.relpath(sweep_dir, ROOT),
                 "runs": runs,
                 "verdict": summary,
+                "claim": {
+                    "text": "ROADMAP's paper (NeurIPS 2021): ROADMAP beats Smooth-AP and the other AP and "
+                    "pairwise losses on mAP@R at equal backbone and budget.",
+                    "holds": "ahead of" in summary,
+                    "detail": summary + ".",
+                },
                 "artifacts": artifacts,
             },
             indent=2,

@@ -160,11 +160,22 @@ def build(demo_dir: Path, out_dir: Path, results_dir: Path = ROOT / "results") -
             if ys:
                 series[csv_path.stem.split("_curve_", 1)[1]] = (xs, ys)
         if series:
+            # different losses live on different scales: plot each relative to its first logged value
+            scaled = {k: (xs, [y / ys[0] for y in ys]) for k, (xs, ys) in series.items() if ys[0] > 0}
+            relative = len(series) > 1 and len(scaled) == len(series)
             add_image(
                 plots.training_curves_png(
-                    series, img_dir / f"{method}_training.png", f"{method}: training loss", "loss"
+                    scaled if relative else series,
+                    img_dir / f"{method}_training.png",
+                    f"{method}: training loss",
+                    "loss / first logged loss" if relative else "loss",
                 ),
-                f"{method}: training curves",
+                f"{method}: training curves"
+                + (
+                    " (each loss divided by its first logged value, as the losses have different scales)"
+                    if relative
+                    else ""
+                ),
             )
         # pictures the demo saved itself
         for png in sorted(p for p in demo_dir.rglob(f"{method}*.png") if p.parent != img_dir):
