@@ -6,14 +6,29 @@ scale ``s`` (``gallop.losses.gallop_loss``); CoOp: ``CE(s * g, y)``. Only the pr
 Test (``trainer.test``), on the datamodule's loaders ``[id, ood/*, domain/*]`` (``common.data.fewshot``):
 - ``test/acc``: top-1 of ``softmax(s (g_hat + l_hat) / 2)`` (global only for CoOp), plus ``test/acc_global`` and
   ``test/acc_local`` when there are local cosines;
-- OOD: for each set and score (``mcm``, ``l_mcm``, ``gl_mcm``; T = ``ood_temperature``) the metrics of
-  ``common.metrics.ood.ood_metrics`` (``fpr95`` ID-positive as GalLoP, ``fpr95_ood_positive``, ``auroc``, ...), as
-  ``test/ood/<set>/<score>/<metric>``, and their mean over sets as ``test/ood/avg/<score>/<metric>``;
+- OOD: for each set and score (``mcm``, ``l_mcm``, ``gl_mcm``; T = ``ood_temperature``) every metric of
+  ``common.metrics.ood.ood_metrics``, as ``test/ood/<set>/<score>/<metric>``, and their mean over sets as
+  ``test/ood/avg/<score>/<metric>``. Three FPR95 conventions are logged (spec heat_gallop.md §9.1):
+  ``fpr95_closest`` is **GalLoP's published FPR95** (the Hendrycks/MCM ``fpr_and_fdr_at_recall`` routine: ID positive,
+  FPR at the ID recall closest to 0.95; what ``gallop.tables`` reports); ``fpr95`` is HEAT's percentile version (ID
+  positive, ``mean(ood < percentile(id, 95))``); ``fpr95_ood_positive`` is OpenOOD v1.5's (OOD positive). The first
+  two agree up to the choice of operating point, the third differs for asymmetric score distributions;
 - domain generalisation: ``test/dg/<set>/acc`` (a set with ``class_subset`` is scored on those classes only) and
   ``test/dg/avg_acc``.
 
 Checkpoints hold only the trainable tensors (``strict_loading = False``). Heatmaps of the first
 ``heatmap_images`` ID test images are logged to wandb when a wandb logger is active.
+
+Under DDP (``trainer.world_size > 1``):
+
+- training needs batches sharded across ranks: :meth:`on_train_start` refuses a train loader without a distributed
+  sampler (every rank would train on the same batches, N copies of a one-device run) and names the fix,
+  ``trainer.use_distributed_sampler=true``. With it the loss is a per-sample mean over equal local batches, so DDP's
+  gradient average is the gradient on the global batch;
+- evaluation stores each item's dataset ``index`` with its scores; :meth:`_gather` gathers scores and indices from
+  every rank (sizes may differ) and keeps one copy of each index in dataset order. This drops the items that
+  ``DistributedSampler`` repeats to pad uneven shards (they would otherwise count twice in accuracy and FPR), and the
+  copies made when every rank evaluates the whole unsharded set; the metrics equal those of one process.
 """
 
 from __future__ import annotations
@@ -27,7 +42,9 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DistributedSampler
 
+from common.models.distributed import all_gather_no_grad
 from gallop.losses import gallop_loss, prompt_dropout, topk_reduce
 from gallop.scores import ood_scores, predict_proba
 
@@ -103,6 +120,18 @@ class GalLoPModule(L.LightningModule):
         }
 
     # ------------------------------------------------------------------ train
+    def on_train_start(self) -> None:
+        world = self.trainer.world_size
+        loader = self.trainer.train_dataloader
+        if world > 1 and not _is_sharded(loader):
+            sampler = type(getattr(loader, "sampler", None)).__name__
+            raise RuntimeError(
+                f"GalLoP under DDP (world_size={world}) needs its training batches sharded across ranks, but the train "
+                f"dataloader uses a {sampler} with no DistributedSampler: every rank would train on the same batches. "
+                f"Set trainer.use_distributed_sampler=true (the trainer configs default it to false for the retrieval "
+                f"batch samplers), or train on one device (trainer=gpu, devices=1)."
+            )
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         images, labels = batch["image"], batch["label"]
         if labels.ndim != 1:
@@ -128,7 +157,8 @@ class GalLoPModule(L.LightningModule):
 
     # ------------------------------------------------------------------ eval
     def _reset_eval(self) -> None:
-        self._store: dict[str, dict[str, list[torch.Tensor]]] = defaultdict(lambda: defaultdict(list))
+        # {dataset name: {key: [per-batch tensors]}}; a module-level factory keeps the module picklable (ddp_spawn)
+        self._store: dict[str, dict[str, list[torch.Tensor]]] = defaultdict(_key_store)
 
     @torch.no_grad()
     def _encode_text(self):
@@ -137,6 +167,15 @@ class GalLoPModule(L.LightningModule):
     def _eval_batch(self, batch: dict, name: str, class_subset: Sequence[int] | None = None) -> None:
         g, loc = self.net(batch["image"], self._text)
         store = self._store[name]
+        if "index" in batch:
+            store["index"].append(torch.as_tensor(batch["index"], device=g.device).long().reshape(-1))
+        elif self._world_size() > 1:
+            raise ValueError(
+                f"GalLoP evaluation under DDP needs batch['index'] (the dataset index of each item, to drop the "
+                f"items DistributedSampler repeats and restore dataset order); the '{name}' dataset gives keys "
+                f"{sorted(batch)}. Return {{'image', 'label', 'index'}} items (as common.data datasets do) or "
+                f"evaluate on one device."
+            )
         if name.startswith("ood/") or name == "id":
             for k, v in ood_scores(g, loc, self.ood_temperature).items():
                 store[k].append(v.float())
@@ -166,7 +205,7 @@ class GalLoPModule(L.LightningModule):
         self._eval_batch(batch, "id")
 
     def on_validation_epoch_end(self) -> None:
-        correct = self._gather(self._store["id"].get("correct", []))
+        correct = self._gather(self._store["id"], "correct")
         if correct is not None:
             self.log("val/acc", 100.0 * correct.mean(), prog_bar=True, sync_dist=False)
         self._reset_eval()
@@ -192,13 +231,22 @@ class GalLoPModule(L.LightningModule):
         if name == "id" and batch_idx == 0 and self.hparams.heatmap_images > 0:
             self._log_heatmaps(batch["image"][: self.hparams.heatmap_images])
 
-    def _gather(self, chunks: list[torch.Tensor]) -> torch.Tensor | None:
+    def _world_size(self) -> int:
+        return self.trainer.world_size if self._trainer is not None else 1
+
+    def _gather(self, store: dict[str, list[torch.Tensor]], key: str) -> torch.Tensor | None:
+        """``store[key]`` of every rank, one value per dataset index, in dataset order (``[N]``); None if empty.
+
+        Without DDP and without indices: the values as stored.
+        """
+        chunks = store.get(key, [])
         if not chunks:
             return None
-        x = torch.cat(chunks)
-        if self.trainer is not None and self.trainer.world_size > 1:
-            x = self.all_gather(x).flatten()
-        return x
+        x = torch.cat(chunks)  # [n_local]
+        index = torch.cat(store["index"]) if store.get("index") else None
+        if self._world_size() > 1:
+            x, index = _gather_uneven(x), _gather_uneven(index)
+        return x if index is None else unique_by_index(index, x)
 
     def compute_test_metrics(self) -> dict[str, float]:
         """Metrics from what the test (or validation) steps stored; see the module docstring for the names."""
@@ -207,15 +255,15 @@ class GalLoPModule(L.LightningModule):
         out: dict[str, float] = {}
         id_store = self._store.get("id", {})
         for key, name in (("correct", "acc"), ("correct_global", "acc_global"), ("correct_local", "acc_local")):
-            x = self._gather(id_store.get(key, []))
+            x = self._gather(id_store, key)
             if x is not None:
                 out[f"test/{name}"] = 100.0 * x.mean().item()
         per_score: dict[str, list[dict[str, float]]] = defaultdict(list)
         for name, store in self._store.items():
             if name.startswith("ood/"):
-                for score in store:
-                    ood = self._gather(store[score])
-                    idd = self._gather(id_store.get(score, []))
+                for score in (k for k in store if k != "index"):
+                    ood = self._gather(store, score)
+                    idd = self._gather(id_store, score)
                     if ood is None or idd is None:
                         continue
                     m = ood_metrics(idd.cpu(), ood.cpu())
@@ -223,7 +271,7 @@ class GalLoPModule(L.LightningModule):
                     for k, v in m.items():
                         out[f"test/{name}/{score}/{k}"] = float(v)
             elif name.startswith("domain/"):
-                x = self._gather(store.get("correct", []))
+                x = self._gather(store, "correct")
                 if x is not None:
                     out[f"test/dg/{name[len('domain/') :]}/acc"] = 100.0 * x.mean().item()
         for score, ms in per_score.items():
@@ -265,3 +313,40 @@ class GalLoPModule(L.LightningModule):
         for lg in loggers:
             lg.experiment.log({"test/heatmaps": wandb.Image(fig)})
         plt.close(fig)
+
+
+# ---------------------------------------------------------------------- DDP helpers
+def _key_store() -> defaultdict[str, list[torch.Tensor]]:
+    return defaultdict(list)
+
+
+def _is_sharded(loader: Any) -> bool:
+    """True when ``loader`` splits its items across ranks (a DistributedSampler, or a rank-aware batch sampler)."""
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    for s in (getattr(loader, "sampler", None), batch_sampler, getattr(batch_sampler, "sampler", None)):
+        if isinstance(s, DistributedSampler) or getattr(s, "num_replicas", 1) > 1 or getattr(s, "world_size", 1) > 1:
+            return True
+    return False
+
+
+def _gather_uneven(x: torch.Tensor) -> torch.Tensor:
+    """``[n_r]`` on rank ``r`` -> ``[sum_r n_r]`` in rank order, on every rank (the ``n_r`` may differ)."""
+    sizes = all_gather_no_grad(torch.tensor([x.shape[0]], device=x.device))  # [world]
+    padded = torch.cat([x, x.new_zeros(int(sizes.max()) - x.shape[0])])  # [max_n]
+    parts = all_gather_no_grad(padded).view(len(sizes), -1)  # [world, max_n]
+    return torch.cat([parts[r, : int(n)] for r, n in enumerate(sizes)])
+
+
+def unique_by_index(index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """One value per distinct ``index`` (the first seen), sorted by index: ``[N]`` for ``index, values [M >= N]``.
+
+    Repeated indices are the same item evaluated twice (DistributedSampler padding, or every rank evaluating an
+    unsharded set) and carry the same value.
+    """
+    if index.shape != values.shape[:1]:
+        raise ValueError(f"{index.shape[0]} indices for {values.shape[0]} values")
+    order = torch.argsort(index, stable=True)
+    index, values = index[order], values[order]
+    first = torch.ones_like(index, dtype=torch.bool)
+    first[1:] = index[1:] != index[:-1]
+    return values[first]

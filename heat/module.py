@@ -12,6 +12,19 @@ The fitted prior is a submodule (its statistics are buffers, so checkpoints hold
 starts, :meth:`setup` fits it on ``trainer.datamodule.train_features``. :meth:`score` gives the OOD score of Features:
 the full hybrid energy. Validation and test log ``{val,test}/{auroc,fpr95,fpr95_ood_positive}`` (mean over OOD sets)
 and the same per OOD set, from ``common.metrics.ood.ood_metrics``; dataloader 0 is the ID test set.
+
+Single device only: :meth:`setup` refuses a distributed trainer (``trainer.world_size > 1``, e.g. ``trainer=ddp`` or
+``trainer=ddp_sim``) with :class:`DistributedNotSupportedError`. HEAT trains a small MLP on cached features in minutes
+on one device, and data parallelism would be wrong in three places without further work:
+
+* training batches: :class:`heat.datamodule.FeatureDataModule` does not shard its loader and the trainer configs set
+  ``use_distributed_sampler: false``, so every rank would draw the same batches (the same seeded shuffle);
+* SGLD and data noise: proposals, Langevin noise and ``eps_data`` come from the global torch RNG, whose state is
+  the same on every rank (``ddp_spawn`` copies the parent's RNG state into each worker; under ``ddp`` each process
+  runs ``seed_everything(cfg.seed)``), so every rank would repeat the same negatives: with the unsharded batches
+  above, DDP would average identical gradients (N times the compute of one device, nothing gained);
+* evaluation: scores are kept per rank and the metrics computed from them without a gather, so a sharded evaluation
+  would log rank 0's partial metrics.
 """
 
 from __future__ import annotations
@@ -26,6 +39,10 @@ from heat.features import Features
 from heat.losses import contrastive_divergence_loss
 from heat.scorers.base import chunked, l2_normalize
 from heat.sgld import HybridEnergy, Proposal, project, sgld
+
+
+class DistributedNotSupportedError(RuntimeError):
+    """HEAT was asked to run with more than one process (see the module docstring for why it refuses)."""
 
 
 class HEATModule(L.LightningModule):
@@ -91,6 +108,15 @@ class HEATModule(L.LightningModule):
         return l2_normalize(z) if self.normalize else z
 
     def setup(self, stage: str) -> None:
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if world > 1:
+            raise DistributedNotSupportedError(
+                f"HEATModule runs on one device only, got trainer.world_size={world} "
+                f"({type(self.trainer.strategy).__name__}): its feature batches are not sharded across ranks, every "
+                f"rank would draw the same SGLD negatives from identically seeded RNGs, and the evaluation does not "
+                f"gather scores. HEAT trains on cached features in minutes on one device: run with trainer=gpu or "
+                f"trainer=cpu (devices=1)."
+            )
         if getattr(self.prior, "is_fitted", True):
             return
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None

@@ -21,6 +21,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from common.data.errors import check_labels
 from common.models.distributed import all_gather_no_grad, all_gather_with_grad, world_size
@@ -54,6 +55,12 @@ class RetrievalModule(EmbeddingEvalMixin, L.LightningModule):
     save_test_embeddings: write the gathered test embeddings and labels to ``<run dir>/test_embeddings.npz``.
     gather_global_batch: under DDP, the losses (and the memory) see the embeddings of every rank, gathered with
         gradient (:mod:`common.models.distributed`), so a rank loss on N GPUs equals the loss on the global batch.
+
+    Memory under DDP: every rank enqueues the *global* batch (the gathered embeddings, or, with
+    ``gather_global_batch=False``, a detached gather made for the memory alone), in rank order, so all ranks hold the
+    same memory, equal to that of one process fed the global batches. The memory buffers are therefore excluded from
+    DDP's buffer broadcast (which would otherwise send the whole memory, e.g. 59551 x 512 floats, from rank 0 at
+    every step).
     """
 
     def __init__(
@@ -94,12 +101,17 @@ class RetrievalModule(EmbeddingEvalMixin, L.LightningModule):
             raise ValueError(f"loss_weights name unknown losses {sorted(unknown)}; losses are {sorted(self.losses)}")
         self.loss_weights = {name: float(weights.get(name, 1.0)) for name in self.losses}
         self.memory = memory
+        if memory is not None:  # identical on every rank by construction (see above): no broadcast from rank 0
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                self, [f"memory.{name}" for name, _ in memory.named_buffers()]
+            )
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.eval_metrics, self.recall_at, self.per_level_metrics = (
             list(eval_metrics),
             list(recall_at),
             per_level_metrics,
         )
+        self.save_test_embeddings = save_test_embeddings  # read by EmbeddingEvalMixin at test time
         self.skipped_batches = 0
 
     # ----- forward -----
@@ -133,9 +145,17 @@ class RetrievalModule(EmbeddingEvalMixin, L.LightningModule):
         return id(p) in bn_params
 
     def compute_loss(
-        self, z: torch.Tensor, y: torch.Tensor, idx: torch.Tensor | None = None
+        self,
+        z: torch.Tensor,
+        y: torch.Tensor,
+        idx: torch.Tensor | None = None,
+        memory_batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Weighted sum of the losses on the batch (and on the memory when active). Returns (total, parts)."""
+        """Weighted sum of the losses on the batch (and on the memory when active). Returns (total, parts).
+
+        ``memory_batch``: ``(z, y, idx)`` to enqueue instead of the loss batch (the global batch under DDP when the
+        losses see only the local one).
+        """
         parts: dict[str, torch.Tensor] = {}
         total = z.new_zeros(())
         for name, loss_fn in self.losses.items():
@@ -143,7 +163,8 @@ class RetrievalModule(EmbeddingEvalMixin, L.LightningModule):
             parts[name] = value.detach()
             total = total + self.loss_weights[name] * value
         if self.memory is not None:
-            self.memory.update(z.detach(), y, idx)  # enqueue before read (XBM)
+            mem_z, mem_y, mem_idx = memory_batch if memory_batch is not None else (z, y, idx)
+            self.memory.update(mem_z.detach(), mem_y, mem_idx)  # enqueue before read (XBM)
             if self.memory.is_active(self.current_epoch):
                 ref_z, ref_y = self.memory.get()
                 for name, loss_fn in self.losses.items():
@@ -156,10 +177,19 @@ class RetrievalModule(EmbeddingEvalMixin, L.LightningModule):
         y = check_labels(batch["label"], name="batch['label']")
         z = self.embed(batch["image"])  # [B, D]
         idx = batch.get("index")
-        if self.hparams.gather_global_batch and world_size() > 1:  # [world * B, D], gradient to the local slice
-            z, y = all_gather_with_grad(z), all_gather_no_grad(y)
-            idx = all_gather_no_grad(torch.as_tensor(idx, device=y.device)) if idx is not None else None
-        total, parts = self.compute_loss(z, y, idx)
+        idx = torch.as_tensor(idx, device=y.device) if idx is not None else None
+        memory_batch = None
+        if world_size() > 1:
+            if self.hparams.gather_global_batch:  # [world * B, D], gradient to the local slice
+                z, y = all_gather_with_grad(z), all_gather_no_grad(y)
+                idx = all_gather_no_grad(idx) if idx is not None else None
+            elif self.memory is not None:  # local losses, but the memory still holds every rank's items
+                memory_batch = (
+                    all_gather_no_grad(z.detach()),
+                    all_gather_no_grad(y),
+                    all_gather_no_grad(idx) if idx is not None else None,
+                )
+        total, parts = self.compute_loss(z, y, idx, memory_batch)
         if not torch.isfinite(total):
             where = f"epoch {self.current_epoch}, global step {self.global_step}, batch {batch_idx}"
             bad = {k: float(v) for k, v in parts.items()}
