@@ -78,3 +78,31 @@ def compose_train(overrides: list[str], output_dir: Path):
             cfg.data.num_workers = 0
         del cfg.hydra
     return cfg
+
+
+def quiet_trainer(trainer_cfg: str, output_dir: Path, **kw):
+    """A one-epoch Trainer from ``configs/trainer/<trainer_cfg>.yaml`` (e.g. ``cpu``, ``ddp_sim``) with no logger,
+    checkpoints, bars, summary or sanity check; ``kw`` overrides any Trainer argument."""
+    import hydra
+
+    cfg = compose_train([f"trainer={trainer_cfg}"], output_dir)
+    settings = dict(
+        logger=False,
+        max_epochs=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    return hydra.utils.instantiate(cfg.trainer, **{**settings, **kw})
+
+
+# the demos' overrides for a seconds-long run on tiny_fmnist (tests/roadmap/test_demo.py, tests/happier/test_demo.py)
+TINY_DEMO_OVERRIDES = [
+    "trainer.max_epochs=1",
+    "trainer.log_every_n_steps=1",
+    "data.train_dataset.subset=null",
+    "data.test_dataset.subset=null",
+    "data.batch_size=16",
+    "data.sampler.m=2",
+]

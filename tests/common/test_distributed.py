@@ -218,12 +218,10 @@ class _Recorder(L.Callback):
 def _xbm_fit(out_dir, trainer_cfg: str, unique: bool, gather: bool):
     import functools
 
-    import hydra
-
     from common.models.retrieval_module import RetrievalModule
     from roadmap.losses import ROADMAPLoss
     from roadmap.memory import XBM
-    from tests.conftest import compose_train
+    from tests.conftest import quiet_trainer
 
     out_dir.mkdir(parents=True)
     memory = XBM(size=32 if unique else 12, embedding_dim=8, weight=0.5, unique=unique)  # FIFO of 12 wraps
@@ -234,17 +232,7 @@ def _xbm_fit(out_dir, trainer_cfg: str, unique: bool, gather: bool):
         memory=memory,
         gather_global_batch=gather,
     )
-    cfg = compose_train([f"trainer={trainer_cfg}"], out_dir)
-    trainer = hydra.utils.instantiate(
-        cfg.trainer,
-        callbacks=[_Recorder(out_dir)],
-        logger=False,
-        max_epochs=1,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_trainer(trainer_cfg, out_dir, callbacks=[_Recorder(out_dir)])
     trainer.fit(module, datamodule=_XBMDataModule())
     n = 2 if trainer_cfg == "ddp_sim" else 1
     return [torch.load(out_dir / f"rank{r}.pt", weights_only=False) for r in range(n)]

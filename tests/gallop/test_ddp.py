@@ -7,7 +7,6 @@ from __future__ import annotations
 from functools import partial
 from types import SimpleNamespace
 
-import hydra
 import lightning as L
 import pytest
 import torch
@@ -18,7 +17,7 @@ from common.data.fewshot import FewShotDataModule
 from common.metrics.ood import ood_metrics
 from gallop.model import GalLoP
 from gallop.module import GalLoPModule, _is_sharded, unique_by_index
-from tests.conftest import compose_train
+from tests.conftest import quiet_trainer
 from tests.gallop.helpers import TensorImages
 
 TOPK = [2, 3, 4, 5]
@@ -99,17 +98,7 @@ class _SeenIndices(L.Callback):
 
 
 def _trainer(name: str, tmp_path, **kw) -> L.Trainer:
-    cfg = compose_train([f"trainer={name}"], tmp_path)
-    return hydra.utils.instantiate(
-        cfg.trainer,
-        logger=False,
-        max_epochs=1,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        **kw,
-    )
+    return quiet_trainer(name, tmp_path, **kw)
 
 
 def _test_metrics(trainer: L.Trainer, module: GalLoPModule, dm) -> dict[str, float]:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from happier import demo
+from tests.conftest import TINY_DEMO_OVERRIDES
 
 
 @pytest.mark.slow
@@ -16,12 +17,7 @@ def test_demo_runs_both_models_and_writes_outputs(tiny_fmnist: Path, tmp_path: P
     out = tmp_path / "out"
     overrides = [
         f"paths.data_dir={tiny_fmnist}",
-        "trainer.max_epochs=1",
-        "data.train_dataset.subset=null",
-        "data.test_dataset.subset=null",
-        "data.batch_size=16",
-        "data.sampler.m=2",
-        "trainer.log_every_n_steps=1",
+        *TINY_DEMO_OVERRIDES,
         "callbacks.retrieval_grid.query_idx=[0,7]",
         "callbacks.retrieval_grid.k=3",
     ]

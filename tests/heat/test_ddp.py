@@ -3,14 +3,13 @@ unaffected."""
 
 from __future__ import annotations
 
-import hydra
 import pytest
 
 from heat.datamodule import FeatureDataModule
 from heat.mlp import EnergyMLP
 from heat.module import DistributedNotSupportedError, HEATModule
 from heat.scorers.gaussian import GMM
-from tests.conftest import compose_train
+from tests.conftest import quiet_trainer
 from tests.heat.helpers import make_features
 
 FIX = r"trainer=gpu or trainer=cpu \(devices=1\)"
@@ -21,16 +20,8 @@ def _module() -> HEATModule:
 
 
 def _trainer(name: str, tmp_path, **kw):
-    cfg = compose_train([f"trainer={name}"], tmp_path)
-    return hydra.utils.instantiate(
-        cfg.trainer,
-        logger=False,
-        max_epochs=1,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        **kw,
-    )
+    kw.setdefault("num_sanity_val_steps", 2)  # Lightning's default
+    return quiet_trainer(name, tmp_path, **kw)
 
 
 def _dm() -> FeatureDataModule:

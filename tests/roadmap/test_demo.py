@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from roadmap import demo
+from tests.conftest import TINY_DEMO_OVERRIDES
 
 
 @pytest.mark.slow
@@ -16,12 +17,7 @@ def test_demo_runs_three_losses_and_writes_tables_and_artifacts(tiny_fmnist: Pat
     out = tmp_path / "out"
     overrides = [
         f"paths.data_dir={tiny_fmnist}",
-        "trainer.max_epochs=1",
-        "data.train_dataset.subset=null",
-        "data.test_dataset.subset=null",
-        "data.batch_size=16",
-        "data.sampler.m=2",
-        "trainer.log_every_n_steps=1",
+        *TINY_DEMO_OVERRIDES,
     ]
     rc = demo.main(["--out", str(out), "--sweep-dir", str(tmp_path / "sweep"), *overrides])
     assert rc == 0
