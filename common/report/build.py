@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from common.report import plots
 from common.report.markdown import to_html
+from common.report.published import published_md
 
 ROOT = Path(__file__).resolve().parents[2]
 METHODS = ("roadmap", "happier", "heat", "gallop")
@@ -38,31 +38,6 @@ TITLES = {
     "heat": "OOD detection: HEAT and its parts vs baselines",
     "gallop": "Prompt learning: GalLoP vs CoOp vs zero-shot CLIP",
 }
-
-
-def _published_md(path: Path) -> str:
-    """The published numbers as Markdown: tables for ``{columns, <row>: [...]}`` blocks, the rest as a list."""
-    data = yaml.safe_load(path.read_text()) or {}
-    lines = [f"Source file: `{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}`", ""]
-    if "source" in data:
-        lines += [f"Source: {data['source']}", ""]
-    for key, value in data.items():
-        if isinstance(value, dict) and isinstance(value.get("columns"), list):
-            cols = value["columns"]
-            lines += [
-                f"**{key}**",
-                "",
-                "| method | " + " | ".join(map(str, cols)) + " |",
-                "|---" * (len(cols) + 1) + "|",
-            ]
-            for row, vals in value.items():
-                if row != "columns" and isinstance(vals, list):
-                    lines.append(f"| {row} | " + " | ".join("" if v is None else str(v) for v in vals) + " |")
-            lines.append("")
-    rest = {k: v for k, v in data.items() if k != "source" and not (isinstance(v, dict) and "columns" in v)}
-    if rest:
-        lines += ["```", yaml.safe_dump(rest, sort_keys=False, width=110).strip(), "```", ""]
-    return "\n".join(lines)
 
 
 def _curves_from_csv(path: Path, key: str) -> tuple[list[float], list[float]]:
@@ -183,7 +158,7 @@ def build(demo_dir: Path, out_dir: Path, results_dir: Path = ROOT / "results") -
         # published numbers beside ours
         published = results_dir / method / "published.yaml"
         md += ["### Published numbers (the papers', not ours)", ""]
-        md += [_published_md(published), ""] if published.exists() else ["No published.yaml yet.", ""]
+        md += [published_md(published, ROOT), ""] if published.exists() else ["No published.yaml yet.", ""]
         reproduced = sorted((results_dir / method / "reproduced").glob("*.json"))
         if reproduced:
             md += ["### Our full-scale reproductions", "", "| run | metric | ours |", "|---|---|---|"]
@@ -220,7 +195,6 @@ pre {{ background: #f7f7f7; padding: 0.6em; overflow-x: auto; font-size: 0.8em; 
 code {{ background: #f3f3f3; padding: 0 3px; }}
 </style></head>
 <body>
-<h1>{title}</h1>
 {body}
 <script>
 window.addEventListener("load", () => {{
