@@ -119,7 +119,7 @@ def combined_grid(results: dict, run_dir: Path, path: Path) -> None:
 def table(results: dict, command: str) -> str:
     names = list(results)
     lines = [
-        "# HAPPIER vs ROADMAP on Fashion-MNIST (2-level hierarchy: class, coarse group)",
+        "## HAPPIER vs ROADMAP on Fashion-MNIST (2-level hierarchy: class, coarse group)",
         "",
         f"Produced by `{command}` (seed 0, CPU; the per-run commands are in `results/demo/happier.json`).",
         "Test set: 1000 Fashion-MNIST test images, each a query against the 999 others.",

@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> dict:
         {"near (held-out classes)": near, "far (digits+noise)": far},
     )
     md = (
-        f"# HEAT demo (Fashion-MNIST)\n\nCommand: `make demo-heat` (= `{out['command'].strip()}`), seed {args.seed}, "
+        f"## HEAT demo (Fashion-MNIST)\n\nCommand: `make demo-heat` (= `{out['command'].strip()}`), seed {args.seed}, "
         f"{timings['total']:.0f} s.\n\nID: Fashion-MNIST classes 0-7 ({len(train)} train images); classifier test "
         f"accuracy {100 * acc:.1f}%. Near-OOD: held-out classes 8, 9 ({len(near)}). Far-OOD: sklearn digits, Gaussian "
         f"and uniform noise ({len(far)}). FPR95 = FPR on OOD at 95% TPR on ID (HEAT's convention); FPR95 (OOD+) = "
