@@ -31,6 +31,7 @@ import lightning as L
 import torch
 
 from common.backbones.clip import ClipWeightsNotFoundError, build_clip
+from common.callbacks.loss_curve import LossCurve
 from common.data.datasets.fashion_mnist import FASHION_MNIST_CLASSES, FashionMNIST
 from common.data.fewshot import FewShotDataModule
 from gallop.heatmaps import local_heatmaps, plot_heatmaps, unnormalize
@@ -79,7 +80,9 @@ def _datamodule(root: Path, pre, shots: int, seed: int, test_per_class: int, bat
     )
 
 
-def _run(name: str, net, dm, epochs: int, lr: float, topk, seed: int) -> tuple[dict, GalLoPModule, float]:
+def _run(
+    name: str, net, dm, epochs: int, lr: float, topk, seed: int, curve: LossCurve | None = None
+) -> tuple[dict, GalLoPModule, float]:
     L.seed_everything(seed, workers=True)
     opt = partial(torch.optim.SGD, lr=lr, momentum=0.9, weight_decay=1e-2)
     sched = partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=max(epochs, 1))
@@ -92,6 +95,7 @@ def _run(name: str, net, dm, epochs: int, lr: float, topk, seed: int) -> tuple[d
         enable_progress_bar=True,
         enable_model_summary=False,
         num_sanity_val_steps=0,
+        callbacks=[curve] if curve is not None else None,
     )
     start = time.perf_counter()
     if epochs and count_trainable(net):
@@ -142,9 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     results["zero-shot CLIP"], _, timings["zero-shot CLIP"] = _run(
         "zero-shot", ZeroShotCLIP(clip), dm, 0, lr, topk, a.seed
     )
-    results["CoOp"], _, timings["CoOp"] = _run("CoOp", CoOp(clip), dm, epochs, lr, topk, a.seed)
+    curves = {"coop": LossCurve(), "gallop": LossCurve()}  # training loss per step, for the report
+    results["CoOp"], _, timings["CoOp"] = _run("CoOp", CoOp(clip), dm, epochs, lr, topk, a.seed, curves["coop"])
     gnet = GalLoP(clip, n_global=4, n_local=4)
-    results["GalLoP"], gmod, timings["GalLoP"] = _run("GalLoP", gnet, dm, epochs, lr, topk, a.seed)
+    results["GalLoP"], gmod, timings["GalLoP"] = _run("GalLoP", gnet, dm, epochs, lr, topk, a.seed, curves["gallop"])
+    for name, curve in curves.items():
+        curve.write_csv(Path(a.out) / "artifacts" / f"gallop_curve_{name}.csv")
 
     # heatmaps of 6 fixed ID test images (the first of each of classes 0..5)
     out = Path(a.out)

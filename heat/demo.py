@@ -32,6 +32,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
+from common.callbacks.loss_curve import LossCurve
 from common.data.datasets.fashion_mnist import load_fashion_mnist
 from common.metrics.ood import ood_metrics
 from common.models.classifier import ImageClassifier, SmallCNN
@@ -157,7 +158,16 @@ def weights_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()[:12]
 
 
-def train_ebm(prior, train: Features, pooling: str, cfg: dict, steps: int, seed: int, batch_size: int) -> HEATModule:
+def train_ebm(
+    prior,
+    train: Features,
+    pooling: str,
+    cfg: dict,
+    steps: int,
+    seed: int,
+    batch_size: int,
+    curve: LossCurve | None = None,
+) -> HEATModule:
     L.seed_everything(seed, workers=True)
     mlp = EnergyMLP(train.pooled(pooling).shape[1], hidden=EBM_HIDDEN, n_hidden=4, tie_hidden=True)
     module = HEATModule(prior, mlp, milestones=(10_000,), **cfg)
@@ -170,6 +180,7 @@ def train_ebm(prior, train: Features, pooling: str, cfg: dict, steps: int, seed:
         enable_progress_bar=True,
         enable_model_summary=False,
         num_sanity_val_steps=0,
+        callbacks=[curve] if curve is not None else None,
     )
     trainer.fit(module, datamodule=dm)
     return module.eval()
@@ -269,9 +280,11 @@ def main(argv: list[str] | None = None) -> dict:
     t = time.perf_counter()
     heat = {}
     for key, (pname, pooling) in {"el": ("EL", "avg"), "gmm": ("GMM", "avg"), "gmm_std": ("GMM-std", "std")}.items():
+        curve = LossCurve()
         heat[f"HEAT-{pname}"] = train_ebm(
-            priors[pname], train, pooling, EBM[key], args.ebm_steps, args.seed, args.ebm_batch
+            priors[pname], train, pooling, EBM[key], args.ebm_steps, args.seed, args.ebm_batch, curve
         )
+        curve.write_csv(args.out_dir / "artifacts" / f"heat_curve_{pname}.csv")  # contrastive-divergence loss
     timings["heat_training"] = time.perf_counter() - t
     composed = {
         "HEAT (sum of z-scored HEAT-EL/GMM/GMM-std)": Combine(list(heat.values()), beta=0.0, seed=args.seed).fit(train),

@@ -71,3 +71,7 @@ def test_demo_runs_on_tiny_idx_files(tmp_path):
     assert md.count("\n| ") == 13  # header + 12 scorers
     # one cache entry (sidecar) per image set: ID train/test, near, three far sets
     assert len(list((tmp_path / "cache").glob("*.json"))) == 6
+    # the report's training curves: the contrastive-divergence loss of each EBM at every step
+    for prior in ("EL", "GMM", "GMM-std"):
+        rows = (tmp_path / "out" / "artifacts" / f"heat_curve_{prior}.csv").read_text().split()
+        assert rows[0] == "step,loss" and [r.split(",")[0] for r in rows[1:]] == ["1", "2"]
