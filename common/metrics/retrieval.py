@@ -29,19 +29,33 @@ the number of items at level l ranked before item k and ``rel`` the relevance ta
   cnt_l(k)`` (H-AP, HAPPIER Eq. 3-4, spec §1.2);
 * ``ndcg`` = DCG / IDCG with gain ``2^t - 1`` and discount ``1 / log2(1 + pos)`` over the full ranking (spec §2.2);
 * ``asi``  = (1/R) sum_{n=1..R} |top-n levels ∩ ideal top-n levels| / n with R = #{t > 0} (ASI, DyML; spec §2.2).
+  Computed per item: with ``a_l`` gallery items at levels above l, the j-th level-l item of the ranking (at
+  position ``p``) adds 1 to the intersection for every ``n >= max(p, j + a_l)``, so
+  ``asi = (1/R) sum_k [H_R - H_{max(p_k, j_k + a_l) - 1}]^+`` with ``H_n`` the harmonic numbers (this equals the
+  definition because ``min(#{j : p_j <= n}, n - a_l) = #{j : p_j <= n, j <= n - a_l}`` for increasing ``p_j``).
 
 A query without a positive (binary) or without any relevant item (graded) is left out of the average; the counts
 are returned as ``num_skipped_queries`` and ``num_skipped_queries_graded``.
 
-How it is computed (all exact, no kNN cut; memory ``O(chunk x N)``):
+How it is computed (all exact, no kNN cut; memory ``O(chunk x N)``). The engines are chosen automatically and can
+be forced (``candidate_pass``, ``graded_engine``) for tests:
 
-* binary metrics only, float32 embeddings on CPU: a bfloat16 score pass finds, per query, the few gallery items
-  that can precede a positive within the needed depth, and rescores them and the positives in float64 (error bound
-  in :func:`bf16_score_error_bound`, tested); the ranking is the float64 ranking of the normalised embeddings;
-* graded metrics on flat/hierarchical labels: dense scores in the embeddings' dtype, one sorted copy per query row;
-  relevant items are read from the label tree (:class:`_TreeRanker`) and binary metrics from the same sorted rows;
-* otherwise (multi-label, other devices): dense scores with shared levels computed for every pair.
+* binary metrics only, on CPU (``candidate_pass="bf16"``): a bfloat16 matmul scores every pair; a per-query bound
+  on the bf16 error (:func:`bf16_score_error_bound` for the worst case, :class:`_Bf16Binary` for the per-vector
+  bound actually used) selects the few gallery items that can rank above a positive within the needed depth, and
+  the pairs whose order the bf16 error intervals leave open are rescored in float64. The ranking is the float64
+  ranking of the normalised embeddings, ties included (proof in :class:`_Bf16Binary`; tested on near-ties, exact
+  duplicates and outliers against dense float64 scoring);
+* graded metrics on flat/hierarchical labels on CPU (``graded_engine="count"``): dense scores in the embeddings'
+  dtype by BLAS (so the ranking is the float32 one for float32 embeddings); the relevant items of a query are read
+  off the label tree, and the number of irrelevant items scoring ``>=`` each of them comes from a histogram over a
+  monotone cell map of the scores, with exact comparisons only inside the cells that hold a relevant score
+  (:func:`_count_cells`): ``O(N)`` per query instead of a row sort. Binary metrics are counted on the same scores;
+* the same on other devices with torch (``graded_engine="tree"``: one row sort per query), and the multi-label
+  case (``"generic"``: shared levels computed for every pair).
 
+On CPU the matmul of a chunk uses every thread, then the counting of its rows is split over
+``torch.get_num_threads()`` threads (numpy releases the GIL).
 Duplicated gallery embeddings are scored once and expanded, so they always tie exactly (BLAS kernels may otherwise
 round identical columns differently). faiss is not used: it returns a top-k list, and exact full-ranking metrics
 need counts over the whole gallery; :mod:`common.metrics.knn` wraps faiss for kNN scorers.
@@ -51,7 +65,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -75,7 +90,9 @@ __all__ = ["evaluate_retrieval", "retrieval_metrics", "METRIC_NAMES", "BINARY_ME
 BINARY_METRICS = ("recall", "precision_at_1", "r_precision", "map_at_r", "map")
 GRADED_METRICS = ("ndcg", "hap", "asi")
 METRIC_NAMES = BINARY_METRICS + GRADED_METRICS
-_ELEMS_PER_CHUNK = 1 << 23  # default chunk: about 8M query x gallery scores
+_ELEMS_PER_CHUNK = 1 << 23  # default chunk of the torch engines: about 8M query x gallery scores
+_ELEMS_BF16 = 1 << 25  # bf16 candidate pass: 32M scores (64 MB) per chunk
+_ELEMS_COUNT = 1 << 25  # CPU counting engine: 32M scores (128 MB in float32) per chunk
 
 
 def evaluate_retrieval(
@@ -187,13 +204,15 @@ def retrieval_metrics(
     set False to count only the gallery actually ranked. ``per_query=True`` adds ``per_query`` (a dict of float64
     tensors with NaN for skipped queries), for tests and analyses.
 
-    ``candidate_pass``: ``"bf16"`` computes binary metrics from a bfloat16 score pass and rescores exactly (float64)
-    every negative that could rank above a positive (see :func:`_bf16_binary_chunk`; the result is the float64
-    ranking, proven by the error bound and tested); ``"off"`` scores in the embeddings' dtype; ``"auto"`` uses
-    bf16 on CPU for float32 embeddings when only binary metrics on integer labels are asked for.
-    ``graded_engine``: ``"tree"`` (flat or hierarchical labels: relevant items gathered from the label tree, one row
-    sort per query, binary metrics read off the same sorted rows), ``"generic"`` (any labels, multi-label included;
-    shared levels computed for every pair) or ``"auto"`` (tree when possible). Both give the same values.
+    ``candidate_pass`` (binary metrics without graded ones): ``"bf16"`` (CPU only) scores in bfloat16 and rescores
+    exactly (float64) every item that could rank above a positive (:class:`_Bf16Binary`; the result is the float64
+    ranking, proven by the error bound and tested); ``"off"`` scores densely in the embeddings' dtype; ``"auto"``
+    uses bf16 on CPU for integer labels and galleries of 4096 items or more.
+    ``graded_engine`` (when a graded metric is asked for): ``"count"`` (CPU, flat or hierarchical labels: dense BLAS
+    scores, relevant items from the label tree, cell-histogram counts; binary metrics from the same scores),
+    ``"tree"`` (torch, any device: one row sort per query), ``"generic"`` (any labels, multi-label included; shared
+    levels computed for every pair) or ``"auto"`` (count on CPU, tree elsewhere, generic for multi-label). All give
+    the same values.
     """
     metrics = tuple(dict.fromkeys(metrics))
     _check_inputs(embeddings, labels, metrics, recall_at)
@@ -214,72 +233,58 @@ def retrieval_metrics(
     binary_labels = labels[:, 0] if kind == "hierarchical" else labels
     want_binary = [x for x in metrics if x in BINARY_METRICS]
     want_graded = [x for x in metrics if x in GRADED_METRICS]
-    n_lv = num_levels(labels)
+    if relevance not in ("pop", "map"):
+        raise ValueError(f"unknown relevance type {relevance!r}; use 'pop' or 'map'")
+    if relevance == "map" and isinstance(alpha, (int, float)):
+        raise ValueError("map relevance takes one weight per level as alpha, e.g. alpha=[1.0, 1.0]")
+
+    if candidate_pass not in ("auto", "bf16", "off"):
+        raise ValueError(f"candidate_pass must be 'auto', 'bf16' or 'off', got {candidate_pass!r}")
+    if candidate_pass == "bf16" and dev.type != "cpu":
+        raise ValueError("the bf16 candidate pass runs on CPU; use candidate_pass='off' on other devices")
+    if graded_engine not in ("auto", "count", "tree", "generic"):
+        raise ValueError(f"graded_engine must be 'auto', 'count', 'tree' or 'generic', got {graded_engine!r}")
+    if graded_engine in ("count", "tree") and kind == "multilabel":
+        raise ValueError(f"the {graded_engine} engine needs flat or hierarchical integer labels; use 'generic'")
+    if graded_engine == "count" and dev.type != "cpu":
+        raise ValueError("the count engine runs on CPU; use graded_engine='tree' on other devices")
+    if graded_engine == "count" and num_levels(labels) > _MAX_LEVELS:
+        raise ValueError(f"the count engine handles up to {_MAX_LEVELS} levels; use graded_engine='tree'")
+
+    engine = "dense"
+    if want_graded and kind != "multilabel" and graded_engine != "generic":
+        auto_count = dev.type == "cpu" and num_levels(labels) <= _MAX_LEVELS
+        engine = "count" if graded_engine == "count" or (graded_engine == "auto" and auto_count) else "tree"
+    elif not want_graded and want_binary and kind != "multilabel":
+        if candidate_pass == "bf16" or (candidate_pass == "auto" and dev.type == "cpu" and m >= 4096):
+            engine = "bf16"
 
     if chunk_size is None:
-        chunk_size = max(1, _ELEMS_PER_CHUNK // (m * (4 if want_graded else 1)))
+        budget = {"bf16": _ELEMS_BF16, "count": _ELEMS_COUNT // (emb.element_size() // 4)}.get(engine, _ELEMS_PER_CHUNK)
+        chunk_size = max(1, budget // (m * (4 if engine in ("tree", "dense") and want_graded else 1)))
     chunk_size = int(chunk_size)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
 
-    if candidate_pass not in ("auto", "bf16", "off"):
-        raise ValueError(f"candidate_pass must be 'auto', 'bf16' or 'off', got {candidate_pass!r}")
-    use_bf16 = candidate_pass == "bf16" or (
-        candidate_pass == "auto" and dev.type == "cpu" and dtype == torch.float32 and m >= 4096
-    )
-    if graded_engine not in ("auto", "tree", "generic"):
-        raise ValueError(f"graded_engine must be 'auto', 'tree' or 'generic', got {graded_engine!r}")
-    if graded_engine == "tree" and kind == "multilabel":
-        raise ValueError("the tree engine needs flat or hierarchical integer labels; use graded_engine='generic'")
-    tree = (
-        _TreeRanker(labels, g_idx, gal_pos)
-        if want_graded and kind != "multilabel" and graded_engine in ("auto", "tree")
-        else None
-    )
-    use_bf16 = use_bf16 and bool(want_binary) and kind != "multilabel" and tree is None
-    fast = _Bf16Binary(emb, binary_labels, g_idx, gal_pos, gallery) if use_bf16 else None
+    rel_opts = (relevance, alpha, exclude_self and count_self_in_relevance)
+    if engine == "bf16":
+        job = _Bf16Binary(emb, binary_labels, g_idx, gal_pos, gallery, exclude_self, want_binary, recall_at)
+    elif engine == "count":
+        job = _CountEngine(
+            emb, labels, g_idx, gal_pos, gallery, exclude_self, want_binary, want_graded, recall_at, rel_opts
+        )
+    elif engine == "tree":
+        job = _TreeJob(
+            emb, labels, g_idx, gal_pos, gallery, exclude_self, want_binary, want_graded, recall_at, rel_opts
+        )
+    else:
+        job = _DenseJob(
+            emb, labels, g_idx, gal_pos, gallery, exclude_self, want_binary, want_graded, recall_at, rel_opts
+        )
 
     acc = _Acc()
     per_q: dict[str, list[Tensor]] = {}
-    for start in range(0, q_idx.numel(), chunk_size):
-        qi = q_idx[start : start + chunk_size]
-        c = qi.numel()
-        out: dict[str, Tensor] = {}
-        dense: tuple[Tensor, Tensor] | None = None
-        if tree is not None:
-            self_pos = gal_pos[qi] if exclude_self else torch.full_like(qi, -1)
-            scores, _ = _dense_scores(emb[qi], gallery, self_pos)
-            srt = _sort_rows(scores)
-            if want_binary:
-                out.update(tree.binary(scores, srt, qi, self_pos, want_binary, recall_at))
-            count_self = exclude_self and count_self_in_relevance
-            out.update(tree.graded(scores, srt, qi, self_pos, relevance, alpha, count_self, want_graded))
-            _accumulate(acc, out)
-            if per_query:
-                for key, v in out.items():
-                    per_q.setdefault(key, []).append(v)
-            continue
-        if want_binary:
-            fast_out = fast.chunk(qi, exclude_self, want_binary, recall_at) if fast is not None else None
-            if fast_out is None:  # dense scores in the embeddings' dtype
-                # dense float64 scores when the bf16 pass declined (same float64 ranking), else the input dtype
-                g = gallery if fast is None else fast.gallery64
-                scores, valid = _dense_scores(emb[qi], g, gal_pos[qi] if exclude_self else None)
-                dense = (scores, valid) if fast is None else None
-                pos = _binary_positive(binary_labels[qi], binary_labels[g_idx], kind) & valid
-                fast_out = _binary_metrics_from_scores(scores, pos, want_binary, recall_at)
-            out.update(fast_out)
-        if want_graded:
-            scores, valid = (
-                dense if dense is not None else _dense_scores(emb[qi], gallery, gal_pos[qi] if exclude_self else None)
-            )
-            levels = shared_levels(labels[qi], labels[g_idx]).masked_fill(~valid, 0)  # [C, M]
-            extra = None
-            if exclude_self and count_self_in_relevance and kind != "multilabel":
-                extra = torch.zeros(c, n_lv + 1, dtype=torch.float64, device=dev)
-                extra[:, n_lv] = (gal_pos[qi] >= 0).double()  # the query itself, at the finest level
-            table = relevance_table(levels, n_lv, relevance, alpha, valid, extra)  # [C, T+1]
-            out.update(_graded_metrics(scores, levels, valid, table, n_lv, want_graded))
+    for out in _chunk_outputs(q_idx, chunk_size, job):
         _accumulate(acc, out)
         if per_query:
             for key, v in out.items():
@@ -302,6 +307,91 @@ def retrieval_metrics(
     if per_query:
         ordered["per_query"] = {k: torch.cat(v) for k, v in per_q.items() if not k.startswith("_")}
     return ordered
+
+
+def _chunk_outputs(q_idx: Tensor, chunk_size: int, job) -> Iterator[dict[str, Tensor]]:
+    """Per-chunk outputs in query order: ``job.produce(qi)`` (the matmul, itself multi-threaded), then
+    ``job.finish(qi, payload)``. For the numpy engines (``job.split_rows``) the finishing work is split by rows over
+    ``torch.get_num_threads()`` threads (numpy releases the GIL), so the machine stays busy between matmuls."""
+    workers = max(1, torch.get_num_threads()) if job.split_rows else 1
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="retrieval") as pool:
+        for s in range(0, q_idx.numel(), chunk_size):
+            qi = q_idx[s : s + chunk_size]
+            payload = job.produce(qi)
+            c = qi.numel()
+            parts = [slice(i * c // workers, (i + 1) * c // workers) for i in range(workers)]
+            parts = [p for p in parts if p.stop > p.start]
+            if len(parts) == 1:
+                yield job.finish(qi, payload)
+                continue
+            outs = list(pool.map(job.finish, [qi[p] for p in parts], [payload[p] for p in parts]))
+            yield {key: torch.cat([o[key] for o in outs]) for key in outs[0]}
+
+
+class _TorchJob:
+    """Engines written in torch (any device), one chunk at a time in the caller's thread."""
+
+    split_rows = False
+
+    def __init__(self, emb, labels, g_idx, gal_pos, gallery, exclude_self, want_binary, want_graded, recall_at, rel):
+        self.emb, self.labels, self.g_idx, self.gal_pos, self.gallery = emb, labels, g_idx, gal_pos, gallery
+        self.exclude_self, self.want_binary, self.want_graded, self.recall_at = (
+            exclude_self,
+            want_binary,
+            want_graded,
+            recall_at,
+        )
+        self.relevance, self.alpha, self.count_self = rel
+        self.kind = label_kind(labels)
+        self.n_lv = num_levels(labels)
+        self.binary_labels = labels[:, 0] if self.kind == "hierarchical" else labels
+
+    def produce(self, qi: Tensor) -> None:
+        return None
+
+    def _self_pos(self, qi: Tensor) -> Tensor:
+        return self.gal_pos[qi] if self.exclude_self else torch.full_like(qi, -1)
+
+
+class _DenseJob(_TorchJob):
+    """Dense scores in the embeddings' dtype; binary metrics by counting, graded ones with shared levels computed
+    for every pair (any label kind, multi-label included)."""
+
+    def finish(self, qi: Tensor, payload: None) -> dict[str, Tensor]:
+        out: dict[str, Tensor] = {}
+        scores, valid = _dense_scores(self.emb[qi], self.gallery, self.gal_pos[qi] if self.exclude_self else None)
+        if self.want_binary:
+            pos = _binary_positive(self.binary_labels[qi], self.binary_labels[self.g_idx], self.kind) & valid
+            out.update(_binary_metrics_from_scores(scores, pos, self.want_binary, self.recall_at))
+        if self.want_graded:
+            c, n_lv = qi.numel(), self.n_lv
+            levels = shared_levels(self.labels[qi], self.labels[self.g_idx]).masked_fill(~valid, 0)  # [C, M]
+            extra = None
+            if self.count_self and self.kind != "multilabel":
+                extra = torch.zeros(c, n_lv + 1, dtype=torch.float64, device=qi.device)
+                extra[:, n_lv] = (self.gal_pos[qi] >= 0).double()  # the query itself, at the finest level
+            table = relevance_table(levels, n_lv, self.relevance, self.alpha, valid, extra)  # [C, T+1]
+            out.update(_graded_metrics(scores, levels, valid, table, n_lv, self.want_graded))
+        return out
+
+
+class _TreeJob(_TorchJob):
+    """Flat or hierarchical labels in torch (any device): one row sort per query, see :class:`_TreeRanker`."""
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.tree = _TreeRanker(self.labels, self.g_idx, self.gal_pos)
+
+    def finish(self, qi: Tensor, payload: None) -> dict[str, Tensor]:
+        out: dict[str, Tensor] = {}
+        self_pos = self._self_pos(qi)
+        scores, _ = _dense_scores(self.emb[qi], self.gallery, self_pos)
+        srt = _sort_rows(scores)
+        if self.want_binary:
+            out.update(self.tree.binary(scores, srt, qi, self_pos, self.want_binary, self.recall_at))
+        rel = (self.relevance, self.alpha, self.count_self)
+        out.update(self.tree.graded(scores, srt, qi, self_pos, *rel, self.want_graded))
+        return out
 
 
 class _Gallery:
@@ -438,6 +528,7 @@ def _binary_metrics(npos: Tensor, n_neg: Tensor, wanted: Sequence[str], recall_a
 
 _BF16_U = 2.0**-8  # unit roundoff of bfloat16 (8 significant bits, round to nearest)
 _FP32_U = 2.0**-24
+_BF16_NEG_INF = np.int16(-128)  # bit pattern 0xFF80 of -inf in bfloat16, as int16
 
 
 def bf16_score_error_bound(dim: int) -> float:
@@ -446,7 +537,8 @@ def bf16_score_error_bound(dim: int) -> float:
     Rounding both inputs to bf16 moves each product by at most ``(2u + u^2)|x_i y_i|`` and ``sum |x_i y_i| <= 1``
     (Cauchy-Schwarz); fp32 accumulation adds at most ``gamma_d = d u32 / (1 - d u32)`` times ``sum |x^_i y^_i|``
     (recursive-summation worst case, any order); rounding the output to bf16 adds ``u |s^|``. A 1e-5 slack covers
-    fp32 normalisation (norms 1 +- 1e-6) and flushed subnormals.
+    fp32 normalisation (norms 1 +- 1e-6) and flushed subnormals. This is the worst case over all vectors; the
+    candidate pass uses the tighter per-vector bound of :class:`_Bf16Binary`.
     """
     u = _BF16_U
     gamma = dim * _FP32_U / (1.0 - dim * _FP32_U)
@@ -456,115 +548,550 @@ def bf16_score_error_bound(dim: int) -> float:
     return inputs + acc + u * s_max + 1e-5
 
 
-def _bf16_floor(x: Tensor) -> Tensor:
-    """A bf16 value ``<= x`` for every float64 ``x`` (round-to-nearest moves by at most 2^-8 |x|)."""
-    return (x - x.abs() * 2.0**-7 - 1e-30).to(torch.bfloat16)
+def _bf16_to_f64(bits: np.ndarray) -> np.ndarray:
+    """Values of bfloat16 numbers given as int16 bit patterns (exact)."""
+    return (bits.astype(np.int32) << 16).view(np.float32).astype(np.float64)
+
+
+def _bf16_floor(y: np.ndarray) -> np.ndarray:
+    """int16 bit patterns of the largest bfloat16 values ``<= y`` (float64, no NaN)."""
+    v = y.astype(np.float32)
+    v = np.where(v.astype(np.float64) > y, np.nextafter(v, np.float32(-np.inf)), v)  # float32 floor of y
+    bits = v.view(np.uint32)
+    hi = (bits >> 16).astype(np.int64)
+    hi += ((bits >> 31) == 1) & ((bits & 0xFFFF) != 0)  # negative: truncation rounds up, step one further down
+    return hi.astype(np.uint16).view(np.int16)
+
+
+def _bf16_lower_bar(b: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """``U^-1(D(b) - 2e)`` (see :class:`_Bf16Binary`): a bf16 score below it belongs to an item whose exact score is
+    below that of every item with bf16 score ``>= b`` (float64 arrays; ``b`` finite)."""
+    lo = b - _BF16_U * np.abs(b) - 2.0 * e
+    return np.where(lo >= 0, lo / (1.0 + _BF16_U), lo / (1.0 - _BF16_U))
 
 
 class _Bf16Binary:
-    """Binary metrics of a query chunk from a bf16 candidate pass plus exact float64 rescoring.
+    """Binary metrics of a query chunk from a bf16 score pass plus exact float64 rescoring (CPU).
 
-    For a query with exact positive scores ``p_1 >= ... >= p_R`` only negatives with exact score ``>= p_R`` change a
-    position. With ``eps`` = :func:`bf16_score_error_bound` (``|bf16 score - exact| <= eps``), such a negative has a
-    bf16 score ``>= p_R - eps >= bf16(p_R) - 2 eps``; every gallery item above that bar is rescored in float64 (one
-    matmul per block of rows against the union of its candidate columns, positives included, so identical pairs get
-    identical scores). The counts ``n_i`` are therefore those of the float64 ranking of the L2-normalised float32
-    embeddings, ties included (pessimistic). Without ``map``, the bar is raised to ``v_K - 2 eps`` (see
-    :meth:`chunk`). When a chunk has too many candidates to be worth it (poor embeddings), :meth:`chunk` returns
-    None and the caller scores that chunk densely in float32 instead.
+    Error bound. Let ``x, y`` be the normalised embeddings, ``x^, y^`` their bf16 roundings, ``s = x.y`` and ``b`` the
+    bf16 score returned by the matmul (fp32 accumulation of the exact bf16 products, then rounding to bf16). Then
+    ``x^.y^ - x.y = (x^ - x).y^ + x.(y^ - y)``, so by Cauchy-Schwarz ``|x^.y^ - s| <= e_x |y^| + |x| e_y`` with
+    ``e_x = |x^ - x|`` computed per vector; the fp32 sum ``z`` of the d products is within ``gamma_d |x^| |y^|`` of
+    ``x^.y^`` (``gamma_d = d u32 / (1 - d u32)``, any summation order; products of bf16 numbers are exact in fp32);
+    the output rounding gives ``|b - z| <= u |b|`` (u = 2^-8; subnormals and flushed terms are below 1e-30). So
+    ``D(b) - E <= s <= U(b) + E`` with ``D(b) = b - u|b|``, ``U(b) = b + u|b|`` (both increasing) and, per query,
+    ``E = e_q max|y^| + |q| max e_y + gamma_d |q^| max|y^| + d 2^-52`` (the last term covers the float64 rescoring).
+
+    Candidates. If a negative n ranks at or above a positive p (``s_n >= s_p``), then ``U(b_n) + E >= s_n >= s_p >=
+    D(b_p) - E``, so ``b_n >= U^-1(D(b_p) - 2E)`` (:func:`_bf16_lower_bar`). With ``b_p`` the lowest positive bf16
+    score, every negative that precedes some positive is above that bar. For metrics that only look at positions
+    ``<= K`` (K = R for R-precision and MAP@R, the largest cut-off for recall; not ``map``): with ``v_K`` the K-th
+    largest bf16 score, K items have ``s >= D(v_K) - E``, so every item in the top K has ``s >= D(v_K) - E`` and
+    ``b >= U^-1(D(v_K) - 2E)``; the bar is raised to that. All items above the bar and the positives above it are
+    rescored in float64 (one score per (query, distinct gallery vector), so duplicates tie exactly). Every item
+    ranked before a positive within the top K is then counted exactly; positives below the bar are outside the top K
+    and are placed after it. The counts ``n_i`` that matter are therefore those of the float64 ranking, ties
+    included (pessimistic). When a chunk has too many candidates to be worth it (poor embeddings), it is scored
+    densely in float64 instead.
     """
 
-    def __init__(self, emb: Tensor, binary_labels: Tensor, g_idx: Tensor, gal_pos: Tensor, gallery: _Gallery) -> None:
-        self.emb, self.labels, self.gal_pos = emb, binary_labels, gal_pos
-        self.gal = emb[g_idx]
-        # distinct-vector id of every gallery item: pairs are rescored once per (query, distinct vector)
-        self.uid = gallery.inv if gallery.inv is not None else torch.arange(self.gal.shape[0], device=emb.device)
-        self.gallery64 = _Gallery64(gallery)
-        n_uid = int(self.uid.max()) + 1 if self.uid.numel() else 0
-        self.first_of_uid = torch.zeros(max(n_uid, 1), dtype=torch.long, device=emb.device)
-        self.first_of_uid[self.uid] = torch.arange(self.gal.shape[0], device=emb.device)  # a representative
-        self.gal_bf = self.gal.to(torch.bfloat16)
-        self.g_lab = binary_labels[g_idx]
-        order = torch.argsort(self.g_lab, stable=True)
-        self.order = order
-        self.uniq, self.counts = torch.unique_consecutive(self.g_lab[order], return_counts=True)
-        self.starts = self.counts.cumsum(0) - self.counts
-        self.eps = bf16_score_error_bound(emb.shape[1])
-        self.extra_top = 32
+    split_rows = True
 
-    def chunk(
-        self, qi: Tensor, exclude_self: bool, wanted: Sequence[str], recall_at: Sequence[int]
-    ) -> dict[str, Tensor] | None:
-        dev = qi.device
-        c, m = qi.numel(), self.gal.shape[0]
-        ql = self.labels[qi]
-        k = torch.searchsorted(self.uniq, ql).clamp(max=self.uniq.numel() - 1)
-        cnt = torch.where(self.uniq[k] == ql, self.counts[k], 0)
+    def __init__(self, emb, binary_labels, g_idx, gal_pos, gallery, exclude_self, wanted, recall_at) -> None:
+        self.emb, self.gallery = emb, gallery
+        self.exclude_self, self.wanted, self.recall_at = exclude_self, wanted, recall_at
+        gal = emb[g_idx]  # [M, D]
+        self.m, d = gal.shape
+        self.gal_np = gal.numpy()
+        self.gal_bf_t = gal.to(torch.bfloat16).T.contiguous()  # [D, M]: the fastest layout for oneDNN
+        e_max, n_max = 0.0, 0.0
+        for s in range(0, self.m, 8192):  # per-vector rounding errors, in blocks to bound memory
+            blk = gal[s : s + 8192].double()
+            blk_bf = gal[s : s + 8192].to(torch.bfloat16).double()
+            e_max = max(e_max, float((blk_bf - blk).norm(dim=1).max()))
+            n_max = max(n_max, float(blk_bf.norm(dim=1).max()))
+        self.e_max, self.n_max = e_max, n_max
+        self.gamma = d * _FP32_U / (1.0 - d * _FP32_U)
+        self.slack = d * 2.0**-52 + 1e-30
+        self.labels = binary_labels.numpy()
+        self.g_lab = binary_labels[g_idx].numpy()
+        self.gal_pos = gal_pos.numpy()
+        self.order = np.argsort(self.g_lab, kind="stable")
+        self.uniq, self.counts = np.unique(self.g_lab[self.order], return_counts=True)
+        self.starts = np.cumsum(self.counts) - self.counts
+        # distinct-vector id of every gallery item: pairs are rescored once per (query, distinct vector)
+        inv = gallery.inv
+        self.uid = inv.numpy() if inv is not None else np.arange(self.m)
+        self.first_of_uid = np.zeros(int(self.uid.max()) + 1, dtype=np.int64)
+        self.first_of_uid[self.uid] = np.arange(self.m)
+        self.gallery64: _Gallery64 | None = None
+        self.buf: Tensor | None = None
+
+    def produce(self, qi: Tensor) -> Tensor:
+        """``[C, M]`` bf16 scores of the chunk (a reused buffer)."""
+        c = qi.numel()
+        buf = self.buf
+        if buf is None or buf.shape[0] < c:
+            buf = self.buf = torch.empty(c, self.m, dtype=torch.bfloat16)
+        out = buf[:c]
+        torch.mm(self.emb[qi].to(torch.bfloat16), self.gal_bf_t, out=out)
+        return out
+
+    def finish(self, qi: Tensor, scores_bf: Tensor) -> dict[str, Tensor]:
+        m, wanted = self.m, self.wanted
+        qn = qi.numpy()
+        c = qn.size
+        s16 = scores_bf.view(torch.int16).numpy()  # [C, M] bit patterns, shared with the buffer
+        ql = self.labels[qn]
+        k = np.minimum(np.searchsorted(self.uniq, ql), self.uniq.size - 1)
+        cnt = np.where(self.uniq[k] == ql, self.counts[k], 0)
         p_max = max(int(cnt.max()), 1)
-        ar = torch.arange(p_max, device=dev)
-        slot = ar[None, :] < cnt[:, None]  # [C, P]
-        members = self.order[(self.starts[k][:, None] + ar[None, :]).clamp(max=m - 1)]  # gallery positions
-        self_pos = self.gal_pos[qi] if exclude_self else torch.full_like(qi, -1)
-        slot &= members != self_pos[:, None]
-        q = self.emb[qi]
+        ar = np.arange(p_max)
+        members = self.order[np.minimum(self.starts[k][:, None] + ar, m - 1)]  # [C, P] gallery positions
+        self_pos = self.gal_pos[qn] if self.exclude_self else np.full(c, -1)
+        slot = (ar < cnt[:, None]) & (members != self_pos[:, None])
+        has_self = self_pos >= 0
+        s16[np.arange(c)[has_self], self_pos[has_self]] = _BF16_NEG_INF
         npos = slot.sum(1)
-        scores_bf = q.to(torch.bfloat16) @ self.gal_bf.T  # [C, M] bf16
-        if exclude_self:
-            has_self = self_pos >= 0
-            scores_bf[torch.arange(c, device=dev)[has_self], self_pos[has_self]] = -math.inf
-        # exact p_R >= (bf16 p_R) - eps, so every negative scoring >= p_R has a bf16 score >= (bf16 p_R) - 2 eps
-        approx_pos = torch.where(slot, scores_bf.gather(1, members).double(), math.inf)
-        bar = torch.where(npos > 0, approx_pos.min(1).values - 2.0 * self.eps, math.inf)  # [C] float64
+        q64 = self.emb[qi].double()
+        q_bf = self.emb[qi].to(torch.bfloat16).double()
+        e_q = (q_bf - q64).norm(dim=1).numpy()
+        err = e_q * self.n_max + q64.norm(dim=1).numpy() * self.e_max
+        err += self.gamma * q_bf.norm(dim=1).numpy() * self.n_max + self.slack  # [C] the bound E of each query
+        b_pos = _bf16_to_f64(np.take_along_axis(s16, members, 1))  # [C, P]
+        has_pos = npos > 0
+        bar = np.full(c, np.inf)
+        bar[has_pos] = _bf16_lower_bar(np.where(slot, b_pos, np.inf).min(1)[has_pos], err[has_pos])
+        rows, cols, cand16 = self._candidates(s16, bar)
+        if rows.size > c * m // 16:
+            return self._dense(qi)
+        vals = _bf16_to_f64(cand16)
         if "map" not in wanted:
-            # Only positions <= K matter (K = R, or the largest recall cut-off): with v_K the K-th largest bf16
-            # score, at least K items score >= v_K - eps exactly, so items below v_K - 2 eps are never in the top K
-            # and cannot move a position <= K (a position > K stays > K, which is all these metrics need).
-            depth = npos.clone()
+            depth = npos.copy()
             if "recall" in wanted:
-                depth = depth.clamp(min=max(int(k) for k in recall_at))
-            depth = depth.clamp(max=m - int(exclude_self)).clamp(min=1)
-            k_top = min(int(depth.max()) + self.extra_top, m)
-            top = torch.topk(scores_bf, k_top, dim=1)  # candidates are almost always inside this list
-            top_v = top.values.double()  # [C, K'] (exact: bf16 -> float64)
-            v_k = top_v.gather(1, (depth - 1)[:, None])[:, 0]
-            bar = torch.maximum(bar, v_k - 2.0 * self.eps)
-            inside = top_v >= bar[:, None]
-            overflow = inside[:, -1] & (k_top < m)  # the list may have cut candidates off: scan those rows
-            inside &= ~overflow[:, None]
-            rows, k_idx = inside.nonzero(as_tuple=True)
-            cols = top.indices[rows, k_idx]
-            if overflow.any():
-                o_rows = overflow.nonzero()[:, 0]
-                r2, c2 = (scores_bf[o_rows] >= _bf16_floor(bar[o_rows])[:, None]).nonzero(as_tuple=True)
-                rows, cols = torch.cat([rows, o_rows[r2]]), torch.cat([cols, c2])
+                depth = np.maximum(depth, max(int(r) for r in self.recall_at))
+            depth = np.clip(depth, 1, m - int(self.exclude_self))
+            v_k = self._kth_largest(rows, cand16, depth, c)  # NaN where fewer candidates than the depth
+            ok = has_pos & ~np.isnan(v_k)
+            bar[ok] = np.maximum(bar[ok], _bf16_lower_bar(v_k[ok], err[ok]))
+            keep = vals >= bar[rows]
+            rows, cols, vals = rows[keep], cols[keep], vals[keep]
+        neg = self.g_lab[cols] != ql[rows]  # positives are read from the label groups
+        rows_n, cols_n, v_n = rows[neg], cols[neg], vals[neg]
+        rescore = slot & (b_pos >= bar[:, None])  # positives below the bar are beyond position K
+        # exact scores only where the order of a negative and a positive of the same query is not settled by the
+        # intervals [D(b) - E, U(b) + E]; elsewhere the bf16 score stands in (it keeps every settled order strict)
+        half_n = _BF16_U * np.abs(v_n) + err[rows_n]
+        b_res = np.where(rescore, b_pos, 0.0)  # finite
+        lo_p, hi_p = b_res - (_BF16_U * np.abs(b_res) + err[:, None]), b_res + (_BF16_U * np.abs(b_res) + err[:, None])
+        if p_max <= 64:
+            overlap = (lo_p[rows_n] <= (v_n + half_n)[:, None]) & (hi_p[rows_n] >= (v_n - half_n)[:, None])
+            overlap &= rescore[rows_n]  # [negatives, P]
+            amb_n = overlap.any(1)
+            amb_flat = (rows_n[:, None] * p_max + ar)[overlap]
+            amb_p = np.bincount(amb_flat, minlength=c * p_max).reshape(c, p_max).astype(bool)
         else:
-            rows, cols = (scores_bf >= _bf16_floor(bar)[:, None]).nonzero(as_tuple=True)
-        if rows.numel() > c * m // 16:
-            return None
-        keep = self.g_lab[cols] != ql[rows]  # negatives (self has a -inf bf16 score)
-        rows, cols = rows[keep], cols[keep]
-        # positives below the bar cannot be in the top K (K-limited metrics) or have nothing above them to count
-        # beyond the candidates (map: the bar is below every positive), so only the others need an exact score
-        rescore = slot & (approx_pos >= bar.double()[:, None])
-        rows_p, slot_p = rescore.nonzero(as_tuple=True)
-        # exact float64 rescoring of positives and candidate negatives in one call, so identical pairs get
-        # bit-identical scores
-        all_rows = torch.cat([rows, rows_p])
-        all_cols = torch.cat([cols, members[rows_p, slot_p]])
-        key = all_rows * m + self.uid[all_cols]  # one rescoring per (query, distinct gallery vector)
-        ukey, kinv = torch.unique(key, return_inverse=True)
-        u_rows, u_cols = ukey // m, self.first_of_uid[ukey % m]
-        exact = torch.einsum("ij,ij->i", q[u_rows].double(), self.gal[u_cols].double())[kinv]
-        neg_exact = exact[: rows.numel()]
-        pos_exact = torch.full((c, p_max), -math.inf, dtype=torch.float64, device=dev)
-        pos_exact[rows_p, slot_p] = exact[rows.numel() :]
-        pos_sorted = torch.sort(pos_exact, dim=1, descending=True).values  # [C, P], real ones first
-        n_neg = torch.zeros(c, p_max, dtype=torch.long, device=dev)
-        n_neg.index_add_(0, rows, (neg_exact[:, None] >= pos_sorted[rows]).long())
-        # positives not rescored rank last among positives, beyond position K: push them past every cut-off
-        i = torch.arange(p_max, device=dev)[None, :]
-        n_neg = torch.where(i >= rescore.sum(1, keepdim=True), m, n_neg)
-        return _binary_metrics(npos, n_neg, wanted, recall_at)
+            amb_n, amb_p = np.ones(rows_n.size, dtype=bool), rescore
+        rows_a, cols_a = rows_n[amb_n], cols_n[amb_n]
+        rows_p, slot_p = np.nonzero(amb_p)
+        key = np.concatenate([rows_a, rows_p]) * m + self.uid[np.concatenate([cols_a, members[rows_p, slot_p]])]
+        ukey, kinv = np.unique(key, return_inverse=True)  # one score per (query, distinct vector): exact ties
+        u_rows, u_cols = np.divmod(ukey, m)
+        gal_rows = self.gal_np[self.first_of_uid[u_cols]].astype(np.float64)
+        exact = np.einsum("ij,ij->i", q64.numpy()[u_rows], gal_rows)[kinv.ravel()]
+        v_n[amb_n] = exact[: rows_a.size]
+        v_p = b_pos.copy()
+        v_p[rows_p, slot_p] = exact[rows_a.size :]
+        # order negatives and positives by (query, score descending, negatives first within ties): a positive's n_i
+        # is the number of negatives before it in its query
+        rows_r, slot_r = np.nonzero(rescore)
+        all_rows = np.concatenate([rows_n, rows_r])
+        is_pos = np.arange(all_rows.size) >= rows_n.size
+        order = np.lexsort((is_pos, -np.concatenate([v_n, v_p[rows_r, slot_r]]), all_rows))
+        r_o, p_o = all_rows[order], is_pos[order]
+        neg_before = np.cumsum(~p_o) - ~p_o  # over all queries, exclusive
+        neg_start = np.cumsum(np.bincount(rows_n, minlength=c)) - np.bincount(rows_n, minlength=c)
+        n_neg = np.full((c, p_max), m, dtype=np.int64)  # positives below the bar: past every cut-off
+        orig = order[p_o] - rows_n.size  # the positives, in sorted order, as indices into rows_r / slot_r
+        n_neg[rows_r[orig], slot_r[orig]] = neg_before[p_o] - neg_start[r_o[p_o]]
+        n_neg.sort(axis=1)  # the i-th best positive has the i-th smallest count (counts fall as scores rise)
+        return _binary_metrics(torch.from_numpy(npos), torch.from_numpy(n_neg), wanted, self.recall_at)
+
+    @staticmethod
+    def _candidates(s16: np.ndarray, bar: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(rows, cols, bits)`` of the entries with a bf16 score ``>= bar`` (per row, float64)."""
+        c, m = s16.shape
+        t_bits = _bf16_floor(bar)
+        t_val = _bf16_to_f64(t_bits)
+        # for a threshold t > 0 the int16 order of bit patterns is the float order on [t, inf) and every pattern
+        # below t's (negatives, -0) is a value < t: one integer compare per score
+        fast = t_val > 0
+        thr = np.where(fast, t_bits, np.int16(32767))
+        flat = np.flatnonzero(s16 >= thr[:, None])
+        slow = np.flatnonzero(~fast)
+        if slow.size:
+            sub = (s16[slow].astype(np.int32) << 16).view(np.float32) >= t_val[slow, None].astype(np.float32)
+            r2, c2 = np.nonzero(sub)
+            flat = np.concatenate([flat, slow[r2] * m + c2])
+        rows, cols = np.divmod(flat, m)
+        return rows, cols, s16.ravel()[flat]
+
+    @staticmethod
+    def _kth_largest(rows: np.ndarray, bits: np.ndarray, depth: np.ndarray, c: int) -> np.ndarray:
+        """``[C]`` the ``depth[r]``-th largest bf16 value among the candidates of row r (NaN if it has fewer)."""
+        b = bits.astype(np.int64)
+        mono = np.where(b >= 0, b, -b - 32769)  # order-preserving integer key of the bf16 value
+        srt = np.sort((rows.astype(np.int64) << 16) | (32767 - mono))  # rows ascending, values descending
+        cnt = np.bincount(rows, minlength=c)
+        start = np.cumsum(cnt) - cnt
+        out = np.full(c, np.nan)
+        ok = cnt >= depth
+        mono_k = 32767 - (srt[start[ok] + depth[ok] - 1] & 0xFFFF)
+        out[ok] = _bf16_to_f64(np.where(mono_k >= 0, mono_k, -mono_k - 32769).astype(np.int16))
+        return out
+
+    def _dense(self, qi: Tensor) -> dict[str, Tensor]:
+        """Dense float64 scores of the chunk (the same float64 ranking), for chunks with too many candidates."""
+        if self.gallery64 is None:
+            self.gallery64 = _Gallery64(self.gallery)
+        self_pos = torch.from_numpy(self.gal_pos)[qi] if self.exclude_self else None
+        scores, valid = _dense_scores(self.emb[qi], self.gallery64, self_pos)
+        lab = torch.from_numpy(self.labels)
+        pos = (lab[qi][:, None] == torch.from_numpy(self.g_lab)[None, :]) & valid
+        return _binary_metrics_from_scores(scores, pos, self.wanted, self.recall_at)
+
+
+_MAX_LEVELS = 255  # the count engine packs a level into 8 bits of its sort key
+_SPARSE_FRACTION = 16  # count by candidates when at most 1/16 of the scores reach the lowest threshold
+_CELL_ROWS = 8  # rows per cell histogram
+_CELLS_PER_THRESHOLD = 8
+_GRADED_BLOCK = 1 << 17  # relevant items per block of rows in the count engine
+
+
+def _count_at_or_above_sorted(
+    scores: np.ndarray, thresholds: np.ndarray, n_real: np.ndarray, method: str = "auto", cells_per_thr: int = 0
+) -> np.ndarray:
+    """``[C, K]`` int64: the number of entries of ``scores[r]`` that are ``>= thresholds[r, k]``.
+
+    ``thresholds [C, K]`` holds ``n_real[r]`` ascending real thresholds first in each row (the rest is ignored and
+    gets 0). Exact for float32 and float64. ``method``: ``"sparse"`` gathers the entries at or above the row's
+    lowest threshold and looks each up among the thresholds (cheap when few entries reach it); ``"cells"`` is the
+    ``O(M)`` cell histogram of :func:`_count_cells`; ``"auto"`` picks sparse when at most 1/16 of the entries reach
+    the lowest threshold.
+    """
+    c, m = scores.shape
+    if thresholds.dtype != scores.dtype:
+        raise ValueError(f"thresholds ({thresholds.dtype}) must have the scores' dtype ({scores.dtype}) to be exact")
+    cells_per_thr = cells_per_thr or _CELLS_PER_THRESHOLD
+    out = np.zeros(thresholds.shape, dtype=np.int64)
+    if thresholds.shape[1] == 0 or not n_real.any():
+        return out
+    lowest = np.where(n_real > 0, thresholds[:, 0], np.inf).astype(scores.dtype)
+    reach = scores >= lowest[:, None] if method != "cells" else None
+    if method == "sparse" or (method == "auto" and np.count_nonzero(reach) * _SPARSE_FRACTION <= c * m):
+        flat = np.flatnonzero(reach)
+        vals = scores.ravel()[flat]
+        bounds = np.searchsorted(flat, np.arange(c + 1) * m)
+        for r in np.flatnonzero(n_real > 0):
+            nr = int(n_real[r])
+            idx = np.searchsorted(thresholds[r, :nr], vals[bounds[r] : bounds[r + 1]], side="right")
+            hist = np.bincount(idx, minlength=nr + 1)  # hist[b]: entries with exactly b thresholds <= them
+            out[r, :nr] = np.cumsum(hist[::-1])[::-1][1:]
+        return out
+    for r0 in range(0, c, _CELL_ROWS):  # a few rows per histogram: its tables stay in cache
+        rs = slice(r0, r0 + _CELL_ROWS)
+        out[rs] = _count_cells(scores[rs], thresholds[rs], n_real[rs], cells_per_thr)
+    return out
+
+
+def _count_cells(scores: np.ndarray, thresholds: np.ndarray, n_real: np.ndarray, cells_per_thr: int) -> np.ndarray:
+    """:func:`_count_at_or_above_sorted` by a histogram over a monotone cell map (a few rows at a time).
+
+    Per row, ``f(s) = clip(trunc(fl(fl(s - a) * w) + 1.5), 0, G + 2)`` with ``a`` the lowest threshold and
+    ``w = G / (highest - lowest)``; every floating-point step is monotone, so ``f`` is non-decreasing in ``s``:
+    ``f(s) > f(t)`` implies ``s > t`` and ``f(s) < f(t)`` implies ``s < t``, whatever the rounding. Hence
+    ``#{s >= t} = #{f(s) > f(t)} + #{f(s) = f(t), s >= t}``: the first term is a suffix sum of the cell histogram,
+    the second needs exact comparisons only for the entries in a cell that holds a threshold (a small fraction with
+    ``G = 8 x`` the number of thresholds). ``O(M + K)`` per row instead of the ``O(M log M)`` of a sort.
+    """
+    b, m = scores.shape
+    k = thresholds.shape[1]
+    dt = scores.dtype
+    real = np.arange(k)[None, :] < n_real[:, None]
+    has = n_real > 0
+    lo = np.where(has, thresholds[:, 0], 0).astype(dt)
+    hi = np.where(has, thresholds[np.arange(b), np.maximum(n_real - 1, 0)], 0).astype(dt)
+    g = int(min(max(16, cells_per_thr * int(n_real.max())), 2 * m, 1 << 21))
+    span = hi.astype(np.float64) - lo.astype(np.float64)
+    w = np.where(span > 0, g / np.maximum(span, 1e-300), 1.0)
+    w = np.minimum(w, 1e30).astype(dt)  # any positive finite scale keeps f monotone
+    n_cells = g + 3
+    offset = (np.arange(b, dtype=np.int64) * n_cells)[:, None]
+
+    def cells(x: np.ndarray) -> np.ndarray:  # flat (row, cell) ids; the same arithmetic for scores and thresholds
+        y = np.subtract(x, lo[:, None], dtype=dt)
+        np.multiply(y, w[:, None], out=y)
+        np.add(y, dt.type(1.5), out=y)
+        np.clip(y, 0, g + 2, out=y)
+        ids = y.astype(np.int64)
+        ids += offset
+        return ids
+
+    cell = cells(scores).ravel()  # [B*M]
+    above = m - np.cumsum(np.bincount(cell, minlength=b * n_cells).reshape(b, n_cells), axis=1).ravel()
+    thr = thresholds[real]  # real thresholds, row after row, ascending within a row
+    thr_cell = cells(thresholds)[real]  # non-decreasing
+    n_ge = np.take(above, thr_cell)  # entries in higher cells
+    per_cell = np.bincount(thr_cell, minlength=b * n_cells)
+    first = np.cumsum(per_cell) - per_cell  # index in ``thr`` of the first threshold of each cell
+    fine = np.flatnonzero(np.take(per_cell.astype(bool), cell))  # entries sharing a cell with a threshold
+    if fine.size:
+        f_cell = np.take(cell, fine)
+        f_val = np.take(scores.ravel(), fine)
+        f_first = np.take(first, f_cell)
+        f_n = np.take(per_cell, f_cell)
+        le = (np.take(thr, f_first) <= f_val).astype(np.int64)  # thresholds of the cell that are <= the entry
+        heavy = f_n > 16
+        sel = np.flatnonzero((f_n > 1) & ~heavy)
+        j = 1
+        while sel.size:
+            le[sel] += np.take(thr, f_first[sel] + j) <= f_val[sel]
+            j += 1
+            sel = sel[f_n[sel] > j]
+        if heavy.any():  # many tied or crowded thresholds in one cell: binary search within the cell
+            h = np.flatnonzero(heavy)
+            h = h[np.argsort(f_cell[h], kind="stable")]
+            ids, seg = np.unique(f_cell[h], return_index=True)
+            for cell_id, at in zip(ids, np.split(h, seg[1:])):
+                t0, tn = int(first[cell_id]), int(per_cell[cell_id])
+                le[at] = np.searchsorted(thr[t0 : t0 + tn], f_val[at], side="right")
+        # the entry is >= the cell's thresholds first .. first + le - 1: a difference array over ``thr``
+        diff = np.bincount(f_first, minlength=thr.size + 1) - np.bincount(f_first + le, minlength=thr.size + 1)
+        n_ge += np.cumsum(diff)[: thr.size]
+    out = np.zeros((b, k), dtype=np.int64)
+    out[real] = n_ge
+    return out
+
+
+class _CountEngine:
+    """CPU engine for graded (and binary) metrics on flat or hierarchical labels.
+
+    Per chunk: dense scores by BLAS (numpy) in the embeddings' dtype; binary positives from the column-0 label groups
+    and graded relevant items from the label tree (:class:`_TreeRanker`'s contiguous ranges), so no ``[C, M]`` label
+    matrix is built. The relevant items of a query are sorted by (score, level) and masked out of the row; the
+    number of irrelevant items scoring ``>=`` each of them comes from :func:`_count_at_or_above_sorted`. The
+    position of the k-th relevant item in the (pessimistic) ranking is ``k + #irrelevant >= its score``.
+    """
+
+    split_rows = True
+
+    def __init__(self, emb, labels, g_idx, gal_pos, gallery, exclude_self, want_binary, want_graded, recall_at, rel):
+        self.emb_np = emb.numpy()
+        self.uniq = gallery.uniq.numpy()
+        self.inv = gallery.inv.numpy() if gallery.inv is not None else None
+        self.m = g_idx.numel()
+        self.exclude_self, self.want_binary, self.want_graded, self.recall_at = (
+            exclude_self,
+            want_binary,
+            want_graded,
+            recall_at,
+        )
+        self.relevance, self.alpha, self.count_self = rel
+        self.n_lv = num_levels(labels)
+        tree = _TreeRanker(labels, g_idx, gal_pos)
+        self.node_ids = [x.numpy() for x in tree.node_ids]
+        self.sorted_ids = [x.numpy() for x in tree.sorted_ids]
+        self.perm = tree.perm.numpy().astype(np.int32)  # m < 2^31
+        self.col0 = tree.col0.numpy()
+        self.order0, self.uniq0 = tree.order0.numpy(), tree.uniq0.numpy()
+        self.counts0, self.starts0 = tree.counts0.numpy(), tree.starts0.numpy()
+        self.gal_pos = gal_pos.numpy()
+        self.buf: np.ndarray | None = None
+
+    def produce(self, qi: Tensor) -> np.ndarray:
+        """``[C, M]`` scores of the chunk (a reused buffer), -inf at the query's own gallery entry."""
+        qn = qi.numpy()
+        c = qn.size
+        buf = self.buf
+        if buf is None or buf.shape[0] < c:
+            buf = self.buf = np.empty((c, self.m), dtype=self.emb_np.dtype)
+        scores = buf[:c]
+        q = self.emb_np[qn]
+        if self.inv is None:
+            np.matmul(q, self.uniq.T, out=scores)
+        else:  # distinct vectors scored once, so duplicates tie exactly
+            np.take(q @ self.uniq.T, self.inv, axis=1, out=scores)
+        if self.exclude_self:
+            sp = self.gal_pos[qn]
+            has = sp >= 0
+            scores[np.flatnonzero(has), sp[has]] = -np.inf
+        return scores
+
+    def finish(self, qi: Tensor, scores: np.ndarray) -> dict[str, Tensor]:
+        qn = qi.numpy()
+        self_pos = self.gal_pos[qn] if self.exclude_self else np.full(qn.size, -1)
+        out: dict[str, Tensor] = {}
+        if self.want_binary:
+            out.update(self._binary(qn, scores, self_pos))
+        if self.want_graded:
+            out.update(self._graded(qn, scores, self_pos))
+        return out
+
+    def _binary(self, qn: np.ndarray, scores: np.ndarray, self_pos: np.ndarray) -> dict[str, Tensor]:
+        c, m = scores.shape
+        ql = self.col0[qn]
+        k = np.minimum(np.searchsorted(self.uniq0, ql), self.uniq0.size - 1)
+        cnt = np.where(self.uniq0[k] == ql, self.counts0[k], 0)
+        p_max = max(int(cnt.max()), 1)
+        ar = np.arange(p_max)
+        members = self.order0[np.minimum(self.starts0[k][:, None] + ar, m - 1)]
+        slot = (ar < cnt[:, None]) & (members != self_pos[:, None])
+        npos = slot.sum(1)
+        p_asc = np.sort(np.where(slot, np.take_along_axis(scores, members, 1), np.inf), axis=1)  # real ones first
+        ge_all = _count_at_or_above_sorted(scores, p_asc, npos)  # [C, P] any item >= p
+        # positives >= p: everything from the first of p's ties on (ascending order)
+        start = np.concatenate([np.ones((c, 1), bool), p_asc[:, 1:] != p_asc[:, :-1]], axis=1)
+        tie_start = np.maximum.accumulate(np.where(start, ar, 0), axis=1)
+        n_neg_asc = ge_all - (npos[:, None] - tie_start)
+        # the i-th best positive is the (npos - 1 - i)-th in ascending order
+        n_neg = np.take_along_axis(n_neg_asc, np.clip(npos[:, None] - 1 - ar, 0, None), 1)
+        return _binary_metrics(torch.from_numpy(npos), torch.from_numpy(n_neg), self.want_binary, self.recall_at)
+
+    def _ranges(self, qn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        starts, ends = [], []
+        for ids, sid in zip(self.node_ids, self.sorted_ids):
+            qid = ids[qn]
+            starts.append(np.searchsorted(sid, qid, side="left"))
+            ends.append(np.searchsorted(sid, qid, side="right"))
+        return np.stack(starts, 1), np.stack(ends, 1)
+
+    def _graded(self, qn: np.ndarray, scores: np.ndarray, self_pos: np.ndarray) -> dict[str, Tensor]:
+        start, end = self._ranges(qn)  # [C, L] tree-order ranges, nested: depth 1 widest
+        n_cand = end[:, 0] - start[:, 0]
+        step = max(1, _GRADED_BLOCK // max(int(n_cand.max()), 1))  # row blocks of relevant items stay in cache
+        outs = [
+            self._graded_block(scores[r : r + step], start[r : r + step], end[r : r + step], self_pos[r : r + step])
+            for r in range(0, qn.size, step)
+        ]
+        return {key: torch.from_numpy(np.concatenate([o[key] for o in outs])) for key in outs[0]}
+
+    def _graded_block(self, scores: np.ndarray, start: np.ndarray, end: np.ndarray, self_pos: np.ndarray) -> dict:
+        b, m = scores.shape
+        n_lv = self.n_lv
+        n_cand = end[:, 0] - start[:, 0]
+        r_max = max(int(n_cand.max()), 1)
+        ar = np.arange(r_max, dtype=np.int32)
+        tpos = start[:, :1].astype(np.int32) + ar  # [B, R] tree-order positions
+        in_range = ar < n_cand[:, None]
+        # level = number of nested ranges holding the position: +1 at each range start, -1 at its end, cumsum
+        steps = np.zeros((b, r_max + 1), dtype=np.int32)
+        rows = np.arange(b)
+        for d in range(n_lv):
+            np.add.at(steps, (rows, start[:, d] - start[:, 0]), 1)
+            np.add.at(steps, (rows, end[:, d] - start[:, 0]), -1)
+        level = np.cumsum(steps[:, :r_max], axis=1, dtype=np.int32)
+        gpos = np.take(self.perm, np.minimum(tpos, m - 1, out=tpos))  # gallery positions
+        real = in_range & (gpos != self_pos[:, None])
+        level[~real] = 0
+        n_rel = real.sum(1)
+        flat = gpos + (np.arange(b) * m)[:, None]  # [B, R] int64 index into the block
+        rel_s = np.take(scores, flat)
+        np.put(scores, flat[in_range], -np.inf)  # relevant items out: count the irrelevant ones (our buffer)
+        counts = np.bincount((level + (np.arange(b, dtype=np.int32) * (n_lv + 1))[:, None]).ravel(),
+                             minlength=b * (n_lv + 1)).reshape(b, n_lv + 1).astype(np.float64)  # fmt: skip
+        counts[:, 0] = m - (self_pos >= 0) - n_rel
+        tab_counts = counts.copy()
+        if self.count_self:
+            tab_counts[:, n_lv] += self_pos >= 0  # the query itself, at the finest level (HAPPIER's convention)
+        if self.relevance == "pop":
+            table = pop_relevance_table(torch.from_numpy(tab_counts), self.alpha).numpy()
+        else:
+            table = map_relevance_table(torch.from_numpy(tab_counts), self.alpha).numpy()
+        # relevant items by (score ascending, level descending): the reverse of the pessimistic ranking
+        rel_s += 0.0  # -0 -> +0
+        if scores.dtype == np.float32:
+            bits = rel_s.view(np.int32)
+            key = (bits ^ ((bits >> 31) & 0x7FFFFFFF)).astype(np.int64)  # order-preserving integer key
+            key <<= 8
+            key |= 255 - level
+            key[~real] = np.iinfo(np.int64).max
+            key.sort(axis=1)
+            level = (255 - (key & 255)).astype(np.int32)
+            key >>= 8
+            bits = key.astype(np.int32)
+            rel_s = (bits ^ ((bits >> 31) & 0x7FFFFFFF)).view(np.float32)
+        else:
+            order = np.lexsort((255 - level, np.where(real, rel_s, np.inf)), axis=-1)
+            level, rel_s = np.take_along_axis(level, order, 1), np.take_along_axis(rel_s, order, 1)
+        real = ar < n_rel[:, None]
+        level[~real] = 0
+        rel_s[~real] = np.inf
+        n_irr = _count_at_or_above_sorted(scores, rel_s, n_rel)  # [B, R]
+        position = n_rel[:, None] - ar + n_irr  # 1-based, in the full ranking
+        return _graded_from_ascending(level, position, real, table, counts, n_lv, self.want_graded)
+
+
+def _graded_from_ascending(
+    level: np.ndarray, position: np.ndarray, real: np.ndarray, table: np.ndarray, counts: np.ndarray, n_lv: int, wanted
+) -> dict[str, np.ndarray]:
+    """NDCG / H-AP / ASI per query from its relevant items in *reverse* ranking order.
+
+    ``level [C, R]`` (1..T), ``position [C, R]`` (1-based, full ranking), ``real [C, R]`` (the rest is padding),
+    ``table [C, T+1]`` the relevance of each level and ``counts [C, T+1]`` the gallery items at each level.
+    """
+    c, r_max = level.shape
+    n_rel = counts[:, 1:].sum(1)
+    has_rel = n_rel > 0
+    out: dict[str, np.ndarray] = {"_has_rel": has_rel}
+    pos = np.where(real, position, 1).astype(np.float64)
+    flat_level = level + (np.arange(c, dtype=np.int32) * (n_lv + 1))[:, None]  # index into [C, T+1] tables
+    if "ndcg" in wanted:
+        gains = 2.0 ** np.arange(n_lv + 1) - 1.0
+        dcg = (gains[level] / np.log2(1.0 + pos)).sum(1)  # padding has level 0, gain 0
+        disc = 1.0 / np.log2(2.0 + np.arange(r_max))  # positions 1..R
+        cdisc = np.concatenate([[0.0], np.cumsum(disc)])
+        idcg = np.zeros(c)
+        above = np.zeros(c, dtype=np.int64)
+        for lv in range(n_lv, 0, -1):  # ideal: levels in decreasing order
+            end = above + counts[:, lv].astype(np.int64)
+            idcg += gains[lv] * (cdisc[end] - cdisc[above])
+            above = end
+        out["ndcg"] = np.where(has_rel, dcg / np.maximum(idcg, 1e-300), np.nan)
+    if "hap" not in wanted and "asi" not in wanted:
+        return out
+    rel_k = np.take(table, flat_level)  # [C, R] (level 0 has relevance 0)
+    hrank = rel_k.copy()
+    own_before = np.zeros((c, r_max), dtype=np.int32)  # items of the same level ranked before
+    is_lv = np.empty((c, r_max), dtype=bool)
+    before = np.empty((c, r_max), dtype=np.int32)
+    term = np.empty((c, r_max))
+    present = counts[:, 1:].sum(0) > 0
+    for lv in range(1, n_lv + 1):
+        if not present[lv - 1]:
+            continue
+        np.equal(level, lv, out=is_lv)
+        np.cumsum(is_lv, axis=1, dtype=np.int32, out=before)
+        np.subtract(before[:, -1:], before, out=before)  # ranked before = later in this (reversed) order
+        if "hap" in wanted:
+            np.minimum(rel_k, table[:, lv : lv + 1], out=term)
+            term *= before
+            hrank += term
+        np.copyto(own_before, before, where=is_lv)
+    if "hap" in wanted:
+        contrib = (hrank / pos).sum(1)  # padding has relevance 0
+        total_rel = (table * counts).sum(1)
+        out["hap"] = np.where(has_rel, contrib / np.maximum(total_rel, 1e-300), np.nan)
+    if "asi" in wanted:
+        n_max = int(n_rel.max()) if c else 0
+        harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, n_max + 1))])  # H_0..H_nmax
+        suffix = counts[:, ::-1].cumsum(1)[:, ::-1]  # items at level >= l
+        above_lv = np.concatenate([suffix[:, 1:], np.zeros((c, 1))], axis=1).astype(np.int64)  # items above l
+        n_r = n_rel.astype(np.int64)[:, None]
+        # the item counts for n = first .. R, first = max(position, rank within its level + items above it)
+        first = np.maximum(np.where(real, position, n_r + 1), own_before + 1 + np.take(above_lv, flat_level))
+        np.minimum(first, n_r + 1, out=first)
+        out["asi"] = np.where(has_rel, (harmonic[n_r] - harmonic[first - 1]).sum(1) / np.maximum(n_rel, 1), np.nan)
+    return out
 
 
 def _sort_desc_pessimistic(scores: Tensor, levels: Tensor) -> tuple[Tensor, Tensor]:

@@ -457,18 +457,20 @@ def test_count_at_or_above_both_branches_vs_brute_force(spread):
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_tree_and_generic_graded_engines_agree_with_ties_and_split(seed):
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_count_tree_and_generic_graded_engines_agree_with_ties_and_split(seed, dtype):
     gen = torch.Generator().manual_seed(seed)
-    x, _ = _tied_embeddings(90, 8, 8, gen)
+    x, _ = _tied_embeddings(90, 8, 8, gen)  # scores are multiples of 1/4: exact in both dtypes, many ties
     fine = torch.randint(0, 15, (90,), generator=gen)
     labels = torch.stack([fine % 5, fine // 5, fine // 10], 1)  # fine ids reused under different parents
-    for kw in ({}, {"query_idx": torch.arange(30), "gallery_idx": torch.arange(20, 90)}):
+    for kw in ({}, {"query_idx": torch.arange(30), "gallery_idx": torch.arange(20, 90)}, {"exclude_self": False}):
         for relevance, alpha in (("pop", 1.0), ("pop", 0.5), ("map", [1.0, 0.5, 0.25])):
             common = {"metrics": ALL, "recall_at": (1, 7), "relevance": relevance, "alpha": alpha, "chunk_size": 11}
-            tree = retrieval_metrics(x.double(), labels, graded_engine="tree", per_query=True, **common, **kw)
-            gen_ = retrieval_metrics(x.double(), labels, graded_engine="generic", per_query=True, **common, **kw)
-            for key, ref in gen_["per_query"].items():
-                torch.testing.assert_close(tree["per_query"][key], ref, atol=1e-12, rtol=0, equal_nan=True)
+            gen_ = retrieval_metrics(x.to(dtype), labels, graded_engine="generic", per_query=True, **common, **kw)
+            for engine in ("tree", "count"):
+                got = retrieval_metrics(x.to(dtype), labels, graded_engine=engine, per_query=True, **common, **kw)
+                for key, ref in gen_["per_query"].items():
+                    torch.testing.assert_close(got["per_query"][key], ref, atol=1e-12, rtol=0, equal_nan=True)
 
 
 @pytest.mark.gpu
@@ -480,3 +482,123 @@ def test_cuda_device_matches_cpu():
     gpu = evaluate_retrieval(x.cuda(), h.cuda(), metrics=ALL, recall_at=(1, 10))
     gpu_arg = evaluate_retrieval(x, h, metrics=ALL, recall_at=(1, 10), device="cuda")
     assert gpu == pytest.approx(cpu, abs=1e-9) and gpu_arg == pytest.approx(cpu, abs=1e-9)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the CPU count engine: exact counts by cell histogram, against brute force and the other engines
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["sparse", "cells", "auto"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cells_per_thr", [1, 8])
+def test_count_at_or_above_sorted_vs_brute_force(method, dtype, cells_per_thr):
+    from common.metrics.retrieval import _count_at_or_above_sorted
+
+    rng = np.random.default_rng(0)
+    c, m, k = 12, 400, 40
+    scores = (np.round(rng.standard_normal((c, m)) * 8) / 32).astype(dtype)  # many exact ties
+    scores[rng.random((c, m)) < 0.05] = -np.inf  # excluded entries
+    scores[0, :50] = -0.0  # signed zeros tie with +0 thresholds
+    scores[1] = rng.standard_normal(m).astype(dtype)  # a tie-free row
+    n_real = rng.integers(0, k + 1, c)
+    n_real[2], n_real[3] = 0, k  # a row without thresholds, a full one
+    thr = np.full((c, k), np.inf, dtype=dtype)
+    for r in range(c):
+        pick = rng.choice(m, n_real[r])
+        thr[r, : n_real[r]] = np.sort(np.where(np.isfinite(scores[r, pick]), scores[r, pick], 0.0))
+    thr[0, : n_real[0]] = 0.0  # one crowded cell: more than 16 tied thresholds take the binary-search branch
+    thr[4, : n_real[4]] = np.sort(rng.standard_normal(n_real[4])) * 1e-30  # tiny spread
+    got = _count_at_or_above_sorted(scores, thr, n_real, method=method, cells_per_thr=cells_per_thr)
+    for r in range(c):
+        for i in range(k):
+            expected = int((scores[r] >= thr[r, i]).sum()) if i < n_real[r] else 0
+            assert got[r, i] == expected, (r, i)
+
+
+def test_count_engine_matches_tree_engine_on_random_hierarchy():
+    """Tie-free float64 data with three levels, a query/gallery split and chunks: count and tree agree per query."""
+    gen = torch.Generator().manual_seed(11)
+    n = 900
+    fine = torch.randint(0, 60, (n,), generator=gen)
+    labels = torch.stack([fine, fine // 6, fine // 30], 1)
+    centers = torch.randn(60, 16, generator=gen, dtype=torch.float64)
+    x = centers[fine] + 1.2 * torch.randn(n, 16, generator=gen, dtype=torch.float64)
+    kw = {"metrics": ALL, "recall_at": (1, 10), "per_query": True, "chunk_size": 97}
+    for split in ({}, {"query_idx": torch.arange(0, 300), "gallery_idx": torch.arange(200, n)}):
+        count = retrieval_metrics(x, labels, graded_engine="count", **kw, **split)
+        tree = retrieval_metrics(x, labels, graded_engine="tree", **kw, **split)
+        for key, ref in tree["per_query"].items():
+            torch.testing.assert_close(count["per_query"][key], ref, atol=1e-12, rtol=0, equal_nan=True)
+        assert 0.1 < count["hap"] < 0.9 and 0.1 < count["asi"] < 0.9  # non-trivial
+
+
+def test_count_engine_rejects_what_it_cannot_do():
+    x, labels = torch.randn(20, 4), torch.rand(20, 3) < 0.5
+    with pytest.raises(ValueError, match="generic"):
+        retrieval_metrics(x, labels, metrics=("hap",), graded_engine="count")
+    with pytest.raises(ValueError, match="graded_engine"):
+        retrieval_metrics(x, torch.zeros(20, dtype=torch.long), metrics=("hap",), graded_engine="sort")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the bf16 candidate pass: per-vector error bound, bf16 helpers, hard cases
+# ----------------------------------------------------------------------------------------------------------------
+def test_bf16_per_vector_bound_holds_for_the_matmul_used():
+    """|b - s| <= u|b| + E with E = e_q max|y^| + |q| max e_y + gamma_d |q^| max|y^| (see _Bf16Binary)."""
+    gen = torch.Generator().manual_seed(1)
+    u = 2.0**-8
+    for dim in (8, 64, 512):
+        a = torch.nn.functional.normalize(torch.randn(300, dim, generator=gen), dim=1)
+        a[1] = a[0]
+        a[2] = -a[0]  # |s| = 1 both ways
+        ab = a.bfloat16()
+        b = torch.mm(ab, ab.T.contiguous()).double()
+        s = a.double() @ a.double().T
+        e = (ab.double() - a.double()).norm(dim=1)
+        nb = ab.double().norm(dim=1)
+        gamma = dim * 2.0**-24 / (1 - dim * 2.0**-24)
+        err = e * nb.max() + a.double().norm(dim=1) * e.max() + gamma * nb * nb.max()
+        assert ((b - s).abs() <= u * b.abs() + err[:, None]).all()
+        assert err.max() < 0.01  # and it is much tighter than the worst case (about 0.012 at d = 512)
+
+
+def test_bf16_floor_and_bits_helpers():
+    from common.metrics.retrieval import _bf16_floor, _bf16_to_f64
+
+    rng = np.random.default_rng(0)
+    y = np.concatenate([rng.standard_normal(2000), rng.standard_normal(200) * 1e-38, [0.0, -0.0, 1.0, -1.0, 3e38]])
+    y = np.concatenate([y, np.inf * np.ones(1)])
+    bits = _bf16_floor(y)
+    val = _bf16_to_f64(bits)
+    assert (val <= y).all()
+    finite = np.isfinite(val) & (val != 0)
+    step = np.where(val[finite] >= 0, 1, -1)  # one bf16 step up from the floor (away from 0 for positives)
+    up = _bf16_to_f64((bits[finite].view(np.uint16).astype(np.int64) + step).astype(np.uint16).view(np.int16))
+    assert (up > y[finite]).all()  # the next bf16 value up is above y: the floor is the largest <= y
+    exact = torch.tensor(y[np.isfinite(y)]).float().bfloat16()
+    round_trip = _bf16_to_f64(exact.view(torch.int16).numpy())
+    np.testing.assert_array_equal(round_trip, exact.double().numpy())
+
+
+def _outlier_set(seed: int, class_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tight classes plus a few members replaced by random directions: their class-mates have a positive at a
+    cosine near or below 0, so those queries take the float (non-integer) compare of the candidate pass."""
+    gen = torch.Generator().manual_seed(seed)
+    n = max(900, 40 * class_size)  # positives stay well below 1/16 of the gallery, so no chunk falls back
+    labels = torch.arange(n) // class_size
+    centers = torch.randn(int(labels.max()) + 1, 32, generator=gen)
+    x = centers[labels] + 0.6 * torch.randn(n, 32, generator=gen)
+    out = torch.randperm(n, generator=gen)[:6]
+    x[out] = torch.randn(6, 32, generator=gen)
+    x[torch.randperm(n, generator=gen)[:20]] = x[torch.randperm(n, generator=gen)[:20]]  # exact duplicates
+    return torch.nn.functional.normalize(x, dim=1), labels
+
+
+@pytest.mark.parametrize("class_size", [9, 90])  # 90: more than 64 positives, every candidate is rescored
+@pytest.mark.parametrize("metrics", [BINARY, ("recall", "precision_at_1", "r_precision", "map_at_r")])
+def test_bf16_candidate_pass_with_outliers_and_large_classes(class_size, metrics):
+    x, labels = _outlier_set(0, class_size)
+    kw = {"metrics": metrics, "recall_at": (1, 4, 100), "per_query": True, "chunk_size": 128}
+    fast = retrieval_metrics(x, labels, candidate_pass="bf16", **kw)
+    exact = retrieval_metrics(x.double(), labels, candidate_pass="off", **kw)
+    for key, ref in exact["per_query"].items():
+        torch.testing.assert_close(fast["per_query"][key], ref, atol=1e-12, rtol=0, equal_nan=True)
