@@ -441,7 +441,7 @@ def test_bf16_error_bound_holds():
 
 @pytest.mark.parametrize("spread", [0.01, 10.0])
 def test_count_at_or_above_both_branches_vs_brute_force(spread):
-    from common.metrics.retrieval import _count_at_or_above
+    from common.metrics.retrieval_dense import _count_at_or_above
 
     gen = torch.Generator().manual_seed(0)
     scores = torch.round(torch.randn(20, 300, generator=gen) * 4) / 4  # many ties
@@ -491,7 +491,7 @@ def test_cuda_device_matches_cpu():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("cells_per_thr", [1, 8])
 def test_count_at_or_above_sorted_vs_brute_force(method, dtype, cells_per_thr):
-    from common.metrics.retrieval import _count_at_or_above_sorted
+    from common.metrics.retrieval_count import _count_at_or_above_sorted
 
     rng = np.random.default_rng(0)
     c, m, k = 12, 400, 40
@@ -562,7 +562,7 @@ def test_bf16_per_vector_bound_holds_for_the_matmul_used():
 
 
 def test_bf16_floor_and_bits_helpers():
-    from common.metrics.retrieval import _bf16_floor, _bf16_to_f64
+    from common.metrics.retrieval_bf16 import _bf16_floor, _bf16_to_f64
 
     rng = np.random.default_rng(0)
     y = np.concatenate([rng.standard_normal(2000), rng.standard_normal(200) * 1e-38, [0.0, -0.0, 1.0, -1.0, 3e38]])
