@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DistributedSampler
 
-from common.models.distributed import all_gather_no_grad
+from common.models.distributed import gather_by_index
 from gallop.losses import gallop_loss, prompt_dropout, topk_reduce
 from gallop.scores import ood_scores, predict_proba
 
@@ -243,10 +243,9 @@ class GalLoPModule(L.LightningModule):
         if not chunks:
             return None
         x = torch.cat(chunks)  # [n_local]
-        index = torch.cat(store["index"]) if store.get("index") else None
-        if self._world_size() > 1:
-            x, index = _gather_uneven(x), _gather_uneven(index)
-        return x if index is None else unique_by_index(index, x)
+        if not store.get("index"):  # one process (checked in _eval_batch)
+            return x
+        return gather_by_index(torch.cat(store["index"]), x)[1]
 
     def compute_test_metrics(self) -> dict[str, float]:
         """Metrics from what the test (or validation) steps stored; see the module docstring for the names."""
@@ -327,26 +326,3 @@ def _is_sharded(loader: Any) -> bool:
         if isinstance(s, DistributedSampler) or getattr(s, "num_replicas", 1) > 1 or getattr(s, "world_size", 1) > 1:
             return True
     return False
-
-
-def _gather_uneven(x: torch.Tensor) -> torch.Tensor:
-    """``[n_r]`` on rank ``r`` -> ``[sum_r n_r]`` in rank order, on every rank (the ``n_r`` may differ)."""
-    sizes = all_gather_no_grad(torch.tensor([x.shape[0]], device=x.device))  # [world]
-    padded = torch.cat([x, x.new_zeros(int(sizes.max()) - x.shape[0])])  # [max_n]
-    parts = all_gather_no_grad(padded).view(len(sizes), -1)  # [world, max_n]
-    return torch.cat([parts[r, : int(n)] for r, n in enumerate(sizes)])
-
-
-def unique_by_index(index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """One value per distinct ``index`` (the first seen), sorted by index: ``[N]`` for ``index, values [M >= N]``.
-
-    Repeated indices are the same item evaluated twice (DistributedSampler padding, or every rank evaluating an
-    unsharded set) and carry the same value.
-    """
-    if index.shape != values.shape[:1]:
-        raise ValueError(f"{index.shape[0]} indices for {values.shape[0]} values")
-    order = torch.argsort(index, stable=True)
-    index, values = index[order], values[order]
-    first = torch.ones_like(index, dtype=torch.bool)
-    first[1:] = index[1:] != index[:-1]
-    return values[first]

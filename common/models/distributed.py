@@ -52,3 +52,34 @@ def all_gather_no_grad(x: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(x) for _ in range(world_size())]
     dist.all_gather(parts, x.contiguous())
     return torch.cat(parts, dim=0)
+
+
+@torch.no_grad()
+def all_gather_uneven(x: torch.Tensor) -> torch.Tensor:
+    """``[n_r, ...]`` on rank ``r`` -> ``[sum_r n_r, ...]`` in rank order, on every rank; the ``n_r`` may differ
+    (each rank pads to the largest, the padding is cut off after the gather). Identity without DDP."""
+    if world_size() == 1:
+        return x
+    sizes = all_gather_no_grad(torch.tensor([x.shape[0]], device=x.device))  # [world]
+    pad = x.new_zeros((int(sizes.max()) - x.shape[0], *x.shape[1:]))
+    parts = all_gather_no_grad(torch.cat([x, pad])).view(len(sizes), -1, *x.shape[1:])  # [world, max_n, ...]
+    return torch.cat([parts[r, : int(n)] for r, n in enumerate(sizes)])
+
+
+def gather_by_index(index: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """All-gather ``(index [n], t1 [n, ...], ...)`` from every rank (sizes may differ) and keep one row per distinct
+    dataset index, sorted by index: ``(index [N], t1 [N, ...], ...)``.
+
+    Repeated indices are the same item evaluated twice (``DistributedSampler`` pads uneven shards by repeating
+    items; an unsharded loader makes every rank evaluate everything) and carry the same values; the first is kept.
+    Single process: sorts and de-duplicates only.
+    """
+    for t in tensors:
+        if t.shape[0] != index.shape[0]:
+            raise ValueError(f"{index.shape[0]} indices for {t.shape[0]} rows; pass one dataset index per row")
+    index, *tensors = [all_gather_uneven(t) for t in (index, *tensors)]
+    order = torch.argsort(index, stable=True)
+    index = index[order]
+    keep = torch.ones_like(index, dtype=torch.bool)
+    keep[1:] = index[1:] != index[:-1]
+    return (index[keep], *(t[order][keep] for t in tensors))

@@ -10,19 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
-def gather_in_order(module, index: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """All-gather ``(index [n], t1 [n, ...], ...)`` from every rank and return them sorted by ``index``, with
-    duplicates (DistributedSampler padding) removed. Single process: just sorts.
-    """
-    if module.trainer is not None and module.trainer.world_size > 1:
-        gathered = [module.all_gather(t) for t in (index, *tensors)]  # [world, n, ...]
-        index, *tensors = [g.flatten(0, 1) for g in gathered]
-    order = torch.argsort(index, stable=True)
-    index = index[order]
-    keep = torch.ones_like(index, dtype=torch.bool)
-    keep[1:] = index[1:] != index[:-1]
-    return (index[keep], *(t[order][keep] for t in tensors))
+from common.models.distributed import gather_by_index
 
 
 class EmbeddingEvalMixin:
@@ -55,7 +43,7 @@ class EmbeddingEvalMixin:
         parts = []
         for k in sorted(buffers):
             b = buffers[k]
-            _, emb, lab = gather_in_order(self, torch.cat(b["index"]), torch.cat(b["emb"]), torch.cat(b["label"]))
+            _, emb, lab = gather_by_index(torch.cat(b["index"]), torch.cat(b["emb"]), torch.cat(b["label"]))
             parts.append((emb, lab))
         self._eval_reset()
         if len(parts) == 1:

@@ -18,11 +18,12 @@ import numpy as np
 
 __all__ = ["export_retrieval_run", "loss_curve_from_metrics_csv"]
 
-LOSS_KEYS = ("train/loss", "train/loss_step", "train/loss_epoch")
+LOSS_KEYS = ("loss", "train/loss", "train/loss_step", "train/loss_epoch")  # "loss": our exported step,loss files
 
 
 def loss_curve_from_metrics_csv(path: Path) -> list[tuple[int, float]]:
-    """``[(step, loss)]`` from a Lightning CSV-logger ``metrics.csv`` (the first loss column of :data:`LOSS_KEYS`)."""
+    """``[(step, loss)]`` from a Lightning CSV-logger ``metrics.csv`` or an exported ``step,loss`` file (the first
+    column of :data:`LOSS_KEYS` that the file has; rows without a value in it are skipped)."""
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         columns = reader.fieldnames or []

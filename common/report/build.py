@@ -18,7 +18,6 @@ The HTML references images by relative path, so it opens from disk with no serve
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shutil
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from common.report import plots
+from common.report.artifacts import loss_curve_from_metrics_csv
 from common.report.markdown import to_html
 from common.report.published import published_md
 
@@ -40,14 +40,13 @@ TITLES = {
 }
 
 
-def _curves_from_csv(path: Path, key: str) -> tuple[list[float], list[float]]:
-    xs, ys = [], []
-    with open(path) as f:
-        for row in csv.DictReader(f):
-            if row.get(key) not in (None, ""):
-                xs.append(float(row.get("step") or len(xs)))
-                ys.append(float(row[key]))
-    return xs, ys
+def _loss_series(path: Path) -> tuple[list[int], list[float]] | None:
+    """``(steps, losses)`` of one CSV, or None when it holds no training loss."""
+    try:
+        points = loss_curve_from_metrics_csv(path)
+    except ValueError:
+        return None
+    return ([s for s, _ in points], [v for _, v in points]) if points else None
 
 
 def build(demo_dir: Path, out_dir: Path, results_dir: Path = ROOT / "results") -> dict[str, Any]:
@@ -124,16 +123,11 @@ def build(demo_dir: Path, out_dir: Path, results_dir: Path = ROOT / "results") -
             if p.is_dir():
                 found = sorted(p.rglob("metrics.csv"))
                 p = found[0] if found else p
-            if p.is_file():
-                xs, ys = _curves_from_csv(
-                    p, "train/loss_epoch" if "train/loss_epoch" in p.read_text().splitlines()[0] else "train/loss"
-                )
-                if ys:
-                    series[name] = (xs, ys)
+            if p.is_file() and (curve := _loss_series(p)):
+                series[name] = curve
         for csv_path in sorted(artifacts.glob(f"{method}_curve_*.csv")):
-            xs, ys = _curves_from_csv(csv_path, "loss")
-            if ys:
-                series[csv_path.stem.split("_curve_", 1)[1]] = (xs, ys)
+            if curve := _loss_series(csv_path):
+                series[csv_path.stem.split("_curve_", 1)[1]] = curve
         if series:
             # different losses live on different scales: plot each relative to its first logged value
             scaled = {k: (xs, [y / ys[0] for y in ys]) for k, (xs, ys) in series.items() if ys[0] > 0}

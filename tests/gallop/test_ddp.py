@@ -15,8 +15,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 from common.backbones.clip import create_clip
 from common.data.fewshot import FewShotDataModule
 from common.metrics.ood import ood_metrics
+from common.models.distributed import gather_by_index
 from gallop.model import GalLoP
-from gallop.module import GalLoPModule, _is_sharded, unique_by_index
+from gallop.module import GalLoPModule, _is_sharded
 from tests.conftest import quiet_trainer
 from tests.gallop.helpers import TensorImages
 
@@ -24,7 +25,7 @@ TOPK = [2, 3, 4, 5]
 
 
 # ---------------------------------------------------------------------------------------------------------- fast
-def test_unique_by_index_drops_padding_and_restores_dataset_order():
+def test_gather_by_index_drops_padding_and_restores_dataset_order():
     """DistributedSampler(9 items, 2 ranks, shuffle=False): rank 0 gets 0,2,4,6,8, rank 1 gets 1,3,5,7,0 (padding)."""
     values = torch.tensor([0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0])  # per dataset item
     shards = [list(DistributedSampler(range(9), num_replicas=2, rank=r, shuffle=False)) for r in range(2)]
@@ -32,11 +33,11 @@ def test_unique_by_index_drops_padding_and_restores_dataset_order():
     assert index.tolist().count(0) == 2  # the padding duplicate
     naive = values[index]  # the old `all_gather(x).flatten()`
     assert naive.mean() != values.mean()  # the padded item biases the accuracy: 6/10 vs 5/9
-    torch.testing.assert_close(unique_by_index(index, naive), values)
+    torch.testing.assert_close(gather_by_index(index, naive)[1], values)
     # every rank evaluating the whole (unsharded) set: two copies of everything
-    torch.testing.assert_close(unique_by_index(torch.arange(9).repeat(2), values.repeat(2)), values)
-    with pytest.raises(ValueError, match="3 indices for 2 values"):
-        unique_by_index(torch.arange(3), torch.zeros(2))
+    torch.testing.assert_close(gather_by_index(torch.arange(9).repeat(2), values.repeat(2))[1], values)
+    with pytest.raises(ValueError, match="3 indices for 2 rows"):
+        gather_by_index(torch.arange(3), torch.zeros(2))
 
 
 def test_is_sharded():
