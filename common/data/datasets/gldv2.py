@@ -26,7 +26,7 @@ empty value in a chosen column, are kept out; their counts are in :attr:`GLDv2Tr
 **Retrieval split** (:class:`GLDv2Retrieval`): the test images are the queries and the index images the gallery.
 Relevance is not given by labels but by ``retrieval_solution_v2.1.csv``: each test image lists the index images that
 show its landmark, or ``None`` (no landmark of the index, the image is ignored by the official metric). The queries
-are the test images with a non-empty list (1,129 in v2.1); the others are kept out and counted in
+are the test images with a non-empty list; the others are kept out and counted in
 :attr:`GLDv2Retrieval.num_unmatched_queries`. ``usage`` selects the ``Public``/``Private`` half or both.
 
 :func:`solution_labels` turns the solution into labels that the house metrics understand
@@ -319,6 +319,9 @@ def solution_labels(matches: Sequence[Sequence[int]], num_index: int) -> tuple[n
         q and index item j, "same class" (flat) or "at least one shared label" (multi-label) holds exactly when
         ``j in matches[q]``, so binary metrics on these labels are those of the ground truth. (Graded metrics on
         the multi-label form see at most one shared label, i.e. binary relevance too.)
+
+    Cost: the flat form is free; the multi-label one holds ``M x G`` booleans, and the metrics' generic engine turns
+    the gallery's matrix into floats for every chunk of queries (about 3 GB for the full index and 1,000 groups).
     """
     query_group, members = _groups(matches, num_index)
     n_groups = len(members)
