@@ -17,6 +17,15 @@ from tests.helpers.gldv2_files import make_gldv2
 SMALL = ["data.batch_size=4", "data.eval_batch_size=4", "data.sampler.m=2", "data.pin_memory=false"]
 
 
+def _evaluate(q_lab, g_lab, metrics):
+    """Metrics of random embeddings, queries against the gallery (as the model's query/gallery test does)."""
+    nq, n = len(q_lab), len(q_lab) + len(g_lab)
+    emb = torch.randn(n, 8, generator=torch.Generator().manual_seed(0))
+    labels = torch.cat([q_lab, g_lab])
+    kw = dict(query_idx=torch.arange(nq), gallery_idx=torch.arange(nq, n), exclude_self=False)
+    return evaluate_retrieval(emb, labels, metrics=metrics, **kw)
+
+
 def _loaders(dm):
     batch = next(iter(dm.train_dataloader()))
     q_loader, g_loader = dm.test_dataloader()
@@ -44,15 +53,7 @@ def test_hgldv2_config(tmp_path):
     batch, q_lab, g_lab = _loaders(dm)
     assert batch["image"].shape == (4, 3, 224, 224) and batch["label"].shape == (4, 2)
     assert q_lab.shape == (3, 2) and g_lab.shape == (6, 2)
-    emb = torch.randn(9, 8, generator=torch.Generator().manual_seed(0))
-    res = evaluate_retrieval(
-        emb,
-        torch.cat([q_lab, g_lab]),
-        query_idx=torch.arange(3),
-        gallery_idx=torch.arange(3, 9),
-        exclude_self=False,
-        metrics=("map", "hap", "ndcg"),
-    )
+    res = _evaluate(q_lab, g_lab, ("map", "hap", "ndcg"))
     assert res["num_skipped_queries"] == 0 and 0 < res["hap"] <= 1
 
 
@@ -70,13 +71,5 @@ def test_coco_multilabel_config(tmp_path):
     # every item of the batch shares a label with another one (2 items per label)
     shared = batch["label"].float() @ batch["label"].float().T
     assert ((shared - torch.diag(shared.diagonal())) > 0).any(dim=1).all()
-    emb = torch.randn(7, 8, generator=torch.Generator().manual_seed(0))
-    res = evaluate_retrieval(
-        emb,
-        torch.cat([q_lab, g_lab]),
-        query_idx=torch.arange(2),
-        gallery_idx=torch.arange(2, 7),
-        exclude_self=False,
-        metrics=("map", "hap", "ndcg", "asi"),
-    )
+    res = _evaluate(q_lab, g_lab, ("map", "hap", "ndcg", "asi"))
     assert 0 < res["ndcg"] <= 1 and 0 < res["hap"] <= 1
