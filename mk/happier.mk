@@ -5,7 +5,7 @@
 demo-happier: ## HAPPIER vs ROADMAP on Fashion-MNIST (2 levels): H-AP, ASI, NDCG, R@1 + retrieval grid (~1.5 min, 2 CPU cores)
 	$(PY) -m happier.demo $(ARGS)
 
-test-happier: ## run the HAPPIER tests (losses, relevance cache, DyML / iNat readers, grid)
+test-happier: ## run the HAPPIER tests (losses, DyML / iNat readers, grid)
 	$(PY) -m pytest -q tests/happier tests/common/test_datasets_dyml.py tests/common/test_datasets_inat_hierarchy.py \
 	  tests/common/test_viz_retrieval_grid.py $(ARGS)
 
