@@ -43,6 +43,14 @@ def data_file_error(path: str | Path, where: str, problem: str, make_target: str
     return DataFileError(f"'{path}', {where}: {problem}. The file is corrupt or not in the official format; {fix}.")
 
 
+def int_field(text: str, *, path: str | Path, where: str, make_target: str | None = None) -> int:
+    """``int(text)``, or a :class:`DataFileError` naming ``path`` and ``where`` ("line 7, column 'class_id'")."""
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise data_file_error(path, where, f"{text!r} is not an integer", make_target) from None
+
+
 def check_label_range(
     labels: np.ndarray | Sequence[int],
     low: int,
