@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import lightning as L
 import pytest
 import torch
 
@@ -11,32 +10,13 @@ from heat.datamodule import FeatureDataModule
 from heat.mlp import EnergyMLP
 from heat.module import HEATModule
 from heat.scorers.gaussian import GMM
-from tests.heat.helpers import make_features
+from tests.heat.helpers import cpu_trainer, make_features, tiny_heat_module
 
 
 def _fit(policy: str, lr: float) -> HEATModule:
     torch.manual_seed(0)
-    module = HEATModule(
-        GMM(reg=1e-4),
-        EnergyMLP(6, hidden=16, n_hidden=2),
-        temperature_prior=10.0,
-        proposal="base_dist",
-        sgld_steps=3,
-        sgld_step_size=1e-2,
-        sgld_noise=1e-3,
-        l2=1.0,
-        lr=lr,
-        nan_policy=policy,
-    )
-    trainer = L.Trainer(
-        max_epochs=1,
-        limit_train_batches=4,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        num_sanity_val_steps=0,
-    )
+    module = tiny_heat_module(GMM(reg=1e-4), proposal="base_dist", lr=lr, nan_policy=policy)
+    trainer = cpu_trainer(limit_train_batches=4, enable_checkpointing=False)
     trainer.fit(module, datamodule=FeatureDataModule(make_features(n=64, d=6, c=3), pooling="avg", batch_size=16))
     return module
 
