@@ -90,3 +90,19 @@ def test_pml_adapter_low_precision_and_mixed_memory(dtype):
 
 def test_pml_adapter_empty_batch():
     check_empty_batch(_ms(), 5, LABELS)
+
+
+def test_retrieval_head_zero_feature_row_has_finite_bounded_gradient():
+    """A network whose pooled feature is all zero for one image must not send a 1e12 gradient into the backbone."""
+    from common.backbones.head import RetrievalHead
+
+    head = RetrievalHead(8, embed_dim=None, pooling="avg", layer_norm=False, normalize=True)
+    feats = torch.randn(4, 8)
+    feats[2] = 0.0
+    feats.requires_grad_(True)
+    out = head(feats)
+    assert torch.allclose(out[[0, 1, 3]], torch.nn.functional.normalize(feats[[0, 1, 3]].detach(), dim=-1))
+    assert torch.equal(out[2], torch.zeros(8))
+    out.sum().backward()
+    assert torch.isfinite(feats.grad).all() and feats.grad.abs().max() < 10
+    assert torch.equal(feats.grad[2], torch.zeros(8))
