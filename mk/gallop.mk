@@ -39,14 +39,14 @@ data-coop: ## say where to get the 11 CoOp datasets, CoOp's split_zhou files and
 	  if [ -d $(DATA_DIR)/$$d ]; then echo "  [x] $$d"; else echo "  [ ] $$d"; fi; done
 
 demo-gallop: ## GalLoP vs CoOp vs zero-shot CLIP on few-shot Fashion-MNIST (+ GL-MCM OOD, heatmaps) -> results/demo/gallop.*
-	$(PY) -m gallop.demo --out results/demo
+	"$(PY)" -m gallop.demo --out results/demo
 
 test-gallop: ## the GalLoP and CLIP-backbone tests
-	$(PY) -m pytest -q tests/gallop tests/common/test_clip_backbone.py
+	"$(PY)" -m pytest -q tests/gallop tests/common/test_clip_backbone.py
 
 table-gallop: ## 16-shot GalLoP on the 11 datasets x seeds $(GALLOP_SEEDS), then results/gallop/table.md (mean ± std)
 	@set -e; for d in $(GALLOP_DATASETS); do for s in $(GALLOP_SEEDS); do \
-	  $(PY) -m common.launch experiment=gallop/$${d}_16shot seed=$$s hydra.run.dir=$(GALLOP_RUNS)/$${d}_16shot/shots16/seed$$s $(GALLOP_ARGS); \
+	  "$(PY)" -m common.launch experiment=gallop/$${d}_16shot seed=$$s "hydra.run.dir=$(GALLOP_RUNS)/$${d}_16shot/shots16/seed$$s" $(GALLOP_ARGS); \
 	done; done
 	$(MAKE) table-gallop-render
 
@@ -55,20 +55,20 @@ table-gallop: ## 16-shot GalLoP on the 11 datasets x seeds $(GALLOP_SEEDS), then
 table-gallop-shots: ## 1/2/4/8-shot GalLoP (CoOp's epochs per shot, our choice) x seeds, then the tables
 	@set -e; for k in 1 2 4 8; do case $$k in 1) ep=50;; 2|4) ep=100;; 8) ep=200;; esac; \
 	  for d in $(GALLOP_DATASETS); do e=$$ep; if [ $$d = imagenet ]; then e=50; fi; for s in $(GALLOP_SEEDS); do \
-	    $(PY) -m common.launch experiment=gallop/$${d}_16shot data.shots=$$k trainer.max_epochs=$$e seed=$$s \
-	      hydra.run.dir=$(GALLOP_RUNS)/$${d}_16shot/shots$$k/seed$$s $(GALLOP_ARGS); \
+	    "$(PY)" -m common.launch experiment=gallop/$${d}_16shot data.shots=$$k trainer.max_epochs=$$e seed=$$s \
+	      "hydra.run.dir=$(GALLOP_RUNS)/$${d}_16shot/shots$$k/seed$$s" $(GALLOP_ARGS); \
 	  done; done; done
 	$(MAKE) table-gallop-render
 
 table-gallop-baselines: ## CoOp (16 shots) and zero-shot CLIP on ImageNet with DG and OOD sets (rows of the DG/OOD tables)
 	@set -e; for s in $(GALLOP_SEEDS); do \
-	  $(PY) -m common.launch experiment=gallop/imagenet_coop seed=$$s hydra.run.dir=$(GALLOP_RUNS)/imagenet_coop/shots16/seed$$s $(GALLOP_ARGS); \
+	  "$(PY)" -m common.launch experiment=gallop/imagenet_coop seed=$$s "hydra.run.dir=$(GALLOP_RUNS)/imagenet_coop/shots16/seed$$s" $(GALLOP_ARGS); \
 	done
-	$(PY) -m common.launch experiment=gallop/imagenet_zeroshot hydra.run.dir=$(GALLOP_RUNS)/imagenet_zeroshot/shots0/seed1 $(GALLOP_ARGS)
+	"$(PY)" -m common.launch experiment=gallop/imagenet_zeroshot "hydra.run.dir=$(GALLOP_RUNS)/imagenet_zeroshot/shots0/seed1" $(GALLOP_ARGS)
 	$(MAKE) table-gallop-render
 
 table-gallop-render: ## rebuild results/gallop/table.md from the runs in $(GALLOP_RUNS)
-	$(PY) -m gallop.tables --runs $(GALLOP_RUNS) --out results/gallop/table.md
+	"$(PY)" -m gallop.tables --runs "$(GALLOP_RUNS)" --out results/gallop/table.md
 
 bench-gallop: ## time a GalLoP step: value path in the last block (ours) vs every block (original), ViT-B/16 on CPU
-	$(PY) benchmarks/bench_gallop_step.py --batch 32 --classes 100 --threads 2
+	"$(PY)" benchmarks/bench_gallop_step.py --batch 32 --classes 100 --threads 2

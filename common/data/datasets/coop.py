@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.data.datasets.base import ImageListDataset
-from common.data.errors import require_path
+from common.data.errors import data_file_error, require_path
 
 MAKE_TARGET = "data-coop"
 
@@ -60,33 +60,53 @@ SPLITS = ("train", "val", "test")
 def read_split_zhou(path: str | Path) -> dict[str, list[tuple[str, int, str]]]:
     """Parse a ``split_zhou_*.json``; returns ``{split: [(relative_path, label, class_name), ...]}``.
 
-    Raises ``ValueError`` naming the file when an entry is not ``[str, int, str]``.
+    Raises :class:`~common.data.errors.DataFileError` naming the file and the entry (``train[12]``) when the file is
+    not JSON, a split list is missing, or an entry is not ``[str, int >= 0, str]``.
     """
     path = Path(path)
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as e:
+        raise data_file_error(path, "reading", f"not valid JSON ({e})", MAKE_TARGET) from e
+    if not isinstance(data, dict):
+        raise data_file_error(path, "top level", f"a {type(data).__name__}, expected a dict of splits", MAKE_TARGET)
     out: dict[str, list[tuple[str, int, str]]] = {}
     for split in SPLITS:
-        if split not in data:
-            raise ValueError(f"{path}: no '{split}' list (keys: {sorted(data)}); is this a CoOp split_zhou file?")
+        if not isinstance(data.get(split), list):
+            raise data_file_error(
+                path,
+                f"'{split}'",
+                f"no '{split}' list (keys: {sorted(data)}); is this a CoOp split_zhou file?",
+                MAKE_TARGET,
+            )
         rows = []
         for i, row in enumerate(data[split]):
-            if not (isinstance(row, list) and len(row) == 3 and isinstance(row[0], str) and isinstance(row[1], int)):
-                raise ValueError(f"{path}: {split}[{i}] = {row!r}; expected [relative_path, int_label, class_name]")
+            ok = isinstance(row, list) and len(row) == 3 and isinstance(row[0], str)
+            if not (ok and type(row[1]) is int and row[1] >= 0):
+                raise data_file_error(
+                    path,
+                    f"{split}[{i}]",
+                    f"{row!r}; expected [relative_path, label (int >= 0), class_name]",
+                    MAKE_TARGET,
+                )
             rows.append((row[0], row[1], str(row[2])))
         out[split] = rows
     return out
 
 
-def class_names_from_rows(rows: list[tuple[str, int, str]]) -> list[str]:
-    """Class names indexed by label; every label ``0..max`` must appear with one name."""
+def class_names_from_rows(rows: list[tuple[str, int, str]], source: str | Path | None = None) -> list[str]:
+    """Class names indexed by label; every label ``0..max`` must appear with one name (``source`` names the file)."""
+    where = f"'{source}': " if source is not None else ""
     names: dict[int, str] = {}
     for _, label, name in rows:
         if names.setdefault(label, name) != name:
-            raise ValueError(f"label {label} has two names: {names[label]!r} and {name!r}")
+            raise ValueError(f"{where}label {label} has two names: {names[label]!r} and {name!r}")
+    if not names:
+        raise ValueError(f"{where}no labelled entries; cannot name the classes")
     n = max(names) + 1
     missing = [i for i in range(n) if i not in names]
     if missing:
-        raise ValueError(f"labels {missing[:5]} never appear in the split file; cannot name every class")
+        raise ValueError(f"{where}labels {missing[:5]} never appear in the split file; cannot name every class")
     return [names[i] for i in range(n)]
 
 
@@ -110,12 +130,12 @@ def _read_aircraft(base: Path, split: str) -> tuple[list[str], list[int], list[s
         make_target=MAKE_TARGET,
     )
     paths, labels = [], []
-    for ln in lst.read_text().splitlines():
+    for n, ln in enumerate(lst.read_text().splitlines(), 1):
         if not ln.strip():
             continue
-        image_id, variant = ln.strip().split(" ", 1)
+        image_id, _, variant = ln.strip().partition(" ")
         if variant not in lut:
-            raise ValueError(f"{lst}: variant {variant!r} is not in variants.txt")
+            raise data_file_error(lst, f"line {n}", f"variant {variant!r} is not in '{variants}'", MAKE_TARGET)
         paths.append(str(base / "images" / f"{image_id}.jpg"))
         labels.append(lut[variant])
     return paths, labels, names
@@ -155,7 +175,7 @@ class CoOpDataset(ImageListDataset):
                 split_file or base / lay.split_file, dataset=name, layout=_layout_text(name), make_target=MAKE_TARGET
             )
             splits = read_split_zhou(sf)
-            names = class_names_from_rows(splits["train"] + splits["val"] + splits["test"])
+            names = class_names_from_rows(splits["train"] + splits["val"] + splits["test"], source=sf)
             image_dir = base / lay.image_dir if lay.image_dir else base
             paths = [str(image_dir / p) for p, _, _ in splits[split]]
             labels = [lab for _, lab, _ in splits[split]]

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from common.data.datasets.base import ImageListDataset
-from common.data.errors import require_path
+from common.data.errors import data_file_error, require_path
 
 MAKE_TARGET = "data-coop"
 IMG_EXT = (".jpg", ".jpeg", ".png", ".JPEG", ".JPG", ".PNG")
@@ -39,11 +39,17 @@ def read_classnames(root: str | Path) -> tuple[list[str], list[str]]:
     f = Path(root) / "imagenet" / "classnames.txt"
     if f.is_file():
         wnids, names = [], []
-        for ln in f.read_text().splitlines():
+        for n, ln in enumerate(f.read_text().splitlines(), 1):
             if ln.strip():
-                wnid, name = ln.strip().split(" ", 1)
+                wnid, _, name = ln.strip().partition(" ")
+                if not name.strip():
+                    raise data_file_error(
+                        f, f"line {n}", f"{ln.strip()!r}; expected '<wnid> <class name>'", MAKE_TARGET
+                    )
+                if wnid in wnids:
+                    raise data_file_error(f, f"line {n}", f"class {wnid!r} listed twice", MAKE_TARGET)
                 wnids.append(wnid)
-                names.append(name)
+                names.append(name.strip())
         return wnids, names
     import open_clip
 
