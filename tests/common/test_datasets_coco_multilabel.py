@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from common.data.datasets.coco_multilabel import COCOMultiLabel, hashing_split, read_instances
-from common.data.errors import DatasetNotFoundError
+from common.data.errors import DataFileError, DatasetNotFoundError
 from common.metrics.relevance import multilabel_shared
 from tests.helpers.coco_files import instances, make_coco
 
@@ -78,7 +78,7 @@ def test_errors(coco, tmp_path):
         COCOMultiLabel(coco, "query")
     bad = instances({1: [(7, 0)]})
     (coco / "annotations" / "instances_val2017.json").write_text(json.dumps(bad))
-    with pytest.raises(ValueError, match="category 7"):
+    with pytest.raises(DataFileError, match="annotation 1010: image 1 or category 7 .*make data-coco"):
         COCOMultiLabel(coco, "val", protocol="official")
 
 

@@ -19,7 +19,7 @@ from common.data.datasets.gldv2 import (
     read_retrieval_solution,
     solution_labels,
 )
-from common.data.errors import DatasetNotFoundError
+from common.data.errors import DataFileError, DatasetNotFoundError
 from common.metrics.relevance import shared_levels
 from common.metrics.retrieval import evaluate_retrieval
 from tests.helpers.gldv2_files import INDEX, TRAIN, make_gldv2
@@ -82,7 +82,13 @@ def test_errors_name_the_file_and_target(gld, tmp_path):
     with pytest.raises(DatasetNotFoundError, match="retrieval_solution_v2.1.csv"):
         GLDv2Retrieval(gld, "query")
     (gld / "train_clean.csv").write_text("landmark,imgs\n1,a\n")
-    with pytest.raises(ValueError, match=r"no column\(s\) \['landmark_id', 'images'\]"):
+    with pytest.raises(DataFileError, match=r"no column\(s\) \['landmark_id', 'images'\].*make data-gldv2"):
+        GLDv2Train(gld)
+    (gld / "train_clean.csv").write_text("landmark_id,images\n1,a\nx2,b\n")
+    with pytest.raises(DataFileError, match="data row 2, column 'landmark_id': 'x2' is not an integer"):
+        GLDv2Train(gld)
+    (gld / "train_clean.csv").write_text("landmark_id,images\n1,a\n1,b\n")
+    with pytest.raises(DataFileError, match="listed twice"):
         GLDv2Train(gld)
     with pytest.raises(ValueError, match="split"):
         GLDv2Retrieval(gld, "gallery")

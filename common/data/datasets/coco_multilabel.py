@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from common.data.datasets.base import ImageListDataset
-from common.data.errors import require_path
+from common.data.errors import data_file_error, require_path
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def read_instances(path: str | Path, include_crowd: bool = True) -> CocoInstance
         data = json.load(f)
     missing = [k for k in ("images", "annotations", "categories") if k not in data]
     if missing:
-        raise ValueError(f"'{path}' lacks {missing}; use the COCO instances_*.json annotation file")
+        raise data_file_error(path, "top level", f"no {missing}; not a COCO instances_*.json file", MAKE_TARGET)
     cats = sorted(data["categories"], key=lambda c: int(c["id"]))
     cat_ids = np.array([int(c["id"]) for c in cats], dtype=np.int64)
     column = {int(c): k for k, c in enumerate(cat_ids.tolist())}
@@ -86,10 +86,8 @@ def read_instances(path: str | Path, include_crowd: bool = True) -> CocoInstance
             continue
         img, cat = int(ann["image_id"]), int(ann["category_id"])
         if img not in row or cat not in column:
-            raise ValueError(
-                f"'{path}': annotation {ann.get('id')} refers to image {img} or category {cat}, which the file does "
-                f"not list; the file is damaged"
-            )
+            problem = f"image {img} or category {cat} is not listed in the file's images / categories"
+            raise data_file_error(path, f"annotation {ann.get('id')}", problem, MAKE_TARGET)
         labels[row[img], column[cat]] = True
     annotated = labels.any(axis=1)
     keep = np.flatnonzero(annotated)

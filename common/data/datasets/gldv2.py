@@ -57,7 +57,7 @@ from urllib.parse import unquote
 import numpy as np
 
 from common.data.datasets.base import ImageListDataset, relabel_columns, remap_labels
-from common.data.errors import require_path
+from common.data.errors import data_file_error, require_path
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +96,16 @@ def read_csv_columns(path: str | Path, columns: Sequence[str]) -> dict[str, list
         header = [h.strip() for h in next(reader, [])]
         missing = [c for c in columns if c not in header]
         if missing:
-            raise ValueError(f"'{path}' has no column(s) {missing} (header: {header}); is it the official file?")
+            raise data_file_error(path, "header (line 1)", f"no column(s) {missing} in {header}", MAKE_TARGET)
         idx = [header.index(c) for c in columns]
         out: dict[str, list[str]] = {c: [] for c in columns}
         for line_no, row in enumerate(reader, start=2):
             if not row or all(not v.strip() for v in row):
                 continue
             if len(row) <= max(idx):
-                raise ValueError(f"'{path}' line {line_no}: {len(row)} fields, expected at least {max(idx) + 1}")
+                raise data_file_error(
+                    path, f"line {line_no}", f"{len(row)} fields, expected at least {max(idx) + 1}", MAKE_TARGET
+                )
             for c, i in zip(columns, idx):
                 out[c].append(row[i].strip())
     return out
@@ -113,8 +115,9 @@ def _int_ids(values: Sequence[str], path: Path, column: str) -> np.ndarray:
     try:
         return np.array([int(v) for v in values], dtype=np.int64)
     except ValueError:
-        bad = next(v for v in values if not v.lstrip("-").isdigit())
-        raise ValueError(f"'{path}': column {column!r} holds {bad!r}, expected integer landmark ids") from None
+        k, bad = next((k, v) for k, v in enumerate(values) if not v.lstrip("-").isdigit())
+        where = f"data row {k + 1}, column {column!r}"
+        raise data_file_error(path, where, f"{bad!r} is not an integer landmark id", MAKE_TARGET) from None
 
 
 def read_train_clean(path: str | Path) -> tuple[np.ndarray, list[list[str]]]:
@@ -122,7 +125,7 @@ def read_train_clean(path: str | Path) -> tuple[np.ndarray, list[list[str]]]:
     cols = read_csv_columns(path, ("landmark_id", "images"))
     ids = _int_ids(cols["landmark_id"], Path(path), "landmark_id")
     if len(np.unique(ids)) != len(ids):
-        raise ValueError(f"'{path}' lists a landmark_id twice; use the official train_clean.csv")
+        raise data_file_error(path, "column 'landmark_id'", "a landmark_id is listed twice", MAKE_TARGET)
     return ids, [s.split() for s in cols["images"]]
 
 
