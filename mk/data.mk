@@ -123,5 +123,5 @@ data-coop: install ## GalLoP's data: the 11 CoOp datasets + split files, ImageNe
 data-heat: install ## HEAT's ID/OOD sets: CIFAR-10/100, SVHN, DTD, Places365, LSUN, TinyImageNet, ImageNet, MOS OOD
 	$(DATA_CLI) heat
 
-data-all-public: install ## every dataset that needs no login (hundreds of GB: see docs/data.md)
+data-all-public: install ## every dataset that needs no login (well over 100 GB: see docs/data.md)
 	$(DATA_CLI) all-public

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-NO_CHECKSUM = "none published: the extracted layout and the readers are checked instead"
-TORCHVISION = "torchvision.datasets (the dataset class of torchvision 0.29)"
-TFDS = "TensorFlow Datasets' checksums file for the dataset (sha256 and size)"
+NO_CHECKSUM = "none published (the extracted layout and the readers are checked instead)"
+TORCHVISION = "torchvision 0.29's dataset class"
+TFDS = "TensorFlow Datasets' checksums.tsv"
 GALLOP_COMMIT = "f75999e1601cc66e44bc6ff6faa8612021055ff3"
 GALLOP_FILES = f"https://raw.githubusercontent.com/MarcLafon/gallop/{GALLOP_COMMIT}/gallop/datasets/files/"
 GALLOP_TREE = f"the git tree of MarcLafon/gallop at {GALLOP_COMMIT[:10]} (blob id)"
@@ -220,8 +220,7 @@ DATASETS: tuple[Dataset, ...] = (
                 "CUB_200_2011.tgz",
                 ("https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz",),
                 (("CUB_200_2011", "CUB_200_2011"),),
-                "the md5 published with the original archive (e.g. the CUB class of Kevin Musgrave's "
-                "powerful-benchmarker and TDeVries/cub2011_dataset)",
+                "published with the original archive (powerful-benchmarker's and TDeVries/cub2011_dataset's CUB class)",
                 md5="97eceeb196236b17998738112f37df78",
                 size=1150585339,
             ),
@@ -469,7 +468,7 @@ https://github.com/SupetZYK/DynamicMetricLearning). Download the {kind} archive 
                 "tiny-imagenet-200.zip",
                 ("http://cs231n.stanford.edu/tiny-imagenet-200.zip",),
                 (("tiny-imagenet-200", "tiny-imagenet-200"),),
-                "no official checksum; the md5 published in lvyilin/pytorch-fgvc-dataset (tiny_imagenet.py)",
+                "no official one; lvyilin/pytorch-fgvc-dataset's tiny_imagenet.py",
                 md5="90528d7ca1a48142e341f4ef8d21d0de",
             ),
         ),
@@ -536,7 +535,11 @@ https://github.com/SupetZYK/DynamicMetricLearning). Download the {kind} archive 
         "OpenOOD v1.5 image lists (benchmark_imglist) and image folders",
         "https://github.com/Jingkang50/OpenOOD",
         layout=("openood/benchmark_imglist",),
-        readers=(),
+        readers=(
+            ReaderCheck(
+                "common.data.datasets.imagelist.ImageListOOD", "openood", {"benchmark": "cifar10", "dataset": "cifar10"}
+            ),
+        ),
         manual="""OpenOOD distributes its lists and images as Google Drive zips fetched by its own script
 (scripts/download/download.py in https://github.com/Jingkang50/OpenOOD, needs `pip install gdown`):
   python scripts/download/download.py --contents datasets --datasets ood_v1.5 --save_dir {data_dir}/openood
@@ -561,7 +564,7 @@ root={data_dir}/openood.""",
         "Caltech-101 (CoOp split)",
         "https://data.caltech.edu/records/mzrjq-6wc02",
         layout=("coop/caltech-101/101_ObjectCategories", "coop/caltech-101/split_zhou_Caltech101.json"),
-        readers=(_coop_reader("caltech101"),),
+        readers=(_coop_reader("caltech101", "train"), _coop_reader("caltech101")),
         sources=(
             Source(
                 "caltech-101.zip",
@@ -579,7 +582,7 @@ root={data_dir}/openood.""",
         "Oxford-IIIT Pets (CoOp split)",
         "https://www.robots.ox.ac.uk/~vgg/data/pets/",
         layout=("coop/oxford_pets/images", "coop/oxford_pets/split_zhou_OxfordPets.json"),
-        readers=(_coop_reader("oxford_pets"),),
+        readers=(_coop_reader("oxford_pets", "train"), _coop_reader("oxford_pets")),
         sources=(
             Source(
                 "images.tar.gz",
@@ -600,7 +603,7 @@ root={data_dir}/openood.""",
             "coop/stanford_cars/cars_test",
             "coop/stanford_cars/split_zhou_StanfordCars.json",
         ),
-        readers=(_coop_reader("stanford_cars"),),
+        readers=(_coop_reader("stanford_cars", "train"), _coop_reader("stanford_cars")),
         sources=(_split_zhou("stanford_cars", "StanfordCars", "dcdb8264712e9940e74cfb0f06ddb8f9cc239b81"),),
         manual="""The original Stanford Cars downloads (ai.stanford.edu/~jkrause/car196/) are offline and no
 official mirror exists (torchvision dropped its download too). Get cars_train/ and cars_test/ (8,144 and 8,041
@@ -612,7 +615,7 @@ JPEGs named 00001.jpg ...) from a copy you trust, e.g. the Kaggle dataset "stanf
         "Oxford Flowers-102 (CoOp split)",
         "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/",
         layout=("coop/oxford_flowers/jpg", "coop/oxford_flowers/split_zhou_OxfordFlowers.json"),
-        readers=(_coop_reader("oxford_flowers"),),
+        readers=(_coop_reader("oxford_flowers", "train"), _coop_reader("oxford_flowers")),
         sources=(
             Source(
                 "102flowers.tgz",
@@ -629,7 +632,7 @@ JPEGs named 00001.jpg ...) from a copy you trust, e.g. the Kaggle dataset "stanf
         "Food-101 (CoOp split)",
         "https://data.vision.ee.ethz.ch/cvl/datasets_extra/food-101/",
         layout=("coop/food-101/images", "coop/food-101/split_zhou_Food101.json"),
-        readers=(_coop_reader("food101"),),
+        readers=(_coop_reader("food101", "train"), _coop_reader("food101")),
         sources=(
             Source(
                 "food-101.tar.gz",
@@ -667,7 +670,7 @@ JPEGs named 00001.jpg ...) from a copy you trust, e.g. the Kaggle dataset "stanf
         "SUN397 (CoOp split)",
         "https://vision.princeton.edu/projects/2010/SUN/",
         layout=("coop/sun397/SUN397", "coop/sun397/split_zhou_SUN397.json"),
-        readers=(_coop_reader("sun397"),),
+        readers=(_coop_reader("sun397", "train"), _coop_reader("sun397")),
         sources=(
             Source(
                 "SUN397.tar.gz",
@@ -684,7 +687,7 @@ JPEGs named 00001.jpg ...) from a copy you trust, e.g. the Kaggle dataset "stanf
         "DTD (CoOp split)",
         "https://www.robots.ox.ac.uk/~vgg/data/dtd/",
         layout=("coop/dtd/images", "coop/dtd/split_zhou_DescribableTextures.json"),
-        readers=(_coop_reader("dtd"),),
+        readers=(_coop_reader("dtd", "train"), _coop_reader("dtd")),
         sources=(_split_zhou("dtd", "DescribableTextures", "8dd197a94b598fa44ee3c9e35c486dd017ab00a7"),),
         links=(("coop/dtd/images", "dtd/images"),),
         requires=("dtd",),
@@ -695,7 +698,7 @@ JPEGs named 00001.jpg ...) from a copy you trust, e.g. the Kaggle dataset "stanf
         "EuroSAT RGB (CoOp split)",
         "https://github.com/phelber/EuroSAT",
         layout=("coop/eurosat/2750", "coop/eurosat/split_zhou_EuroSAT.json"),
-        readers=(_coop_reader("eurosat"),),
+        readers=(_coop_reader("eurosat", "train"), _coop_reader("eurosat")),
         sources=(
             Source(
                 "EuroSAT.zip",
@@ -715,7 +718,7 @@ JPEGs named 00001.jpg ...) from a copy you trust, e.g. the Kaggle dataset "stanf
         "UCF101 middle frames (CoOp split)",
         "https://github.com/KaiyangZhou/CoOp/blob/main/DATASETS.md",
         layout=("coop/ucf101/UCF-101-midframes", "coop/ucf101/split_zhou_UCF101.json"),
-        readers=(_coop_reader("ucf101"),),
+        readers=(_coop_reader("ucf101", "train"), _coop_reader("ucf101")),
         sources=(
             Source(
                 "UCF-101-midframes.zip",

@@ -200,6 +200,7 @@ def fetch(src: Source, downloads: Path) -> Path:
             raise ChecksumError(f"{e}. Delete '{final}' and run the target again.") from None
         return final
     if not src.urls:
+        downloads.mkdir(parents=True, exist_ok=True)  # the folder the instructions point to
         raise ManualStepError(f"'{final}' is missing (it cannot be downloaded automatically)")
     downloads.mkdir(parents=True, exist_ok=True)
     part = downloads / f"{src.filename}.part"
@@ -432,8 +433,13 @@ def _import(target: str):
 
 
 def verify(ds: Dataset, data_dir: Path) -> list[str]:
-    """Problems with the layout of ``ds`` under ``data_dir`` (empty list = ready): missing or empty paths first,
-    then each reader constructed on it (it must list items, and the first and last listed files must exist)."""
+    """Problems with ``ds`` under ``data_dir`` (empty list = ready): :func:`layout_problems`, then (when the layout
+    is complete) :func:`reader_problems`."""
+    return layout_problems(ds, data_dir) or reader_problems(ds, data_dir)
+
+
+def layout_problems(ds: Dataset, data_dir: Path) -> list[str]:
+    """Every ``layout`` path must exist, and a folder must not be empty."""
     problems = []
     for rel in ds.layout:
         p = data_dir / rel
@@ -441,8 +447,13 @@ def verify(ds: Dataset, data_dir: Path) -> list[str]:
             problems.append(f"missing {p}")
         elif p.is_dir() and next(p.iterdir(), None) is None:
             problems.append(f"empty folder {p}")
-    if problems:
-        return problems
+    return problems
+
+
+def reader_problems(ds: Dataset, data_dir: Path) -> list[str]:
+    """Each reader of ``ds`` constructed on ``data_dir`` must list items, and the first and last listed files must
+    exist (readers parse the split files; this catches images extracted to another place)."""
+    problems = []
     for r in ds.readers:
         call = f"{r.target.rpartition('.')[2]}(root='{data_dir / r.root}', {r.kwargs})"
         try:
@@ -503,13 +514,21 @@ def prepare(ds: Dataset, data_dir: Path, keep_archives: bool = False, allow_apt:
             raise ManualStepError(
                 f"{ds.name} needs a step by hand:\n{instructions(ds, data_dir)}\nStill missing:\n{listing}"
             )
-        raise LayoutError(f"{ds.name} is not laid out as its readers expect after installing:\n{listing}")
+        raise LayoutError(
+            f"{ds.name} is not laid out as its readers expect after installing:\n{listing}\nIf a folder named here was "
+            f"left by an earlier attempt or put there by hand, move it away and run `make data-{ds.name}` again."
+        )
     say(f"[ok] {ds.name}: ready under {data_dir}")
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------------------------------------
+def _checksum_label(s: Source) -> str:
+    kind = next((k for k in ("sha256", "md5", "git_sha1") if getattr(s, k)), None)
+    return f"{kind.replace('git_sha1', 'git blob id')}: {s.checksum_from}" if kind else NO_CHECKSUM
+
+
 def markdown_table() -> str:
     """The catalogue table of docs/data.md (kept in sync by a test)."""
     rows = [
@@ -524,7 +543,10 @@ def markdown_table() -> str:
         )
         if d.requires:
             how += f" (uses `make data-{'`, `make data-'.join(d.requires)}`)"
-        sums = sorted({s.checksum_from for s in d.sources}) or [NO_CHECKSUM]
+        labels = {s.filename: _checksum_label(s) for s in d.sources}
+        if len(set(labels.values())) > 1:
+            labels = {f: f"`{f}` {lab}" for f, lab in labels.items()}
+        sums = list(dict.fromkeys(labels.values())) or [NO_CHECKSUM]
         layout = "<br>".join(f"`{p}`" for p in d.layout)
         rows.append(f"| `make data-{d.name}` | [{d.title}]({d.homepage}) | {layout} | {how} | {'; '.join(sums)} |")
     groups = [f"| `make data-{g}` | {', '.join(members)} |" for g, members in GROUPS.items()]
