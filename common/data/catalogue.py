@@ -46,7 +46,8 @@ class Source:
         md5, sha256, git_sha1: the published checksum (at most one is needed); ``size`` in bytes if published.
         checksum_from: where the checksum was published, or :data:`NO_CHECKSUM`.
         inner: archives inside the archive to unpack next to themselves before installing (Caltech-101).
-        convert: the name of a converter in :data:`common.data.download.CONVERTERS` run on the extracted tree.
+        convert: a converter of :data:`common.data.download.CONVERTERS` (run on the extracted tree) or an extractor
+            of :data:`common.data.download.EXTRACTORS` (run instead of the plain extraction).
     """
 
     filename: str

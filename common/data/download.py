@@ -89,8 +89,6 @@ class Digest:
         )
         self.size = src.size
         self._h = None
-        if self.kind in ("sha256", "md5"):
-            self._h = hashlib.new(self.kind)
 
     def start(self, total: int | None) -> None:
         """Reset; ``total`` (the file size) is needed up front for a git blob id."""
@@ -105,7 +103,7 @@ class Digest:
         if self._h is not None:
             self._h.update(data)
 
-    def check(self, path: Path, nbytes: int, what: str) -> None:
+    def check(self, nbytes: int, what: str) -> None:
         """Raise :class:`ChecksumError` when ``nbytes`` or the digest differ from the published ones."""
         if self.size is not None and nbytes != self.size:
             raise ChecksumError(f"{what}: {nbytes} bytes, the published size is {self.size}")
@@ -122,7 +120,7 @@ class Digest:
             while chunk := f.read(CHUNK):
                 self.update(chunk)
                 bar.update(len(chunk))
-        self.check(path, n, f"'{path}'")
+        self.check(n, f"'{path}'")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -214,7 +212,7 @@ def fetch(src: Source, downloads: Path) -> Path:
             errors.append(str(e))
             continue
         try:
-            digest.check(part, n, f"{src.filename} from {url}")
+            digest.check(n, f"{src.filename} from {url}")
         except ChecksumError as e:
             part.unlink(missing_ok=True)
             raise ChecksumError(
@@ -239,6 +237,23 @@ def archive_kind(name: str) -> str | None:
     return None
 
 
+def _untar(tf: tarfile.TarFile, dest: Path, bar=None) -> None:
+    """Extract every member of ``tf`` (read in order, so streams work) into ``dest``, refusing paths outside it."""
+    safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # Python >= 3.10.12
+    for m in tf:
+        if not safe and (m.name.startswith("/") or ".." in Path(m.name).parts or m.issym() or m.islnk()):
+            raise DataError(f"the archive holds a member outside its folder: {m.name}")
+        tf.extract(m, dest, **safe)
+        if bar is not None:
+            bar.update(1)
+
+
+def _corrupt(archive: Path, e: Exception) -> DataError:
+    return DataError(
+        f"cannot extract '{archive}': {e}. The file is corrupt or truncated: delete it and run the target again."
+    )
+
+
 def extract(archive: Path, dest: Path) -> None:
     """Unpack ``archive`` into ``dest`` (member paths outside ``dest`` are refused). Raises :class:`DataError` on a
     corrupt or truncated archive."""
@@ -252,13 +267,9 @@ def extract(archive: Path, dest: Path) -> None:
                         bar.update(1)
         else:
             with tarfile.open(archive, "r:*") as tf, _progress(None, f"extracting {archive.name}", unit="file") as bar:
-                for m in tf:
-                    tf.extract(m, dest, filter="data")
-                    bar.update(1)
+                _untar(tf, dest, bar)
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
-        raise DataError(
-            f"cannot extract '{archive}': {e}. The file is corrupt or truncated: delete it and run the target again."
-        ) from e
+        raise _corrupt(archive, e) from e
 
 
 def _install_file(file: Path, dst: Path, move: bool) -> None:
@@ -296,7 +307,7 @@ def install_source(src: Source, ds: Dataset, data_dir: Path, keep_archives: bool
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{ds.name}-", dir=data_dir))
     try:
         try:
-            extract(file, tmp)
+            (EXTRACTORS.get(src.convert) or extract)(file, tmp)
         except DataError:
             if ours and src.checksum_from == NO_CHECKSUM:
                 file.unlink(missing_ok=True)
@@ -304,7 +315,7 @@ def install_source(src: Source, ds: Dataset, data_dir: Path, keep_archives: bool
         for inner in src.inner:
             extract(tmp / inner, (tmp / inner).parent)
             (tmp / inner).unlink()
-        if src.convert:
+        if src.convert in CONVERTERS:
             CONVERTERS[src.convert](tmp, downloads)
         for rel, dst in src.install:
             if not (tmp / rel).exists():
@@ -348,16 +359,22 @@ def convert_lsun_lmdb(tmp: Path, downloads: Path) -> None:
     env.close()
 
 
-def convert_imagenet_train(tmp: Path, downloads: Path) -> None:
-    """``ILSVRC2012_img_train.tar`` holds one ``<wnid>.tar`` per class: unpack each into ``tmp/train/<wnid>/``."""
-    tars = sorted(tmp.glob("n*.tar"))
-    if not tars:
-        raise DataError("ILSVRC2012_img_train.tar holds no n*.tar class archives")
-    with _progress(len(tars), "unpacking the train classes", unit="class") as bar:
-        for t in tars:
-            extract(t, tmp / "train" / t.stem)
-            t.unlink()
-            bar.update(1)
+def extract_imagenet_train(archive: Path, tmp: Path) -> None:
+    """``ILSVRC2012_img_train.tar`` holds one ``<wnid>.tar`` per class: stream each into ``tmp/train/<wnid>/``
+    (the 1,000 inner tars never land on disk, so the peak space is the images once)."""
+    n = 0
+    try:
+        with tarfile.open(archive) as outer, _progress(1000, "unpacking the train classes", unit="class") as bar:
+            for m in outer:
+                if m.isfile() and m.name.endswith(".tar"):
+                    with tarfile.open(fileobj=outer.extractfile(m), mode="r|") as inner:
+                        _untar(inner, tmp / "train" / Path(m.name).stem)
+                    n += 1
+                    bar.update(1)
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise _corrupt(archive, e) from e
+    if not n:
+        raise DataError(f"'{archive}' holds no <wnid>.tar class archives: is it ILSVRC2012_img_train.tar?")
 
 
 def convert_imagenet_val(tmp: Path, downloads: Path) -> None:
@@ -381,10 +398,12 @@ def convert_imagenet_val(tmp: Path, downloads: Path) -> None:
         os.replace(img, folder / img.name)
 
 
-CONVERTERS: dict[str, Callable[[Path, Path], None]] = {
+CONVERTERS: dict[str, Callable[[Path, Path], None]] = {  # (extracted tree, downloads folder), after extraction
     "lsun_lmdb": convert_lsun_lmdb,
-    "imagenet_train": convert_imagenet_train,
     "imagenet_val": convert_imagenet_val,
+}
+EXTRACTORS: dict[str, Callable[[Path, Path], None]] = {  # (archive, tree), in place of the plain extraction
+    "imagenet_train": extract_imagenet_train,
 }
 
 

@@ -23,7 +23,7 @@ from tests.common.test_datasets_inshop import make_inshop
 from tests.common.test_datasets_sop import make_sop
 from tests.conftest import ROOT, make_tiny_fashion_mnist
 from tests.gallop.test_data import ROWS as COOP_ROWS
-from tests.gallop.test_data import _write_coop
+from tests.gallop.test_data import _write_coop, _write_imagenet
 from tests.heat.test_readers import _cifar_batch
 
 
@@ -52,19 +52,11 @@ def _dyml_product(root: Path) -> None:
 
 
 def _imagenet_dg(coop: Path, with_train: bool = False) -> None:
-    """classnames.txt and the four shifted sets (no ImageNet train, so the readers rely on classnames.txt)."""
-    _mkdir(coop / "imagenet")
-    (coop / "imagenet" / "classnames.txt").write_text("n01 tench\nn02 goldfish\nn03 great white shark\n")
-    for i in range(3):
-        _img(coop / "imagenetv2" / "imagenetv2-matched-frequency-format-val" / str(i) / "x.jpeg")
-    _img(coop / "imagenet-sketch" / "images" / "n02" / "s.JPEG")
-    for w in ("n01", "n03"):
-        _img(coop / "imagenet-adversarial" / "imagenet-a" / w / "a.jpg")
-        _img(coop / "imagenet-rendition" / "imagenet-r" / w / "r.jpg")
-    if with_train:
-        for split in ("train", "val"):
-            for w in ("n01", "n02", "n03"):
-                _img(coop / "imagenet" / "images" / split / w / f"{w}_1.JPEG")
+    """GalLoP's ImageNet fixture; without ImageNet itself for the shifted sets (their readers then rely on
+    classnames.txt, which their layout asks for)."""
+    _write_imagenet(coop)
+    if not with_train:
+        shutil.rmtree(coop / "imagenet" / "images")
 
 
 def _aircraft(base: Path) -> None:
@@ -198,7 +190,7 @@ def test_every_source_is_pinned_to_a_published_checksum_or_says_none():
             for _, dst in s.install:  # everything installed lands inside the checked layout
                 assert dst.split("/")[0] in layout_roots, (d.name, dst)
             if s.convert:
-                assert s.convert in download.CONVERTERS
+                assert s.convert in {**download.CONVERTERS, **download.EXTRACTORS}
             if not s.urls:
                 assert d.manual and "{downloads}" in d.manual, f"{d.name}: where to put {s.filename} by hand"
         assert d.sources or d.manual, f"{d.name}: neither downloads nor manual steps"

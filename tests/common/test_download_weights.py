@@ -103,23 +103,16 @@ def test_missing_weights_message_names_a_target_that_writes_that_file(tmp_path):
     assert w.timm_file(name, tmp_path) == path
 
 
+def _dry_run(*args: str) -> str:
+    cmd = ["make", "-n", "-o", ".venv/.installed", *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+
+
 def test_make_weights_targets_override_offline_and_pass_the_name():
-    dry = subprocess.run(
-        ["make", "-n", "-o", ".venv/.installed", "weights-timm", "NAME=resnet50.tv_in1k", "WEIGHTS_DIR=/w w"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    dry = _dry_run("weights-timm", "NAME=resnet50.tv_in1k", "WEIGHTS_DIR=/w w")
     assert (
         'HF_HUB_OFFLINE=0 ".venv/bin/python" -m common.backbones.weights --weights-dir "/w w" timm resnet50.tv_in1k'
         in dry
     )
-    clip = subprocess.run(
-        ["make", "-n", "-o", ".venv/.installed", "weights-clip", "CLIP_MODEL=ViT-B-16", "CLIP_TAG=openai"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert clip.strip().endswith("clip ViT-B-16-openai")
+    assert _dry_run("weights-clip", "CLIP_MODEL=ViT-B-16", "CLIP_TAG=openai").strip().endswith("clip ViT-B-16-openai")
+    assert _dry_run("weights-clip", "NAME=RN50-openai").strip().endswith("clip RN50-openai")
