@@ -144,7 +144,7 @@ def _stream(url: str, part: Path, digest: Digest) -> int:
         resumed = offset > 0 and getattr(resp, "status", None) == 206
         if not resumed:
             offset = 0
-        if resp.headers.get_content_type() == "text/html" and not part.name.endswith(".html.part"):
+        if resp.headers.get_content_type() == "text/html":
             part.unlink(missing_ok=True)
             raise DownloadError(
                 f"{url} answered with a web page instead of the file (a login wall, a quota page or a moved file)"
@@ -202,25 +202,26 @@ def fetch(src: Source, downloads: Path) -> Path:
         raise ManualStepError(f"'{final}' is missing (it cannot be downloaded automatically)")
     downloads.mkdir(parents=True, exist_ok=True)
     part = downloads / f"{src.filename}.part"
-    errors = []
-    for url in src.urls:
+    errors, mismatch = [], False
+    for url in src.urls:  # the next mirror after a failure or a wrong file
         digest = Digest(src)
         say(f"  downloading {url}")
         try:
             n = _stream(url, part, digest)
-        except DownloadError as e:
-            errors.append(str(e))
-            continue
-        try:
             digest.check(n, f"{src.filename} from {url}")
         except ChecksumError as e:
             part.unlink(missing_ok=True)
-            raise ChecksumError(
-                f"{e} (checksum from {src.checksum_from}). The file was deleted; the mirror may serve another "
-                f"version. Run the target again, or put the official file at '{final}' by hand."
-            ) from None
+            errors.append(f"{e} (checksum from {src.checksum_from}); the file was deleted")
+            mismatch = True
+            continue
+        except DownloadError as e:
+            errors.append(str(e))
+            continue
         os.replace(part, final)
         return final
+    if mismatch:
+        errors.append(f"A mirror may serve another version: put the official file at '{final}' by hand and run again.")
+        raise ChecksumError("\n".join(errors))
     raise DownloadError("\n".join(errors))
 
 
