@@ -190,13 +190,12 @@ def test_interrupted_download_resumes_where_it_stopped(tmp_path, server):
 def test_mirrors_are_tried_in_order_and_a_web_page_is_not_a_file(tmp_path, server):
     blob = _cifar10_archive(tmp_path, "tar.gz")
     server.files["/login"], server.modes["/login"] = b"<html>sign in</html>", ["html"]
-    server.files["/c"] = blob
+    server.files["/c"], server.files["/old"] = blob, blob[:-1] + b"x"  # /old serves another version
     ds = _cifar10(server.url("/login"), "tar.gz", _md5(blob))
-    ds = replace(
-        ds, sources=(replace(ds.sources[0], urls=(server.url("/login"), server.url("/gone"), server.url("/c"))),)
-    )
+    urls = tuple(server.url(p) for p in ("/login", "/gone", "/old", "/c"))
+    ds = replace(ds, sources=(replace(ds.sources[0], urls=urls),))
     download.prepare(ds, tmp_path / "data")
-    assert [h[0] for h in server.hits] == ["/login", "/gone", "/c"]
+    assert [h[0] for h in server.hits] == ["/login", "/gone", "/old", "/c"]
     bad = replace(ds, sources=(replace(ds.sources[0], urls=(server.url("/login"), server.url("/gone"))),))
     server.modes["/login"] = ["html"]
     with pytest.raises(download.DownloadError, match=r"(?s)web page instead of the file.*cannot open .*/gone.*404"):
