@@ -12,7 +12,7 @@ export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 
 
-.PHONY: report help install test test-slow test-all lint format demo clean clean-logs data-fashion-mnist weights-timm wandb-sync
+.PHONY: report help install test test-slow test-all lint format demo clean clean-logs wandb-sync
 
 help: ## list every target with one line each
 	@grep -hE '^[a-zA-Z0-9_%-]+:.*?## ' $(MAKEFILE_LIST) | sort | \
@@ -25,21 +25,6 @@ $(VENV)/.installed: pyproject.toml
 	touch "$@"
 
 install: $(VENV)/.installed ## create .venv (if needed) and install the project with its dev extras
-
-data-fashion-mnist: ## put the Fashion-MNIST IDX files in $(DATA_DIR)/fashion-mnist (Debian package, else download)
-	@mkdir -p $(DATA_DIR)/fashion-mnist
-	@if ls $(DATA_DIR)/fashion-mnist/t10k-labels-idx1-ubyte* >/dev/null 2>&1 && ls $(DATA_DIR)/fashion-mnist/train-images-idx3-ubyte* >/dev/null 2>&1; then \
-	  echo "Fashion-MNIST already in $(DATA_DIR)/fashion-mnist"; \
-	elif [ -d /usr/share/datasets/fashion-mnist ] || (command -v apt-get >/dev/null && (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1))); then \
-	  cp /usr/share/datasets/fashion-mnist/*-ubyte.gz $(DATA_DIR)/fashion-mnist/ && echo "copied from Debian's dataset-fashion-mnist"; \
-	else \
-	  for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do \
-	    curl -fsSL -o $(DATA_DIR)/fashion-mnist/$$f.gz http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/$$f.gz || exit 1; \
-	  done; echo "downloaded Fashion-MNIST"; \
-	fi
-
-weights-timm: install ## download timm weights on a machine with internet: make weights-timm NAME=resnet50
-	$(PY) -m common.backbones.timm_backbone $(NAME) $(WEIGHTS_DIR)/timm
 
 test: install data-fashion-mnist ## run the fast test suite (not slow, not gpu)
 	"$(PY)" -m pytest -m "not slow and not gpu" -q $(ARGS)

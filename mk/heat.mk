@@ -4,7 +4,7 @@ HEAT_DATASETS ?= cifar10 cifar100 imagenet
 HEAT_ROWS ?= el gmm gmm_std
 HEAT_ARGS ?=
 
-.PHONY: demo-heat test-heat weights-heat data-heat features-heat-cifar10 features-heat-cifar100 features-heat-imagenet \
+.PHONY: demo-heat test-heat weights-heat features-heat-cifar10 features-heat-cifar100 features-heat-imagenet \
 	train-heat table-heat table-heat-eval bench-heat
 
 demo-heat: install data-fashion-mnist ## HEAT on Fashion-MNIST (CPU, ~2 min): writes results/demo/heat.{json,md}
@@ -21,14 +21,6 @@ weights-heat: ## say where the HEAT backbones come from and where they go under 
 	@for f in cifar10/resnet34/cifar10-resnet34-multisteplr_randomresizedcrop_epoch_199.ckpt \
 	  cifar100/resnet34/cifar100-resnet34-multisteplr_randomresizedcrop_epoch_199.ckpt imagenet/resnet50-0676ba61.pth; do \
 	  if [ -f $(WEIGHTS_DIR)/heat/$$f ]; then echo "  [x] $$f"; else echo "  [ ] $$f"; fi; done
-
-data-heat: ## say where the HEAT ID/OOD sets go under $(DATA_DIR) (official layouts; see common/data/datasets/*.py)
-	@echo "CIFAR: cifar-10-batches-py/, cifar-100-python/ (cs.toronto.edu/~kriz); SVHN: svhn/test_32x32.mat (ufldl.stanford.edu/housenumbers)"
-	@echo "DTD: dtd/{images,labels}; Places365: places365/{places365_val.txt,val_256/}; LSUN: LSUN/<category>/*.jpg (val lmdbs exported)"
-	@echo "TinyImageNet: tiny-imagenet-200/; ImageNet: imagenet/{train,val}/<wnid>/; MOS OOD: ood_data/{iNaturalist,SUN,Places,dtd}/"
-	@for d in cifar-10-batches-py cifar-100-python svhn dtd places365 LSUN tiny-imagenet-200 imagenet/train imagenet/val \
-	  ood_data/iNaturalist ood_data/SUN ood_data/Places ood_data/dtd; do \
-	  if [ -e $(DATA_DIR)/$$d ]; then echo "  [x] $$d"; else echo "  [ ] $$d"; fi; done
 
 features-heat-cifar10: install ## extract + cache ResNet-34 features of CIFAR-10 and its 6 OOD sets (backbone run once)
 	"$(PY)" -m heat.extract experiment=heat/cifar10_gmm $(HEAT_ARGS)
