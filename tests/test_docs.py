@@ -25,7 +25,7 @@ PACKAGES = ("common", "roadmap", "happier", "heat", "gallop")
 PATH_ROOTS = (*PACKAGES, "configs", "tests", "benchmarks", "mk", "results", "docs")
 TOP_FILES = ("Makefile", "pyproject.toml", "README.md")
 # Pages linked from docs/README.md that other branches add; drop a name here once its page is merged.
-PAGES_FROM_OTHER_BRANCHES = {"runs.md", "hgldv2_coco.md"}
+PAGES_FROM_OTHER_BRANCHES = {"runs.md"}
 
 SPAN = re.compile(r"`([^`\n]+)`")
 _ROOTS, _PKGS = "|".join(PATH_ROOTS), "|".join(PACKAGES)

@@ -80,19 +80,24 @@ def check_label_range(
     return arr
 
 
-def check_labels(labels, *, name: str = "labels", allow_hierarchical: bool = True):
-    """Validate a label tensor against the house conventions (architecture.md, "Label conventions").
+def check_labels(labels, *, name: str = "labels", allow_hierarchical: bool = True, allow_multilabel: bool = False):
+    """Validate a label tensor against the house label conventions.
 
     Flat labels are int64 ``[N]``; hierarchical labels are int64 ``[N, L]`` with column 0 the finest level;
-    multi-label relevance uses a boolean ``[N, C]`` matrix (only where the caller allows it, not here).
-    Returns the labels as a tensor; raises ``ValueError`` naming the shape and the fix otherwise.
+    multi-label relevance uses a boolean ``[N, C]`` matrix, accepted only with ``allow_multilabel`` (then it is
+    returned as bool). Returns the labels as a tensor; raises ``ValueError`` naming the shape and the fix otherwise.
     """
     import torch
 
     t = torch.as_tensor(labels)
+    if allow_multilabel and t.dtype == torch.bool:
+        if t.ndim != 2:
+            raise ValueError(f"{name}: multi-label labels must be a boolean [N, C] matrix, got shape {tuple(t.shape)}")
+        return t
     if t.dtype.is_floating_point or t.dtype == torch.bool:
+        multi = " (or a boolean [N, C] multi-label matrix)" if allow_multilabel else ""
         raise ValueError(
-            f"{name} must be an integer tensor (int64 [N] or [N, L]); got dtype {t.dtype}. "
+            f"{name} must be an integer tensor (int64 [N] or [N, L]){multi}; got dtype {t.dtype}. "
             f"Cast class ids with `.long()`."
         )
     if t.ndim == 1 or (t.ndim == 2 and allow_hierarchical):
