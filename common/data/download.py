@@ -18,7 +18,8 @@ for each dataset:
 6. make the entry's links (one DTD serves HEAT, MOS Textures and CoOp) and **check** again.
 
 An interrupted or corrupt download raises an error that names the file and the fix, and leaves no half-extracted
-folder: nothing under the dataset's destination exists until its archive was verified and fully extracted.
+folder: nothing under the dataset's destination exists until its archive was verified and fully extracted. (A merged
+archive interrupted while its files move in leaves some of them, but no stamp: the next run extracts it again.)
 ``--check`` only checks; ``--list`` prints every dataset with its state; ``--markdown`` prints the catalogue table
 of docs/data.md.
 """
