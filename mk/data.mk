@@ -6,7 +6,7 @@ DATA_ARGS ?=
 DATA_CLI = "$(PY)" -m common.data.download --data-dir "$(DATA_DIR)" $(DATA_ARGS)
 
 .PHONY: data-list data-fashion-mnist data-sop data-cub data-inat data-inshop data-dyml-vehicle data-dyml-animal \
-	data-dyml-product data-cifar10 data-cifar100 data-svhn data-dtd data-places365 data-lsun data-tinyimagenet \
+	data-dyml-product data-gldv2-metadata data-gldv2 data-coco data-hgldv2 data-cifar10 data-cifar100 data-svhn data-dtd data-places365 data-lsun data-tinyimagenet \
 	data-imagenet data-imagenet-ood data-openood data-coop-imagenet data-coop-caltech101 data-coop-oxford-pets \
 	data-coop-stanford-cars data-coop-oxford-flowers data-coop-food101 data-coop-fgvc-aircraft data-coop-sun397 \
 	data-coop-dtd data-coop-eurosat data-coop-ucf101 data-imagenet-v2 data-imagenet-sketch data-imagenet-a \
@@ -38,6 +38,29 @@ data-dyml-animal: install ## say what to fetch by hand, then check: DyML-Animal
 
 data-dyml-product: install ## say what to fetch by hand, then check: DyML-Product
 	$(DATA_CLI) dyml-product
+
+data-gldv2-metadata: install ## download and check: Google Landmarks v2.1's CSV files only (labels, lists, ground truth, H-GLDv2 labels)
+	$(DATA_CLI) gldv2-metadata
+
+data-gldv2: install ## download (md5 per TAR), check and lay out: Google Landmarks v2.1 with its images (~600 GB)
+	$(DATA_CLI) gldv2
+
+data-coco: install ## download, check and lay out: MS-COCO 2017 train/val images and instance annotations
+	$(DATA_CLI) coco
+
+# H-GLDv2 super-categories by CLIP zero-shot (happier/hgldv2.py, docs/hgldv2_coco.md) for the train and the index
+# landmarks, written to $(DATA_DIR)/gldv2/hgldv2/ where configs/data/hgldv2.yaml reads them. The default build reads
+# the category names only (data-gldv2-metadata); HGLDV2_ARGS="--images-per-landmark 4" also reads images (data-gldv2).
+HGLDV2_MODEL ?= ViT-B-16
+HGLDV2_TAG ?= openai
+HGLDV2_ARGS ?=
+data-hgldv2: data-gldv2-metadata ## H-GLDv2 hierarchy CSVs from the CLIP weights of `make weights-clip` (fetched if absent); HGLDV2_ARGS= for the builder
+	test -f "$(WEIGHTS_DIR)/open_clip/$(HGLDV2_MODEL)-$(HGLDV2_TAG)/open_clip_config.json" || \
+	  $(WEIGHTS_CLI) clip $(HGLDV2_MODEL)-$(HGLDV2_TAG)
+	for split in train index; do \
+	  "$(PY)" -m happier.hgldv2 build --split $$split --root "$(DATA_DIR)/gldv2" --model $(HGLDV2_MODEL) \
+	    --pretrained $(HGLDV2_TAG) --weights-dir "$(WEIGHTS_DIR)" $(HGLDV2_ARGS) || exit 1; \
+	done
 
 data-cifar10: install ## download, check and lay out: CIFAR-10
 	$(DATA_CLI) cifar10
@@ -123,5 +146,5 @@ data-coop: install ## GalLoP's data: the 11 CoOp datasets + split files, ImageNe
 data-heat: install ## HEAT's ID/OOD sets: CIFAR-10/100, SVHN, DTD, Places365, LSUN, TinyImageNet, ImageNet, MOS OOD
 	$(DATA_CLI) heat
 
-data-all-public: install ## every dataset that needs no login (well over 100 GB: see docs/data.md)
+data-all-public: install ## every dataset that needs no login (close to 1 TB with GLDv2's images: see docs/data.md)
 	$(DATA_CLI) all-public

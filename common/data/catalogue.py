@@ -9,7 +9,8 @@ stands in the way (``manual``), and which links to make so one copy serves sever
 Checksums are never computed by us: each one is copied from where it was published (``checksum_from``). Where no
 checksum is published the source says so (``checksum_from=NO_CHECKSUM``) and the extracted layout plus the readers
 are the only check. ``git_sha1`` is the git blob id that a repository's tree lists for the file (sha1 of
-``b"blob <size>\\0" + content``).
+``b"blob <size>\\0" + content``). ``md5_url`` is for checksums published one file per archive next to the archives
+(GLDv2's ``md5sum/<split>/md5.images_NNN.txt``): the downloader reads the md5 from there before it downloads.
 
 Paths are relative to ``DATA_DIR`` (``paths.data_dir`` in the configs). Install pairs ``(src, dst)`` name ``src``
 inside the extracted archive (``""`` = the downloaded file itself when it is not an archive) and ``dst`` under
@@ -44,10 +45,16 @@ class Source:
         urls: mirrors tried in order; empty = manual (a login or licence is needed).
         install: ``(src inside the extracted archive, dst under DATA_DIR)`` pairs moved into place.
         md5, sha256, git_sha1: the published checksum (at most one is needed); ``size`` in bytes if published.
+        md5_url: where the md5 of this file is published as a text file (an ``md5sum`` line, or the digest alone);
+            read at download time, in place of ``md5``.
         checksum_from: where the checksum was published, or :data:`NO_CHECKSUM`.
         inner: archives inside the archive to unpack next to themselves before installing (Caltech-101).
         convert: a converter of :data:`common.data.download.CONVERTERS` (run on the extracted tree) or an extractor
             of :data:`common.data.download.EXTRACTORS` (run instead of the plain extraction).
+        merge: the archive is one of several that fill the same folders (GLDv2's 500 train TARs all extract into
+            ``train/<a>/<b>/<c>/``): its files are moved into the existing ``dst`` folders instead of installing each
+            folder with one rename, and ``dst/.extracted/<filename>`` marks it done so an interrupted run resumes at
+            the next archive.
     """
 
     filename: str
@@ -60,20 +67,27 @@ class Source:
     size: int | None = None
     inner: tuple[str, ...] = ()
     convert: str | None = None
+    md5_url: str | None = None
+    merge: bool = False
 
     def __post_init__(self) -> None:
-        has_sum = any((self.md5, self.sha256, self.git_sha1))
+        has_sum = any((self.md5, self.sha256, self.git_sha1, self.md5_url))
         if has_sum == (self.checksum_from == NO_CHECKSUM):
             raise ValueError(f"{self.filename}: give a published checksum with its source, or NO_CHECKSUM")
+        if self.merge and not self.install:
+            raise ValueError(f"{self.filename}: merge=True needs the folders to merge into (install)")
 
 
 @dataclass(frozen=True)
 class ReaderCheck:
-    """Construct ``target`` (a dotted class path) with ``root=DATA_DIR/root`` and ``kwargs``: it must load."""
+    """Construct ``target`` (a dotted class path) with ``root=DATA_DIR/root`` and ``kwargs``: it must load, and
+    (``files=True``) the first and last files it lists must exist; ``files=False`` checks only that the reader parses
+    the metadata (an entry that fetches the metadata without the images)."""
 
     target: str
     root: str
     kwargs: dict = field(default_factory=dict)
+    files: bool = True
 
 
 @dataclass(frozen=True)
@@ -148,6 +162,39 @@ FASHION_MNIST_FILES = (
     ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
     ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
 )
+GLDV2 = "https://s3.amazonaws.com/google-landmark"
+GLDV2_MD5 = "the md5sum file published next to each TAR (GLDv2 README, cvdfoundation/google-landmark)"
+GLDV2_METADATA = (  # (folder under GLDV2, file); installed as gldv2/<file>
+    ("metadata", "train_clean.csv"),
+    ("metadata", "train_label_to_category.csv"),
+    ("metadata", "train_label_to_hierarchical.csv"),
+    ("metadata", "index.csv"),
+    ("metadata", "index_image_to_landmark.csv"),
+    ("metadata", "index_label_to_category.csv"),
+    ("metadata", "index_label_to_hierarchical.csv"),
+    ("metadata", "test.csv"),
+    ("ground_truth", "retrieval_solution_v2.1.csv"),
+)
+GLDV2_TARS = {"train": 500, "index": 100, "test": 20}  # images_000.tar ... per split (GLDv2 README)
+GLDV2_TRAIN = "common.data.datasets.gldv2.GLDv2Train"
+GLDV2_RETRIEVAL = "common.data.datasets.gldv2.GLDv2Retrieval"
+COCO_ZIPS = "http://images.cocodataset.org"
+COCO_READER = "common.data.datasets.coco_multilabel.COCOMultiLabel"
+
+
+def _gldv2_tar(split: str, i: int) -> Source:
+    """One of GLDv2's image TARs: extracted into ``gldv2/<split>/`` with the others (``<a>/<b>/<c>/<id>.jpg``)."""
+    stem = f"images_{i:03d}"
+    return Source(
+        f"gldv2_{split}_{stem}.tar",
+        (f"{GLDV2}/{split}/{stem}.tar",),
+        (("", f"gldv2/{split}"),),
+        GLDV2_MD5,
+        md5_url=f"{GLDV2}/md5sum/{split}/md5.{stem}.txt",
+        merge=True,
+    )
+
+
 IMAGENET_MANUAL = """ImageNet-1k (ILSVRC-2012) needs an account: log in at https://image-net.org/download-images.php and
 download ILSVRC2012_img_train.tar (138 GB), ILSVRC2012_img_val.tar (6.3 GB) and ILSVRC2012_devkit_t12.tar.gz.
 Put the three files in {downloads}/ and run this target again: it checks torchvision's md5s, unpacks the train
@@ -344,6 +391,72 @@ https://github.com/SupetZYK/DynamicMetricLearning). Download the {kind} archive 
                 ),
             ),
         )
+    ),
+    # ---- HAPPIER's extensions: H-GLDv2 and multi-label COCO (docs/hgldv2_coco.md) ------------------------------
+    Dataset(
+        "gldv2-metadata",
+        "Google Landmarks v2.1: the CSV files only (labels, index and test lists, retrieval ground truth, H-GLDv2 labels)",
+        "https://github.com/cvdfoundation/google-landmark",
+        layout=tuple(f"gldv2/{f}" for _, f in GLDV2_METADATA),
+        readers=(
+            ReaderCheck(GLDV2_TRAIN, "gldv2", {}, files=False),
+            ReaderCheck(GLDV2_TRAIN, "gldv2", {"hierarchy": "train_label_to_hierarchical.csv"}, files=False),
+            ReaderCheck(GLDV2_RETRIEVAL, "gldv2", {"split": "query"}, files=False),
+        ),
+        sources=tuple(
+            Source(f"gldv2_{f}", (f"{GLDV2}/{folder}/{f}",), (("", f"gldv2/{f}"),), NO_CHECKSUM)
+            for folder, f in GLDV2_METADATA
+        ),
+        notes="Enough for the H-GLDv2 labels (the published train/index_label_to_hierarchical.csv, or `make "
+        "data-hgldv2` from the category names); the readers parse the files, the images come with `make data-gldv2`.",
+    ),
+    Dataset(
+        "gldv2",
+        "Google Landmarks v2.1 with its images (train_clean, index, test): about 600 GB of TARs",
+        "https://github.com/cvdfoundation/google-landmark",
+        layout=("gldv2/train", "gldv2/index", "gldv2/test"),
+        readers=(
+            ReaderCheck(GLDV2_TRAIN, "gldv2", {"check_files": True}),
+            ReaderCheck(GLDV2_RETRIEVAL, "gldv2", {"split": "query", "check_files": True}),
+            ReaderCheck(GLDV2_RETRIEVAL, "gldv2", {"split": "index", "check_files": True}),
+        ),
+        sources=tuple(_gldv2_tar(split, i) for split, n in GLDV2_TARS.items() for i in range(n)),
+        requires=("gldv2-metadata",),
+        notes="500 train TARs (~1 GB each), 100 index (~850 MB) and 20 test (~500 MB), each checked against the md5 "
+        "published beside it and extracted into gldv2/<split>/ (deleted afterwards unless --keep-archives); an "
+        "interrupted run resumes at the first TAR not yet extracted. The check stats every image the readers list "
+        "(2.3 million files), since one missing TAR would otherwise go unnoticed.",
+    ),
+    Dataset(
+        "coco",
+        "MS-COCO 2017 train/val images and instance annotations (multi-label retrieval)",
+        "https://cocodataset.org/#download",
+        layout=(
+            "coco/annotations/instances_train2017.json",
+            "coco/annotations/instances_val2017.json",
+            "coco/train2017",
+            "coco/val2017",
+        ),
+        readers=(
+            ReaderCheck(COCO_READER, "coco", {"split": "query", "num_queries": 2, "num_train": 2}),
+            ReaderCheck(COCO_READER, "coco", {"split": "train", "protocol": "official"}),
+            ReaderCheck(COCO_READER, "coco", {"split": "val", "protocol": "official"}),
+        ),
+        sources=(
+            Source(
+                "train2017.zip", (f"{COCO_ZIPS}/zips/train2017.zip",), (("train2017", "coco/train2017"),), NO_CHECKSUM
+            ),
+            Source("val2017.zip", (f"{COCO_ZIPS}/zips/val2017.zip",), (("val2017", "coco/val2017"),), NO_CHECKSUM),
+            Source(
+                "annotations_trainval2017.zip",
+                (f"{COCO_ZIPS}/annotations/annotations_trainval2017.zip",),
+                (("annotations", "coco/annotations"),),
+                NO_CHECKSUM,
+            ),
+        ),
+        notes="cocodataset.org publishes no checksums (GluonCV's mscoco.py lists sha1 digests of these zips: a third "
+        "party's, not used). The hashing-protocol check draws 2 queries and 2 training images: it checks the files, "
+        "not the protocol's sizes (the configs draw 5,000 and 10,000).",
     ),
     Dataset(
         "cifar10",

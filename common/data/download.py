@@ -6,16 +6,20 @@ for each dataset:
 1. **check** the layout (every ``layout`` path exists, folders are not empty) and construct each reader of the entry
    on it; if that passes, nothing else happens (a second run is a no-op);
 2. for Fashion-MNIST, copy the files of Debian's ``dataset-fashion-mnist`` package when it is (or can be) installed;
-3. **download** each source to ``DIR/.downloads/<file>.part`` (resumed when the server allows ranges), check the size
-   and the published checksum (md5, sha256 or git blob sha1) while streaming, and only then rename it to
-   ``<file>``; a source without URL must be put there by hand (the entry's instructions say how);
-4. **extract** into a fresh ``DIR/.tmp-<name>-*`` folder, unpack inner archives, run the entry's converter
+3. prepare the datasets it ``requires`` (a no-op when they are ready);
+4. **download** each source to ``DIR/.downloads/<file>.part`` (resumed when the server allows ranges), check the size
+   and the published checksum (md5, sha256, git blob sha1, or an md5 read from the URL where it is published) while
+   streaming, and only then rename it to ``<file>``; a source without URL must be put there by hand (the entry's
+   instructions say how);
+5. **extract** into a fresh ``DIR/.tmp-<name>-*`` folder, unpack inner archives, run the entry's converter
    (LSUN lmdb export, ImageNet train/val sorting), then move each installed folder into place with one ``rename``
-   (atomic on one filesystem) and delete the temporary folder, whatever happened;
-5. make the entry's links (one DTD serves HEAT, MOS Textures and CoOp) and **check** again.
+   (atomic on one filesystem) and delete the temporary folder, whatever happened. Archives that share folders
+   (GLDv2's TARs) are merged into them instead, and a stamp marks each archive done;
+6. make the entry's links (one DTD serves HEAT, MOS Textures and CoOp) and **check** again.
 
 An interrupted or corrupt download raises an error that names the file and the fix, and leaves no half-extracted
-folder: nothing under the dataset's destination exists until its archive was verified and fully extracted.
+folder: nothing under the dataset's destination exists until its archive was verified and fully extracted. (A merged
+archive interrupted while its files move in leaves some of them, but no stamp: the next run extracts it again.)
 ``--check`` only checks; ``--list`` prints every dataset with its state; ``--markdown`` prints the catalogue table
 of docs/data.md.
 """
@@ -34,9 +38,11 @@ import sys
 import tarfile
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from common.data.catalogue import BY_NAME, DATASETS, GROUPS, NO_CHECKSUM, Dataset, Source, needs_hands, resolve
@@ -123,6 +129,65 @@ class Digest:
         self.check(n, f"'{path}'")
 
 
+def parse_md5_file(text: str, name: str, where: str) -> str:
+    """The md5 of ``name`` in a published md5 file: ``md5sum`` lines (``<digest>  <name>``, ``<digest> *<name>``)
+    or the digest alone. Raises :class:`DownloadError` when the text holds no digest, or none for ``name``."""
+    found: dict[str | None, set[str]] = {}
+    for line in text.splitlines():
+        parts = line.strip().split(maxsplit=1)
+        if parts and len(parts[0]) == 32 and all(c in "0123456789abcdefABCDEF" for c in parts[0]):
+            listed = Path(parts[1].strip().lstrip("*")).name if len(parts) > 1 else None
+            found.setdefault(listed, set()).add(parts[0].lower())
+    digests = found.get(name, set()) | found.get(None, set())
+    if len(digests) != 1:
+        what = f"no md5 for {name}" if not digests else f"several md5s for {name}: {sorted(digests)}"
+        listed = sorted(n for n in found if n) or "none"
+        raise DownloadError(f"{where} gives {what} (files listed: {listed}); is it the published md5 file?")
+    return digests.pop()
+
+
+def _published_name(src: Source) -> str:
+    """The file name the publisher uses (the last part of the first URL), which its md5 file lists."""
+    return Path(urllib.parse.urlparse(src.urls[0]).path).name if src.urls else src.filename
+
+
+def md5_cache(src: Source, downloads: Path) -> Path:
+    """Where the md5 read from ``src.md5_url`` is kept, next to the download."""
+    return downloads / f"{src.filename}.md5"
+
+
+def with_published_md5(src: Source, downloads: Path) -> Source:
+    """``src`` with ``md5`` read from ``src.md5_url`` (once: the text is kept in :func:`md5_cache`, so a later run,
+    or an offline one given that file, reads it from there). Sources without ``md5_url`` are returned as they are."""
+    if not src.md5_url or src.md5:
+        return src
+    cache = md5_cache(src, downloads)
+    if cache.is_file():
+        text, where = cache.read_text(errors="replace"), f"'{cache}'"
+    else:
+        try:
+            req = urllib.request.Request(src.md5_url, headers={"User-Agent": USER_AGENT})
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                text = resp.read(1 << 16).decode("utf-8", errors="replace")
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+            raise DownloadError(
+                f"cannot read the published md5 of {src.filename} from {src.md5_url}: {e}. Run the target again "
+                f"where that URL can be reached, or put that file's text in '{cache}'."
+            ) from e
+        where = src.md5_url
+    md5 = parse_md5_file(text, _published_name(src), where)
+    if not cache.is_file():
+        downloads.mkdir(parents=True, exist_ok=True)
+        _write_atomic(cache, text.encode())
+    return replace(src, md5=md5, checksum_from=f"{src.checksum_from}: {src.md5_url}")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # download
 # --------------------------------------------------------------------------------------------------------------------
@@ -191,15 +256,16 @@ def fetch(src: Source, downloads: Path) -> Path:
     failed.
     """
     final = downloads / src.filename
+    if not final.is_file() and not src.urls:
+        downloads.mkdir(parents=True, exist_ok=True)  # the folder the instructions point to
+        raise ManualStepError(f"'{final}' is missing (it cannot be downloaded automatically)")
+    src = with_published_md5(src, downloads)
     if final.is_file():
         try:
             Digest(src).check_file(final)
         except ChecksumError as e:
             raise ChecksumError(f"{e}. Delete '{final}' and run the target again.") from None
         return final
-    if not src.urls:
-        downloads.mkdir(parents=True, exist_ok=True)  # the folder the instructions point to
-        raise ManualStepError(f"'{final}' is missing (it cannot be downloaded automatically)")
     downloads.mkdir(parents=True, exist_ok=True)
     part = downloads / f"{src.filename}.part"
     errors, mismatch = [], False
@@ -283,17 +349,44 @@ def _install_file(file: Path, dst: Path, move: bool) -> None:
     os.replace(tmp, dst)
 
 
-def install_source(src: Source, ds: Dataset, data_dir: Path, keep_archives: bool = False) -> None:
-    """Fetch ``src`` and move its parts into place under ``data_dir`` (skipped when they are all there)."""
+EXTRACTED = ".extracted"
+
+
+def merge_stamp(src: Source, data_dir: Path, dst: str) -> Path:
+    """The file that marks ``src`` (a ``merge`` archive) as extracted into ``data_dir/dst``."""
+    return data_dir / dst / EXTRACTED / src.filename
+
+
+def _merge_tree(src: Path, dst: Path) -> None:
+    """Move everything under ``src`` into ``dst``: a folder that ``dst`` lacks moves with one rename, one that it has
+    is merged, a file replaces its namesake (left by an interrupted run of the same archive)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for p in src.iterdir():
+        q = dst / p.name
+        if p.is_dir() and not p.is_symlink() and q.is_dir():
+            _merge_tree(p, q)
+        else:
+            os.replace(p, q)
+
+
+def _installed(src: Source, data_dir: Path, ds: Dataset) -> bool:
+    """Whether every part of ``src`` is in place (a merge archive: its stamps); a partial install is an error."""
+    if src.merge:
+        return all(merge_stamp(src, data_dir, dst).is_file() for _, dst in src.install)
     dsts = [data_dir / dst for _, dst in src.install]
     present = [d for d in dsts if d.exists()]
-    if dsts and len(present) == len(dsts):
-        return
-    if present:
+    if present and len(present) < len(dsts):
         raise LayoutError(
             f"{', '.join(map(str, present))} exist(s) but the rest of {src.filename} is missing: move the existing "
             f"folder away (or delete it) and run `make data-{ds.name}` again."
         )
+    return bool(dsts) and len(present) == len(dsts)
+
+
+def install_source(src: Source, ds: Dataset, data_dir: Path, keep_archives: bool = False) -> None:
+    """Fetch ``src`` and move its parts into place under ``data_dir`` (skipped when they are all there)."""
+    if _installed(src, data_dir, ds):
+        return
     downloads = data_dir / DOWNLOADS
     file = fetch(src, downloads)
     if not src.install:
@@ -302,7 +395,14 @@ def install_source(src: Source, ds: Dataset, data_dir: Path, keep_archives: bool
     if archive_kind(src.filename) is None:
         for _, dst in src.install:
             _install_file(file, data_dir / dst, move=ours and not keep_archives)
-        return
+    else:
+        _extract_and_install(src, ds, file, data_dir, delete_bad=ours and src.checksum_from == NO_CHECKSUM)
+    if ours and not keep_archives:
+        file.unlink(missing_ok=True)
+        md5_cache(src, downloads).unlink(missing_ok=True)
+
+
+def _extract_and_install(src: Source, ds: Dataset, file: Path, data_dir: Path, delete_bad: bool) -> None:
     for stale in data_dir.glob(f".tmp-{ds.name}-*"):
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{ds.name}-", dir=data_dir))
@@ -310,24 +410,27 @@ def install_source(src: Source, ds: Dataset, data_dir: Path, keep_archives: bool
         try:
             (EXTRACTORS.get(src.convert) or extract)(file, tmp)
         except DataError:
-            if ours and src.checksum_from == NO_CHECKSUM:
+            if delete_bad:
                 file.unlink(missing_ok=True)
             raise
         for inner in src.inner:
             extract(tmp / inner, (tmp / inner).parent)
             (tmp / inner).unlink()
         if src.convert in CONVERTERS:
-            CONVERTERS[src.convert](tmp, downloads)
+            CONVERTERS[src.convert](tmp, data_dir / DOWNLOADS)
         for rel, dst in src.install:
             if not (tmp / rel).exists():
                 top = sorted(p.name for p in tmp.iterdir())[:10]
                 raise LayoutError(f"{src.filename} holds no '{rel}' (top level: {top}); has the archive changed?")
-            (data_dir / dst).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp / rel, data_dir / dst)
+            if src.merge:
+                _merge_tree(tmp / rel, data_dir / dst)
+                merge_stamp(src, data_dir, dst).parent.mkdir(exist_ok=True)
+                merge_stamp(src, data_dir, dst).touch()
+            else:
+                (data_dir / dst).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp / rel, data_dir / dst)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    if ours and not keep_archives:
-        file.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -471,8 +574,9 @@ def layout_problems(ds: Dataset, data_dir: Path) -> list[str]:
 
 
 def reader_problems(ds: Dataset, data_dir: Path) -> list[str]:
-    """Each reader of ``ds`` constructed on ``data_dir`` must list items, and the first and last listed files must
-    exist (readers parse the split files; this catches images extracted to another place)."""
+    """Each reader of ``ds`` constructed on ``data_dir`` must list items, and (unless its check says ``files=False``)
+    the first and last listed files must exist (readers parse the split files; this catches images extracted to
+    another place)."""
     problems = []
     for r in ds.readers:
         call = f"{r.target.rpartition('.')[2]}(root='{data_dir / r.root}', {r.kwargs})"
@@ -484,7 +588,7 @@ def reader_problems(ds: Dataset, data_dir: Path) -> list[str]:
         if len(obj) == 0:
             problems.append(f"{call} lists no items")
             continue
-        paths = getattr(obj, "paths", None) or []
+        paths = (getattr(obj, "paths", None) or []) if r.files else []
         for p in dict.fromkeys(paths[:1] + paths[-1:]):
             if not Path(p).exists():
                 problems.append(f"{call} lists '{p}', which does not exist")
@@ -517,9 +621,8 @@ def prepare(ds: Dataset, data_dir: Path, keep_archives: bool = False, allow_apt:
     if ds.debian_package and copy_from_debian(ds, data_dir, allow_apt) and not verify(ds, data_dir):
         say(f"[ok] {ds.name}: ready under {data_dir}")
         return
-    if any(not (data_dir / link).exists() for link, _ in ds.links):
-        for req in ds.requires:
-            prepare(BY_NAME[req], data_dir, keep_archives, allow_apt)
+    for req in ds.requires:  # a check, when it is ready
+        prepare(BY_NAME[req], data_dir, keep_archives, allow_apt)
     hand = []
     for src in ds.sources:
         try:
@@ -545,8 +648,9 @@ def prepare(ds: Dataset, data_dir: Path, keep_archives: bool = False, allow_apt:
 # CLI
 # --------------------------------------------------------------------------------------------------------------------
 def _checksum_label(s: Source) -> str:
-    kind = next((k for k in ("sha256", "md5", "git_sha1") if getattr(s, k)), None)
-    return f"{kind.replace('git_sha1', 'git blob id')}: {s.checksum_from}" if kind else NO_CHECKSUM
+    kind = next((k for k in ("sha256", "md5", "git_sha1", "md5_url") if getattr(s, k)), None)
+    names = {"git_sha1": "git blob id", "md5_url": "md5 (read from its URL)"}
+    return f"{names.get(kind, kind)}: {s.checksum_from}" if kind else NO_CHECKSUM
 
 
 def markdown_table() -> str:

@@ -20,7 +20,7 @@ from common.data.datasets import fashion_mnist as fm
 from common.data.datasets.cifar import load_cifar
 from common.data.datasets.coop import CoOpDataset, read_split_zhou
 from common.data.datasets.dyml import read_dyml_csv
-from common.data.datasets.imagenet_dg import read_classnames
+from common.data.datasets.imagenet_dg import ImageNetDG, read_classnames
 from common.data.datasets.inat import INaturalist2018, load_inat_taxonomy
 from common.data.datasets.inshop import read_inshop_partition
 from common.data.datasets.ood_folders import DTD, Places365, TinyImageNet
@@ -260,6 +260,8 @@ def test_coop_split_json_not_json_and_gap_in_labels(tmp_path):
     path.write_text("[1, 2")
     with _raises(path, "not valid JSON"):
         read_split_zhou(path)
+    with _raises(path, "not valid JSON", r"`make data-coop-oxford-pets`"):  # the reader names its dataset's target
+        CoOpDataset(tmp_path, "oxford_pets", "train")
     path.write_text(json.dumps({"train": [["a.jpg", 0, "cat"], ["b.jpg", 2, "dog"]], "val": [], "test": []}))
     with pytest.raises(ValueError, match=re.escape(f"'{path}'") + r".*labels \[1\] never appear"):
         CoOpDataset(tmp_path, "oxford_pets", "train")
@@ -271,7 +273,7 @@ def test_fgvc_unknown_variant_names_line(tmp_path):
     (base / "variants.txt").write_text("707-320\nA320\n")
     lst = base / "images_variant_test.txt"
     lst.write_text("0001 A320\n0002 A380\n")
-    with _raises(lst, "line 2", "variant 'A380' is not in"):
+    with _raises(lst, "line 2", "variant 'A380' is not in", r"`make data-coop-fgvc-aircraft`"):
         CoOpDataset(tmp_path, "fgvc_aircraft", "test")
 
 
@@ -282,8 +284,10 @@ def test_imagenet_classnames_line_without_name(tmp_path):
     with _raises(f, "line 2", "expected '<wnid> <class name>'"):
         read_classnames(tmp_path)
     f.write_text("n01440764 tench\nn01440764 goldfish\n")
-    with _raises(f, "line 2", "listed twice"):
+    with _raises(f, "line 2", "listed twice", r"`make data-coop-imagenet`"):
         read_classnames(tmp_path)
+    with _raises(f, "line 2", "listed twice", r"`make data-imagenet-sketch`"):  # each set's target fetches the file
+        ImageNetDG(tmp_path, "imagenet_sketch")
 
 
 # ---------------------------------------------------------------- OOD folder lists: Places365, DTD, TinyImageNet

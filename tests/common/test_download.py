@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 from scipy.io import savemat
 
-from common.data import download
+from common.data import catalogue, download
 from common.data.catalogue import BY_NAME, NO_CHECKSUM
 from common.data.datasets.cifar import load_cifar
 from common.data.datasets.imagenet_ood import ImageNetVal
@@ -415,6 +415,145 @@ def test_imagenet_from_the_official_tars(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------------------------
+# checksums published per file at a URL, archives merged into shared folders (GLDv2), COCO
+# --------------------------------------------------------------------------------------------------------------------
+def test_parse_md5_file():
+    d1, d2 = "0123456789abcdef0123456789abcdef", "f" * 32
+    assert download.parse_md5_file(f"{d1}  images_000.tar\n", "images_000.tar", "x") == d1
+    assert download.parse_md5_file(f"{d1.upper()} *./sub/images_000.tar\n", "images_000.tar", "x") == d1
+    assert download.parse_md5_file(f"{d1}\n", "images_000.tar", "x") == d1  # the digest alone
+    assert download.parse_md5_file(f"{d2}  a.tar\n{d1}  b.tar\n", "b.tar", "x") == d1
+    with pytest.raises(download.DownloadError, match=r"x gives no md5 for images_001.tar \(files listed: \['a.tar'\]"):
+        download.parse_md5_file(f"{d1}  a.tar\n", "images_001.tar", "x")
+    with pytest.raises(download.DownloadError, match="no md5 for a.tar.*none"):
+        download.parse_md5_file("<Error><Code>AccessDenied</Code></Error>", "a.tar", "x")
+    with pytest.raises(download.DownloadError, match="several md5s"):
+        download.parse_md5_file(f"{d1}\n{d2}\n", "a.tar", "x")
+
+
+def _gldv2_tars(tmp_path: Path, server) -> dict[str, list[bytes]]:
+    """The tiny GLDv2 images as the official TARs (members ``a/b/c/<id>.jpg``, two train TARs sharing ``a/0/0/``),
+    served with their md5 files at the bucket's paths."""
+    from tests.helpers.gldv2_files import make_gldv2
+
+    src = make_gldv2(tmp_path / "src" / "gldv2")
+    tars: dict[str, list[bytes]] = {}
+    for split in ("train", "index", "test"):
+        files = sorted(p for p in (src / split).rglob("*.jpg"))
+        parts = [files[::2], files[1::2]] if split == "train" else [files]
+        for i, part in enumerate(parts):
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w") as tf:
+                for f in part:
+                    tf.add(f, arcname=f.relative_to(src / split).as_posix())
+            tars.setdefault(split, []).append(buf.getvalue())
+            server.files[f"/{split}/images_{i:03d}.tar"] = buf.getvalue()
+            server.files[f"/md5sum/{split}/md5.images_{i:03d}.txt"] = (
+                f"{_md5(buf.getvalue())}  images_{i:03d}.tar\n".encode()
+            )
+    for _, name in catalogue.GLDV2_METADATA:
+        server.files[f"/meta/{name}"] = (src / name).read_bytes()
+    return tars
+
+
+def _gldv2_served(server, tars, monkeypatch):
+    """The catalogue's two GLDv2 entries with the bucket replaced by the loopback server (and as many TARs per split
+    as the tiny copy has); the metadata entry is patched where `make data-gldv2` finds it."""
+    meta = BY_NAME["gldv2-metadata"]
+    meta = replace(meta, sources=tuple(replace(s, urls=(server.url(f"/meta/{s.filename[6:]}"),)) for s in meta.sources))
+    monkeypatch.setitem(download.BY_NAME, "gldv2-metadata", meta)
+    bucket = server.url("")
+    ds = BY_NAME["gldv2"]
+    sources = tuple(
+        replace(
+            s, urls=(s.urls[0].replace(catalogue.GLDV2, bucket),), md5_url=s.md5_url.replace(catalogue.GLDV2, bucket)
+        )
+        for s in ds.sources
+        if int(s.filename[-7:-4]) < len(tars[s.install[0][1].split("/")[1]])
+    )
+    return replace(ds, sources=sources)
+
+
+def test_gldv2_from_the_bucket_md5_per_tar_merged_and_resumed(tmp_path, server, monkeypatch):
+    from common.data.datasets.gldv2 import GLDv2Retrieval, GLDv2Train, load_retrieval_split
+    from tests.helpers.gldv2_files import TRAIN
+
+    tars = _gldv2_tars(tmp_path, server)
+    ds = _gldv2_served(server, tars, monkeypatch)
+    assert [s.filename for s in ds.sources] == [
+        "gldv2_train_images_000.tar",
+        "gldv2_train_images_001.tar",
+        "gldv2_index_images_000.tar",
+        "gldv2_test_images_000.tar",
+    ]
+    data = tmp_path / "data"
+    server.modes["/train/images_001.tar"] = ["truncate"]  # the second TAR breaks off the first time
+    with pytest.raises(download.DownloadError, match="images_001.tar stopped after"):
+        download.prepare(ds, data)
+    assert (data / "gldv2" / "train" / ".extracted" / "gldv2_train_images_000.tar").is_file()
+    assert not (data / "gldv2" / "train" / ".extracted" / "gldv2_train_images_001.tar").exists()
+    server.hits.clear()
+    load_retrieval_split.cache_clear()
+    download.prepare(ds, data)
+    # the metadata is there and the first TAR was extracted: only the second one and the rest are fetched, and the
+    # md5 of the second one, read before it broke off, was kept (each md5 file is read once)
+    assert [h[0] for h in server.hits] == [
+        "/train/images_001.tar",
+        "/md5sum/index/md5.images_000.txt",
+        "/index/images_000.tar",
+        "/md5sum/test/md5.images_000.txt",
+        "/test/images_000.tar",
+    ]
+    train = GLDv2Train(data / "gldv2", check_files=True)
+    assert sorted(train.image_ids) == sorted(i for _, ids, _ in TRAIN.values() for i in ids)
+    assert len(GLDv2Retrieval(data / "gldv2", "index", check_files=True)) == 6
+    assert sorted(p.name for p in (data / "gldv2" / "train" / "a" / "0" / "0").iterdir()) == [
+        "a0000001.jpg",
+        "a0000002.jpg",
+    ]  # one folder filled by both train TARs
+    assert sorted(p.name for p in (data / ".downloads").iterdir()) == []  # TARs and their md5 deleted
+    server.hits.clear()
+    download.prepare(ds, data)
+    assert server.hits == []  # ready: a second run only checks
+
+
+def test_gldv2_tar_against_the_md5_published_beside_it(tmp_path, server, monkeypatch):
+    tars = _gldv2_tars(tmp_path, server)
+    ds = _gldv2_served(server, tars, monkeypatch)
+    data = tmp_path / "data"
+    server.files["/md5sum/index/md5.images_000.txt"] = f"{'0' * 32}  images_000.tar\n".encode()
+    with pytest.raises(
+        download.ChecksumError, match=r"gldv2_index_images_000.tar .*md5 \w+ differs from the published 0{32}.*md5sum"
+    ):
+        download.prepare(ds, data)
+    assert not (data / "gldv2" / "index").exists() and not (data / ".downloads" / "gldv2_index_images_000.tar").exists()
+    # the md5 file is gone: the error names the URL and where the text can go instead
+    del server.files["/md5sum/test/md5.images_000.txt"]
+    with pytest.raises(download.DownloadError, match=r"(?s)cannot read the published md5 .*404.*put that file's text"):
+        download.install_source(ds.sources[-1], ds, data)
+    (data / ".downloads" / "gldv2_test_images_000.tar.md5").write_text(f"{_md5(tars['test'][0])}  images_000.tar\n")
+    download.install_source(ds.sources[-1], ds, data)  # offline, from the md5 put there by hand
+    assert (data / "gldv2" / "test" / ".extracted" / "gldv2_test_images_000.tar").is_file()
+
+
+def test_coco_zips_are_laid_out_for_every_reader(tmp_path, server):
+    from common.data.datasets.coco_multilabel import COCOMultiLabel
+    from tests.helpers.coco_files import make_coco
+
+    src = make_coco(tmp_path / "src")
+    ds = BY_NAME["coco"]
+    sources = []
+    for s, top in zip(ds.sources, ("train2017", "val2017", "annotations")):
+        server.files[f"/{s.filename}"] = _tree_bytes(src, top, "zip")
+        sources.append(replace(s, urls=(server.url(f"/{s.filename}"),)))
+    ds = replace(ds, sources=tuple(sources))
+    download.prepare(ds, tmp_path / "data")
+    assert not download.verify(ds, tmp_path / "data")
+    val = COCOMultiLabel(tmp_path / "data" / "coco", split="val", protocol="official")
+    assert val.image_ids.tolist() == [30, 33] and val.labels.shape == (2, 3)
+
+
+# --------------------------------------------------------------------------------------------------------------------
 # CLI and make
 # --------------------------------------------------------------------------------------------------------------------
 def test_cli_reports_what_is_not_ready_and_exits_non_zero(tmp_path, capsys):
@@ -438,3 +577,93 @@ def test_make_target_runs_the_cli_with_a_data_dir_holding_spaces(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert f"[ok] dtd: already in place under {data}" in r.stderr
+
+
+def _tiny_clip_weights(weights_dir: Path, tag: str) -> None:
+    """A random-init ``tiny_clip`` in the folder ``make weights-clip`` writes (config + weights), so the target
+    finds its weights and downloads nothing."""
+    import json
+
+    import open_clip
+    from safetensors.torch import save_file
+
+    from common.backbones.clip import build_clip, register_configs, tag_dir
+
+    register_configs()
+    model, _ = build_clip("tiny_clip", seed=1)
+    out = tag_dir(weights_dir, "tiny_clip", tag)
+    out.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "open_clip_model.safetensors"))
+    cfg = open_clip.get_model_config("tiny_clip")
+    pre = {"size": cfg["vision_cfg"]["image_size"]}
+    (out / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": pre}))
+
+
+@pytest.mark.slow  # ~35 s: three Python processes, two builds through a tiny CLIP
+def test_make_data_hgldv2_builds_the_train_and_index_hierarchies_the_config_reads(tmp_path):
+    """`make data-hgldv2` checks the GLDv2 metadata (here in place), finds the CLIP weights, runs the builder for
+    both splits, and its outputs are the files configs/data/hgldv2.yaml names."""
+    import yaml
+
+    from common.data.datasets.gldv2 import GLDv2Retrieval, GLDv2Train
+    from tests.common.test_download_catalogue import BUILDERS
+
+    data, weights = tmp_path / "da ta", tmp_path / "weights"
+    BUILDERS["gldv2-metadata"](data)  # the target needs the CSVs only
+    _tiny_clip_weights(weights, "t1")
+    r = subprocess.run(
+        [
+            "make",
+            "-s",
+            "-o",
+            ".venv/.installed",
+            "data-hgldv2",
+            f"DATA_DIR={data}",
+            f"WEIGHTS_DIR={weights}",
+            "HGLDV2_MODEL=tiny_clip",
+            "HGLDV2_TAG=t1",
+            "HGLDV2_ARGS=--device cpu --num-workers 0",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "[ok] gldv2-metadata: already in place" in r.stderr
+    cfg = yaml.safe_load((ROOT / "configs" / "data" / "hgldv2.yaml").read_text())
+    train_csv, index_csv = cfg["train_dataset"]["hierarchy"], cfg["query_dataset"]["hierarchy"]
+    gld = data / "gldv2"
+    assert (gld / train_csv).is_file() and (gld / index_csv).is_file()
+    assert len(GLDv2Train(gld, hierarchy=train_csv).class_ids) == 2  # [landmark, super-category]
+    assert GLDv2Retrieval(gld, "index", hierarchy=index_csv).labels.ndim == 2
+
+
+def test_make_data_hgldv2_recipe_order(tmp_path):
+    """Dry run: check the metadata, fetch the default CLIP weights unless they are there, then build train and index
+    into DATA_DIR/gldv2 (the slow test above runs it)."""
+    r = subprocess.run(
+        [
+            "make",
+            "-n",
+            "-o",
+            ".venv/.installed",
+            "data-hgldv2",
+            f"DATA_DIR={tmp_path}/d d",
+            f"WEIGHTS_DIR={tmp_path}/w",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    steps = [
+        "common.data.download",
+        f'test -f "{tmp_path}/w/open_clip/ViT-B-16-openai/open_clip_config.json"',
+        "common.backbones.weights",
+        "for split in train index",
+        f'happier.hgldv2 build --split $split --root "{tmp_path}/d d/gldv2"',
+    ]
+    assert all(x in out for x in steps), out
+    assert [out.index(x) for x in steps] == sorted(out.index(x) for x in steps)
+    assert "gldv2-metadata" in out.splitlines()[0]
