@@ -18,6 +18,7 @@ from roadmap.losses import (
     MultiSimilarityLoss,
     NormalizedSoftmaxLoss,
     SoftBinAP,
+    SupAPStep,
     SupNDCG,
     SupRecall,
     TripletLoss,
@@ -238,7 +239,7 @@ def test_pair_losses_accept_a_reference_and_validate():
 def test_nsm_matches_pml_oracle_and_handles_memory():
     emb, labels = batch(B=10, D=6, C=5, seed=14)
     torch.manual_seed(0)
-    ours = NormalizedSoftmaxLoss(num_classes=5, embedding_dim=6).double()
+    ours = NormalizedSoftmaxLoss(num_classes=5, embedding_size=6).double()
     bound = 1 / math.sqrt(6)
     assert ours.proxies.abs().max() <= bound
     pml = pml_losses.NormalizedSoftmaxLoss(num_classes=5, embedding_size=6, temperature=0.05).double()
@@ -287,7 +288,9 @@ def test_suprecall_matches_loops(include_query):
             continue
         vals.append(sum(sum(sigm(k - r) for r in rs) / min(len(rs), k) for k in at_k) / len(at_k))
     expected = 1 - sum(vals) / len(vals)
-    assert SupRecall(include_query=include_query)(emb, labels).item() == pytest.approx(expected, abs=1e-10)
+    assert SupRecall(step=SupAPStep(offset=None), include_query=include_query)(emb, labels).item() == pytest.approx(
+        expected, abs=1e-10
+    )
 
 
 @pytest.mark.parametrize("include_query", [True, False])
@@ -302,10 +305,14 @@ def test_supndcg_matches_loops(include_query):
         idcg = sum(1 / math.log2(1 + r) for r in range(1, len(rs) + 1))
         vals.append(dcg / idcg)
     expected = 1 - sum(vals) / len(vals)
-    assert SupNDCG(include_query=include_query)(emb, labels).item() == pytest.approx(expected, abs=1e-10)
+    assert SupNDCG(step=SupAPStep(offset=None), include_query=include_query)(emb, labels).item() == pytest.approx(
+        expected, abs=1e-10
+    )
 
 
-@pytest.mark.parametrize("make", [lambda: SupRecall(tau=0.1, rho=3.0), lambda: SupNDCG(tau=0.1, rho=3.0)])
+@pytest.mark.parametrize(
+    "make", [lambda: SupRecall(step=SupAPStep(tau=0.1, rho=3.0)), lambda: SupNDCG(step=SupAPStep(tau=0.1, rho=3.0))]
+)
 def test_suprank_gradcheck(make):
     emb, labels = batch(B=8, D=4, C=2, seed=17)
     loss = make()
