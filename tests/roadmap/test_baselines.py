@@ -13,11 +13,14 @@ from pytorch_metric_learning import losses as pml_losses
 from roadmap.blackbox_ap import BlackBoxRank, normalised_rank
 from roadmap.losses import (
     BlackBoxAP,
+    CalibrationLoss,
     FastAP,
     HeavisideAP,
     MultiSimilarityLoss,
     NormalizedSoftmaxLoss,
+    SmoothAP,
     SoftBinAP,
+    SupAP,
     SupAPStep,
     SupNDCG,
     SupRecall,
@@ -288,9 +291,7 @@ def test_suprecall_matches_loops(include_query):
             continue
         vals.append(sum(sum(sigm(k - r) for r in rs) / min(len(rs), k) for k in at_k) / len(at_k))
     expected = 1 - sum(vals) / len(vals)
-    assert SupRecall(step=SupAPStep(offset=None), include_query=include_query)(emb, labels).item() == pytest.approx(
-        expected, abs=1e-10
-    )
+    assert SupRecall(include_query=include_query)(emb, labels).item() == pytest.approx(expected, abs=1e-10)
 
 
 @pytest.mark.parametrize("include_query", [True, False])
@@ -305,9 +306,7 @@ def test_supndcg_matches_loops(include_query):
         idcg = sum(1 / math.log2(1 + r) for r in range(1, len(rs) + 1))
         vals.append(dcg / idcg)
     expected = 1 - sum(vals) / len(vals)
-    assert SupNDCG(step=SupAPStep(offset=None), include_query=include_query)(emb, labels).item() == pytest.approx(
-        expected, abs=1e-10
-    )
+    assert SupNDCG(include_query=include_query)(emb, labels).item() == pytest.approx(expected, abs=1e-10)
 
 
 @pytest.mark.parametrize(
@@ -326,10 +325,16 @@ def test_suprank_perfect_ranking_gives_zero_ndcg_loss():
 
 
 # ------------------------------------------------------------------ degenerate batches
-MAKERS = [FastAP, BlackBoxAP, SoftBinAP, TripletLoss, MultiSimilarityLoss, SupRecall, SupNDCG]
+MAKERS = {
+    "SupAP": SupAP,
+    "SupAP_no_query": lambda: SupAP(include_query=False),
+    "SmoothAP": SmoothAP,
+    "CalibrationLoss": CalibrationLoss,
+    **{m.__name__: m for m in (FastAP, BlackBoxAP, SoftBinAP, TripletLoss, MultiSimilarityLoss, SupRecall, SupNDCG)},
+}
 
 
-@pytest.mark.parametrize("make", MAKERS, ids=lambda m: m.__name__)
+@pytest.mark.parametrize("make", MAKERS.values(), ids=list(MAKERS))
 @pytest.mark.parametrize("case", ["no_positives", "one_class", "duplicates", "single_item"])
 def test_degenerate_batches_are_finite(make, case):
     torch.manual_seed(0)
