@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from common.losses.numerics import l2_normalize, upcast
 from common.ranking import label_match, valid_reference_mask
 
-__all__ = ["LossInputs", "RetrievalLoss", "fp32_region", "loss_value", "prepare_inputs"]
+__all__ = ["LossInputs", "RetrievalLoss", "fp32_region", "prepare_inputs"]
 
 
 @contextlib.contextmanager
@@ -187,13 +187,3 @@ class RetrievalLoss(nn.Module):
         device_type = embeddings.device.type if isinstance(embeddings, Tensor) else "cpu"
         with fp32_region(device_type):
             return self.from_inputs(prepare_inputs(embeddings, labels, ref_embeddings, ref_labels))
-
-
-def loss_value(loss: nn.Module, inputs: LossInputs) -> Tensor:
-    """One term of a weighted sum: a :class:`RetrievalLoss` reads the shared ``inputs``; any other module with the
-    house signature is called on the (fp32) tensors."""
-    if isinstance(loss, RetrievalLoss):
-        return loss.from_inputs(inputs)
-    if inputs.in_batch:
-        return loss(inputs.embeddings, inputs.labels)
-    return loss(inputs.embeddings, inputs.labels, inputs.ref_embeddings, inputs.ref_labels)

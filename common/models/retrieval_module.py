@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from common.data.errors import check_labels
-from common.losses.base import fp32_region, loss_value, prepare_inputs
+from common.losses.base import RetrievalLoss, fp32_region, prepare_inputs
 from common.models.distributed import all_gather_no_grad, all_gather_with_grad, world_size
 from common.models.embedding_eval import EmbeddingEvalMixin
 from common.models.nonfinite import NonFiniteLossError, check_nan_policy, loss_is_finite
@@ -94,6 +94,12 @@ class RetrievalModule(EmbeddingEvalMixin, L.LightningModule):
         self.save_hyperparameters(ignore=["net", "losses", "memory", "optimizer", "scheduler"], logger=False)
         self.net = net
         self.losses = nn.ModuleDict(dict(losses))
+        foreign = [name for name, loss in self.losses.items() if not isinstance(loss, RetrievalLoss)]
+        if foreign:
+            raise TypeError(
+                f"losses {foreign} are not retrieval losses: subclass common.losses.base.RetrievalLoss, or wrap a "
+                f"pytorch-metric-learning loss in common.losses.pml_adapter.PMLLoss"
+            )
         weights = dict(loss_weights or {})
         unknown = set(weights) - set(self.losses)
         if unknown:
@@ -161,7 +167,7 @@ class RetrievalModule(EmbeddingEvalMixin, L.LightningModule):
         with fp32_region(z.device.type):
             inputs = prepare_inputs(z, y)  # one check and one cosine matrix, shared by every term
             for name, loss_fn in self.losses.items():
-                value = loss_value(loss_fn, inputs)
+                value = loss_fn.from_inputs(inputs)
                 parts[name] = value.detach()
                 total = total + self.loss_weights[name] * value
             if self.memory is not None:
@@ -171,7 +177,7 @@ class RetrievalModule(EmbeddingEvalMixin, L.LightningModule):
                     ref_z, ref_y = self.memory.get()
                     inputs = prepare_inputs(z, y, ref_z, ref_y)
                     for name, loss_fn in self.losses.items():
-                        value = loss_value(loss_fn, inputs)
+                        value = loss_fn.from_inputs(inputs)
                         parts[f"{name}_memory"] = value.detach()
                         total = total + self.memory.weight * self.loss_weights[name] * value
         return total, parts
