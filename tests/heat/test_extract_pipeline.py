@@ -8,8 +8,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import common.config.resolvers  # noqa: F401
-from heat.datamodule import FeatureDataModule
 from common.results.record import load_records
+from heat.datamodule import FeatureDataModule
 from heat.evaluate import run
 from heat.extract import extract_all
 from tests.heat.test_configs_eval import CONFIG_DIR
