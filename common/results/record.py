@@ -47,9 +47,9 @@ _SAFE = re.compile(r"[^A-Za-z0-9_.+=@-]")
 class ResultRecord:
     """What one run of one table row produced, and how to repeat it.
 
-    ``metrics``: ``{key: value}`` as logged (no ``test/`` prefix); ``published``: the paper's values for this row
-    (``{column: value or None}``, None = the paper gives none / it could not be read), empty when the row is in no
-    published table.
+    ``metrics``: ``{key: value}`` as logged (no ``test/`` prefix); ``published``: the paper's values this row is
+    compared with (``{"<table>/<column>": value or None}``, None = the paper gives none / it could not be read),
+    empty when the row is in no published table.
     """
 
     method: str
@@ -154,18 +154,22 @@ def hardware() -> str:
 
 
 def published_for_row(method: str, row: str, results_dir: str | Path = ROOT / "results") -> dict[str, float | None]:
-    """The published values of ``row`` in ``results/<method>/published.yaml`` (``{column: value}``; the first table
-    that has the row as its own experiment row), empty when the file or the row does not exist."""
+    """The published values that ``row`` is compared with, ``{"<table>/<column>": value or None}`` over every table
+    of ``results/<method>/published.yaml`` where the row's records fill a cell (one row can fill several tables:
+    GalLoP's ImageNet run); empty when the file or the row does not exist."""
     from common.results.published import load_published
 
     path = Path(results_dir) / method / "published.yaml"
     if not path.is_file():
         return {}
+    out: dict[str, float | None] = {}
     for table in load_published(path).tables.values():
         for spec in table.rows.values():
-            if spec.ours_rows() == [row]:
-                return dict(spec.published)
-    return {}
+            for col in table.columns:
+                parts = col.mean_of_columns or (col.name,)
+                if any(row in spec.ours_rows(c) for c in parts):
+                    out[f"{table.id}/{col.name}"] = spec.published.get(col.name)
+    return out
 
 
 def write_record(
