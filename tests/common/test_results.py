@@ -12,7 +12,7 @@ import pytest
 import yaml
 from omegaconf import open_dict
 
-from common.results.collect import collect, main, mean_std, to_markdown
+from common.results.collect import collect, main, to_markdown
 from common.results.published import PublishedError, load_published
 from common.results.record import SCHEMA_VERSION, ResultRecord, load_records, record_path, write_record
 from tests.conftest import compose_train
