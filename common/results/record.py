@@ -35,6 +35,7 @@ __all__ = [
     "load_records",
     "published_for_row",
     "record_path",
+    "write_demo_record",
     "write_record",
 ]
 
@@ -233,3 +234,12 @@ def load_records(records_dir: str | Path) -> list[ResultRecord]:
         except (ValueError, TypeError) as e:
             raise ValueError(f"{path} is not a valid result record: {e}") from e
     return out
+
+
+def write_demo_record(
+    method: str, row: str, seed: int | None, metrics: dict[str, float], **kwargs: Any
+) -> ResultRecord:
+    """The record of one demo run (table ``demo``): what ``make demo`` and the per-method demos call, so that their
+    numbers reach ``make tables`` and ``make report`` the same way as the paper-table runs. ``kwargs`` go to
+    :func:`write_record` (``records_dir``, ``run_dir``, ``dataset``, ``backbone``, ``wall_time_s`` ...)."""
+    return write_record(method=method, table="demo", row=row, seed=seed, metrics=metrics, **kwargs)

@@ -14,7 +14,14 @@ from omegaconf import open_dict
 
 from common.results.collect import collect, main, to_markdown
 from common.results.published import PublishedError, load_published
-from common.results.record import SCHEMA_VERSION, ResultRecord, load_records, record_path, write_record
+from common.results.record import (
+    SCHEMA_VERSION,
+    ResultRecord,
+    load_records,
+    record_path,
+    write_demo_record,
+    write_record,
+)
 from tests.conftest import compose_train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,7 +74,7 @@ def tables(tmp_path: Path):
     for seed, (x, y) in ((0, (40.0, 60.0)), (1, (44.0, 70.0))):
         _rec(rec, "rx", seed, **{"acc/s1": x, "acc/s2": -1.0})
         _rec(rec, "ry", seed, **{"acc/s1": y})
-    _rec(rec, "demo_row", 0, table="demo", **{"test/recall@1": 0.5})
+    write_demo_record("roadmap", "demo_row", 0, {"test/recall@1": 0.5}, records_dir=rec)
     return {t.id: t for t in collect(load_records(rec), tmp_path / "results", ("roadmap",))}
 
 
@@ -118,7 +125,7 @@ def test_columns_per_row_params_and_mean_of_columns(tables):
 
 
 def test_records_of_no_published_table_get_their_own_table(tables):
-    demo = tables["demo"]
+    demo = tables["demo"]  # write_demo_record: table "demo"
     assert demo.columns == ["recall@1"] and len(demo.rows) == 1
     assert demo.rows[0].key == "demo_row" and demo.rows[0].cells["recall@1"].mean == pytest.approx(0.5)
 
