@@ -289,7 +289,14 @@ def main(argv: list[str] | None = None) -> dict:
     for key, (pname, pooling) in {"el": ("EL", "avg"), "gmm": ("GMM", "avg"), "gmm_std": ("GMM-std", "std")}.items():
         curve = LossCurve()
         heat[f"HEAT-{pname}"] = train_ebm(
-            priors[pname], train, pooling, EBM[key], args.ebm_steps, args.seed, args.ebm_batch, curve,
+            priors[pname],
+            train,
+            pooling,
+            EBM[key],
+            args.ebm_steps,
+            args.seed,
+            args.ebm_batch,
+            curve,
             sgld_prior_gradient=args.sgld_prior_gradient,
         )
         curve.write_csv(args.out_dir / "artifacts" / f"heat_curve_{pname}.csv")  # contrastive-divergence loss
