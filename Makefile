@@ -60,7 +60,7 @@ report: install ## build results/report/index.html and REPORT.md from the demo a
 	"$(PY)" -m common.report.build
 
 wandb-sync: ## upload offline wandb runs under logs/ (needs `wandb login`)
-	"$(VENV)/bin/wandb" sync --sync-all logs/ || find logs -type d -name 'offline-run-*' -exec "$(VENV)/bin/wandb" sync {} \;
+	"$(PY)" -m common.utils.wandb_sync logs
 
 clean-logs: ## remove logs/
 	rm -rf logs
