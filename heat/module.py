@@ -37,8 +37,8 @@ import torch
 from torch import Tensor, nn
 
 from common.models.nonfinite import check_nan_policy, loss_is_finite
+from heat.contrastive_divergence import contrastive_divergence_loss
 from heat.features import Features
-from heat.losses import contrastive_divergence_loss
 from heat.scorers.base import chunked, l2_normalize
 from heat.sgld import HybridEnergy, Proposal, project, sgld
 
