@@ -3,7 +3,7 @@
 Training (spec heat_gallop.md §4): ``L = CE(s * g_kept, y) + mean_m CE(s * topk_reduce(l)_m, y)`` with the frozen CLIP logit
 scale ``s`` (``gallop.losses.gallop_loss``); CoOp: ``CE(s * g, y)``. Only the prompts and ``local_proj`` train.
 
-Test (``trainer.test``), on the datamodule's loaders ``[id, ood/*, domain/*]`` (``common.data.fewshot``):
+Test (``trainer.test``), on the datamodule's loaders ``[id, ood/*, domain/*]`` (``gallop.fewshot``):
 - ``test/acc``: top-1 of ``softmax(s (g_hat + l_hat) / 2)`` (global only for CoOp), plus ``test/acc_global`` and
   ``test/acc_local`` when there are local cosines;
 - OOD: for each set and score (``mcm``, ``l_mcm``, ``gl_mcm``; T = ``ood_temperature``) every metric of

@@ -2,7 +2,7 @@
 
 Protocol (all seeds fixed):
 
-- **ID**: Fashion-MNIST classes 0-7 (T-shirt ... Sneaker). A small CNN (:class:`common.models.classifier.SmallCNN`,
+- **ID**: Fashion-MNIST classes 0-7 (T-shirt ... Sneaker). A small CNN (:class:`heat.classifier.SmallCNN`,
   64-d last stage on a 7x7 map) is trained on a per-class subset of the training set for a few epochs, never seeing
   classes 8 and 9.
 - **near-OOD**: the held-out Fashion-MNIST test images of Bag (8) and Ankle boot (9).
@@ -35,8 +35,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from common.callbacks.loss_curve import LossCurve
 from common.data.datasets.fashion_mnist import load_fashion_mnist
 from common.metrics.ood import ood_metrics
-from common.models.classifier import ImageClassifier, SmallCNN
 from heat.cache import extract_features
+from heat.classifier import ImageClassifier, SmallCNN
 from heat.datamodule import FeatureDataModule
 from heat.features import Features
 from heat.mlp import EnergyMLP

@@ -12,7 +12,9 @@ from torchvision import transforms as T
 from common.data.transforms import IMAGENET_MEAN, IMAGENET_STD, RECIPES, paper_transforms
 
 _NORM = "Normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))"
-_RRC = "RandomResizedCrop(size=({s}, {s}), scale=(0.16, 1.0), ratio=(0.75, 1.33), interpolation=bilinear, antialias=True)"
+_RRC = (
+    "RandomResizedCrop(size=({s}, {s}), scale=(0.16, 1.0), ratio=(0.75, 1.33), interpolation=bilinear, antialias=True)"
+)
 _RESIZE = "Resize(size={r}, interpolation=bilinear, max_size=None, antialias=True)"
 
 # (recipe, train) -> (repr of the ops, sum and abs-sum of the output on _image() after torch.manual_seed(0)),

@@ -34,7 +34,7 @@ def test_all_eleven_datasets_have_a_16_shot_row():
 def test_gallop_experiment_composes(row, tmp_path):
     cfg = compose_train([f"experiment=gallop/{row}"], tmp_path)
     assert cfg.model._target_ == "gallop.module.GalLoPModule"
-    assert cfg.data._target_ == "common.data.fewshot.FewShotDataModule"
+    assert cfg.data._target_ == "gallop.fewshot.FewShotDataModule"
     assert cfg.optimized_metric == "test/acc"
     if row.endswith("_16shot"):
         assert cfg.data.shots == 16

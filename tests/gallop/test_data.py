@@ -14,7 +14,7 @@ from common.data.datasets.coop import COOP_DATASETS, CoOpDataset, class_names_fr
 from common.data.datasets.imagenet_dg import ImageNetDG
 from common.data.datasets.imagenet_ood import ImageNetOOD
 from common.data.errors import DatasetNotFoundError
-from common.data.fewshot import (
+from gallop.fewshot import (
     FewShotDataModule,
     RemapClasses,
     coop_exact_k,

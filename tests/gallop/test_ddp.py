@@ -13,9 +13,9 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from common.backbones.clip import create_clip
-from common.data.fewshot import FewShotDataModule
 from common.metrics.ood import ood_metrics
 from common.models.distributed import gather_by_index
+from gallop.fewshot import FewShotDataModule
 from gallop.model import GalLoP
 from gallop.module import GalLoPModule, _is_sharded
 from tests.conftest import quiet_trainer
