@@ -49,15 +49,8 @@ ALLOW = {
     "heat/module.py",
     "roadmap/README.md",
     "tests/common/test_metrics_retrieval.py",
-    # in neither helper list of this pass (left for the lead):
-    "configs/experiment/roadmap/cub_resnet50_xbm.yaml",
-    "configs/experiment/roadmap/inat_resnet50_xbm.yaml",
-    "configs/experiment/roadmap/sop_resnet50_xbm.yaml",
-    "gallop/transforms.py",
+    # being edited on another branch:
     "heat/demo.py",
-    "roadmap/memory.py",
-    "tests/common/test_ranking.py",
-    "tests/roadmap/test_configs.py",
 }
 # Lines (by a substring of their text) that hold the patterns because they check for them.
 CHECKERS = {
