@@ -80,7 +80,7 @@ from common.metrics.retrieval_candidates import CandidateEngine, positive_pair_c
 from common.metrics.retrieval_candidates import bf16_score_error_bound as bf16_score_error_bound
 from common.metrics.retrieval_count import MAX_LEVELS, CountEngine
 from common.metrics.retrieval_dense import DenseEngine
-from common.metrics.retrieval_engine import RetrievalEngine, RetrievalProblem
+from common.metrics.retrieval_engine import RetrievalEngine, RetrievalProblem, torch_threads
 from common.metrics.retrieval_precision import PRECISIONS, candidate_precision, precision_by_name
 from common.metrics.retrieval_tree import TreeEngine
 
@@ -321,7 +321,8 @@ def _summarise(chunks: Iterable[dict[str, Tensor]], metrics, recall_at, per_quer
     acc = _Acc()
     per_q: dict[str, list[Tensor]] = {}
     for out in chunks:
-        acc.add(out)
+        with torch_threads(1):  # a few small reductions per chunk
+            acc.add(out)
         if per_query:
             for key, v in out.items():
                 per_q.setdefault(key, []).append(v)

@@ -58,10 +58,17 @@ import torch
 from torch import Tensor
 
 from common.metrics.retrieval_dense import binary_metrics
-from common.metrics.retrieval_engine import RetrievalEngine, RetrievalProblem, worker_pool
+from common.metrics.retrieval_engine import RetrievalEngine, RetrievalProblem, torch_threads, worker_pool
 from common.metrics.retrieval_precision import Precision, lp_matmul
 
-__all__ = ["CandidateEngine", "exact_scores", "score_error_bound", "bf16_score_error_bound", "positive_pair_count"]
+__all__ = [
+    "CandidateEngine",
+    "exact_scores",
+    "score_error_bound",
+    "bf16_score_error_bound",
+    "positive_pair_count",
+    "tile_plan",
+]
 
 _F32_U = 2.0**-24
 _MARGIN = 2.0**-48  # relative slack on the float64 threshold arithmetic (far above its rounding, far below E)
@@ -95,12 +102,14 @@ def score_error_bound(dim: int, u_in: float, u_out: float, u_acc: float = _F32_U
     return inputs + acc + u_out * s_max + 1e-5
 
 
-def exact_scores(a: Tensor, ia: Tensor, b: Tensor, ib: Tensor, use_numpy: bool | None = None) -> Tensor:
+def exact_scores(
+    a: Tensor, ia: Tensor, b: Tensor, ib: Tensor, use_numpy: bool | None = None, workers: int | None = None
+) -> Tensor:
     """float64 ``a[ia[k]] . b[ib[k]]`` for every k, summed in a fixed pairwise tree.
 
     Elementwise float64 products (exact for float32 inputs), zero-padded to a power of two, then halved ``log2 d``
     times in place: the result depends only on the two vectors, so duplicated embeddings tie exactly, and numpy
-    (``use_numpy``, the default on CPU: cache-sized batches over worker threads) and torch give the same bits.
+    (``use_numpy``, the default on CPU: cache-sized batches over ``workers`` threads) and torch give the same bits.
     """
     n, d = ia.numel(), a.shape[1]
     width = 1 << max(0, (d - 1).bit_length())
@@ -111,18 +120,24 @@ def exact_scores(a: Tensor, ia: Tensor, b: Tensor, ib: Tensor, use_numpy: bool |
         out = np.empty(n, dtype=np.float64)
 
         def run(span: tuple[int, int]) -> None:
-            prod = np.zeros((min(step, span[1] - span[0]), width), dtype=np.float64)
+            k0 = min(step, span[1] - span[0])
+            prod, other = np.zeros((k0, width)), np.empty((k0, d))
+            rows_a, rows_b = np.empty((k0, d), dtype=a_np.dtype), np.empty((k0, d), dtype=b_np.dtype)
             for s in range(span[0], span[1], step):
                 k = min(step, span[1] - s)
                 p = prod[:k]
-                np.multiply(a_np[ia_np[s : s + k]], b_np[ib_np[s : s + k]], out=p[:, :d], dtype=np.float64)
+                np.take(a_np, ia_np[s : s + k], axis=0, out=rows_a[:k])  # gather, then cast: faster than a
+                np.take(b_np, ib_np[s : s + k], axis=0, out=rows_b[:k])  # mixed-dtype multiply
+                p[:, :d] = rows_a[:k]
+                other[:k] = rows_b[:k]
+                np.multiply(p[:, :d], other[:k], out=p[:, :d])
                 h = width
                 while h > 1:
                     h //= 2
                     np.add(p[:, :h], p[:, h : 2 * h], out=p[:, :h])
                 out[s : s + k] = p[:, 0]  # the zero padding p[:, d:] is never written
 
-        workers = max(1, torch.get_num_threads()) if n * d >= _SCAN_ELEMS else 1
+        workers = max(1, workers or torch.get_num_threads()) if n * d >= _SCAN_ELEMS else 1
         spans = [(i * n // workers, (i + 1) * n // workers) for i in range(workers)]
         if workers > 1:
             list(worker_pool(workers).map(run, spans))
@@ -232,6 +247,25 @@ def _ge_np(blk: np.ndarray, thr: tuple[np.ndarray, ...], rows: bool, dtype: torc
     return np.concatenate([flat, slow[r] * width + k if rows else r * width + slow[k]])
 
 
+def tile_plan(nq: int, m: int, symmetric: bool, chunk_size: int | None = None) -> list[tuple]:
+    """``[(bi, (q0, q1), bj, (c0, c1))]``: the tiles the candidate pass scores, query block by query block.
+
+    Query blocks of ``chunk_size`` rows (default: ``max(Q, M) / 8``, between 1024 and 4096); all-vs-all
+    (``symmetric``): the tiles ``(I, J)`` with ``J >= I`` of the square block grid; otherwise every gallery block of
+    up to 4096 items for each query block.
+    """
+    size = max(nq, m)
+    bq = int(chunk_size) if chunk_size else min(size, _TILE, max(1024, -(-size // 8)))
+    bg = bq if symmetric else min(m, max(bq, _TILE))
+    row_blocks = [(s, min(s + bq, nq)) for s in range(0, nq, bq)]
+    col_blocks = row_blocks if symmetric else [(s, min(s + bg, m)) for s in range(0, m, bg)]
+    return [
+        (bi, rows, bj, col_blocks[bj])
+        for bi, rows in enumerate(row_blocks)
+        for bj in range(bi if symmetric else 0, len(col_blocks))
+    ]
+
+
 class CandidateEngine(RetrievalEngine):
     """Binary metrics of integer labels by the candidate pass (see the module docstring for the proof).
 
@@ -246,12 +280,19 @@ class CandidateEngine(RetrievalEngine):
 
     def __init__(self, problem: RetrievalProblem, precision: Precision, backend: str = "auto") -> None:
         super().__init__(problem)
+        self.threads = max(1, torch.get_num_threads())
+        with torch_threads(1 if problem.device.type == "cpu" else self.threads):
+            self._setup(problem, precision, backend)
+
+    def _setup(self, problem: RetrievalProblem, precision: Precision, backend: str) -> None:
         pb = problem
         if backend not in ("auto", "numpy", "torch") or (backend == "numpy" and pb.device.type != "cpu"):
             raise ValueError(f"backend must be 'auto', 'torch' or (on CPU) 'numpy', got {backend!r}")
         self.p = precision
         self.sym = pb.symmetric
         self.cpu = backend == "numpy" or (backend == "auto" and pb.device.type == "cpu")
+        # on CPU the small torch ops between matmuls run single-threaded (see torch_threads)
+        self.small_op_threads = 1 if pb.device.type == "cpu" else self.threads
         self.xp = np if self.cpu else torch
         self.qe = pb.emb[pb.q_idx]  # [Q, D]
         self.ge = self.qe if self.sym else pb.emb[pb.g_idx]  # [M, D]
@@ -280,24 +321,25 @@ class CandidateEngine(RetrievalEngine):
 
     # ------------------------------------------------------------------------------------------------ setup
     def _query_bounds(self) -> Tensor:
-        """``[Q]`` the bound E of each query (float64)."""
+        """``[Q]`` the bound E of each query (float64).
 
-        def terms(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # |x^ - x|, |x^|, |x| per vector
-            e, nh, n = [], [], []
-            for s in range(0, x.shape[0], 8192):
-                blk = x[s : s + 8192].double()
-                nrm = blk.norm(dim=1)
-                if self.p.input_bound:  # rounding not observable (TF32): the worst case
-                    err, nrm_hat = self.p.input_bound * nrm, (1.0 + self.p.input_bound) * nrm
-                else:
-                    hat = self.p.round_inputs(x[s : s + 8192]).double()
-                    err, nrm_hat = (hat - blk).norm(dim=1), hat.norm(dim=1)
-                e.append(err), nh.append(nrm_hat), n.append(nrm)
-            return torch.cat(e), torch.cat(nh), torch.cat(n)
+        The per-vector norms ``|x^ - x|``, ``|x^|``, ``|x|`` are computed in the embeddings' dtype (``x^ - x`` is
+        exact there, both being within a factor 2) and inflated by ``1 + (d + 2) 2^-23`` for float32, which bounds
+        the rounding of a float32 norm of d terms: cheap, and still upper bounds.
+        """
+        d = self.qe.shape[1]
+        grow = 1.0 + (d + 2) * (2.0**-23 if self.qe.dtype == torch.float32 else 2.0**-52)
+
+        def terms(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # |x^ - x|, |x^|, |x| per vector, float64
+            nrm = torch.linalg.vector_norm(x, dim=1).double() * grow
+            if self.p.input_bound:  # rounding not observable (TF32): the worst case
+                return self.p.input_bound * nrm, (1.0 + self.p.input_bound) * nrm, nrm
+            hat = self.p.round_inputs(x).to(x.dtype)
+            err = torch.linalg.vector_norm(hat - x, dim=1).double() * grow
+            return err, torch.linalg.vector_norm(hat, dim=1).double() * grow, nrm
 
         e_q, nh_q, n_q = terms(self.qe)
         e_g, nh_g, _ = (e_q, nh_q, n_q) if self.sym else terms(self.ge)
-        d = self.qe.shape[1]
         gamma = d * self.p.u_acc / (1.0 - d * self.p.u_acc)
         e_max, nh_max = float(e_g.max()), float(nh_g.max())
         slack = d * 2.0**-52 + 1e-30
@@ -317,7 +359,11 @@ class CandidateEngine(RetrievalEngine):
         gpos = order0[starts0[k][rep] + within]
         keep = gpos != self_pos[rep]
         rep, gpos = rep[keep], gpos[keep]
-        score = exact_scores(self.qe, rep, self.ge, gpos, use_numpy=self.cpu)
+        by_class = torch.argsort(q_lab[rep], stable=True)  # a class's rows stay in cache across its queries
+        score = torch.empty(rep.numel(), dtype=torch.float64, device=dev)
+        score[by_class] = exact_scores(
+            self.qe, rep[by_class], self.ge, gpos[by_class], use_numpy=self.cpu, workers=self.threads
+        )
         order = torch.argsort(score, stable=True)
         order = order[torch.argsort(rep[order], stable=True)]
         pq, ps = rep[order], score[order]  # [P] query, exact score
@@ -376,15 +422,13 @@ class CandidateEngine(RetrievalEngine):
 
     # ------------------------------------------------------------------------------------------------ the pass
     def chunks(self, chunk_size: int | None = None) -> Iterator[dict[str, Tensor]]:
-        nq, m = self.nq, self.m
-        bq = int(chunk_size) if chunk_size else min(max(nq, m), _TILE, max(1024, -(-max(nq, m) // 8)))
-        bg = bq if self.sym else min(m, max(bq, _TILE))
-        row_blocks = [(s, min(s + bq, nq)) for s in range(0, nq, bq)]
-        col_blocks = row_blocks if self.sym else [(s, min(s + bg, m)) for s in range(0, m, bg)]
-        for bi, rows in enumerate(row_blocks):
-            for bj in range(bi if self.sym else 0, len(col_blocks)):
-                self._tile(bi, rows, bj, col_blocks[bj])
-            yield self._finish(bi, *rows)
+        plan = tile_plan(self.nq, self.m, self.sym, chunk_size)
+        for k, (bi, rows, bj, cols) in enumerate(plan):
+            with torch_threads(self.small_op_threads):
+                self._tile(bi, rows, bj, cols)
+                out = self._finish(bi, *rows) if k + 1 == len(plan) or plan[k + 1][0] != bi else None
+            if out is not None:  # the query block has all of its counts
+                yield out
 
     def _tile(self, bi: int, rows: tuple[int, int], bj: int, cols: tuple[int, int]) -> None:
         """Score the tile ``rows x cols`` once and count its entries for the row queries and, off the diagonal of
@@ -394,7 +438,8 @@ class CandidateEngine(RetrievalEngine):
         if self.buf is None or self.buf.numel() < c * b:
             self.buf = torch.empty(c * b, dtype=self.p.dtype, device=self.qe.device)
         tile = self.buf[: c * b].view(c, b)
-        lp_matmul(self.p, self.q_lp[q0:q1], self.g_lp[c0:c1], out=tile)
+        with torch_threads(self.threads):
+            lp_matmul(self.p, self.q_lp[q0:q1], self.g_lp[c0:c1], out=tile)
         sp = self.self_pos[q0:q1]
         hit = _nonzero((sp >= c0) & (sp < c1))
         if hit.shape[0]:  # the query's own gallery entry never counts
@@ -406,7 +451,7 @@ class CandidateEngine(RetrievalEngine):
         step = max(1, _SCAN_ELEMS // b)
         parts = [(s, min(s + step, c)) for s in range(0, c, step)]
         scan = functools.partial(self._scan, tile, (q0, c0), (bi, bj), both)
-        workers = max(1, torch.get_num_threads()) if self.cpu else 1
+        workers = self.threads if self.cpu else 1
         if len(parts) > 1 and workers > 1:
             found = list(worker_pool(workers).map(scan, parts))
         else:
@@ -498,7 +543,7 @@ class CandidateEngine(RetrievalEngine):
             q, g, k_lo, k_hi = (_cat(list(t)) for t in zip(*parts))
             need = k_hi > self.xp.maximum(k_lo, n_out[q - q0])
             q, g, k_lo, k_hi = q[need], g[need], k_lo[need], k_hi[need]
-            s = exact_scores(self.qe, tensor(q), self.ge, tensor(g), use_numpy=self.cpu)
+            s = exact_scores(self.qe, tensor(q), self.ge, tensor(g), use_numpy=self.cpu, workers=self.threads)
             s = s.numpy() if self.cpu else s
             k = k_lo.copy() if self.cpu else k_lo.clone()
             act = _nonzero(k_hi > k_lo)

@@ -22,6 +22,7 @@ threads for the numpy engine).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -33,7 +34,7 @@ from torch import Tensor
 
 from common.metrics.relevance import label_kind, num_levels
 
-__all__ = ["RetrievalProblem", "RetrievalEngine", "RowChunkEngine", "worker_pool"]
+__all__ = ["RetrievalProblem", "RetrievalEngine", "RowChunkEngine", "torch_threads", "worker_pool"]
 
 
 @dataclass
@@ -112,6 +113,21 @@ class RetrievalEngine(ABC):
     def chunks(self, chunk_size: int | None = None) -> Iterator[dict[str, Tensor]]:
         """Per-query metric tensors for consecutive chunks of the queries, in query order. ``chunk_size`` is the
         number of queries scored together (``None``: the engine's memory-bounded default)."""
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``n`` inside the block, restored after (call from the main thread only: the
+    setting also reaches MKL, process-wide). Small tensor ops run faster on one thread: waking torch's pool for each
+    costs more than it saves, and on a busy machine a wake-up can wait a whole scheduler tick."""
+    old = torch.get_num_threads()
+    if n != old:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n != old:
+            torch.set_num_threads(old)
 
 
 @functools.lru_cache(maxsize=4)

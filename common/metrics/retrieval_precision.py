@@ -39,7 +39,7 @@ __all__ = ["Precision", "PrecisionChoice", "PRECISIONS", "candidate_precision", 
 LOW_PRECISION_MARGIN = 1.25  # a wider error window is worth it only when the matmul is this much faster
 _CLOSE = 1.15  # precisions within this factor of the fastest count as equally fast; the tightest of them wins
 _TINY = (32, 256, 256)  # first round (m, n, d): about 4 MFLOP, a few ms even on a 0.5 GFLOP/s scalar fallback
-_CPU_PROBE = (256, 2048, 256)  # second round: about 270 MFLOP
+_CPU_PROBE = (512, 2048, 256)  # second round: about 540 MFLOP, a few ms per product
 _CUDA_PROBE = (2048, 4096, 512)
 
 
@@ -182,11 +182,11 @@ def _offered(device: torch.device) -> list[str]:
 
 def probe_rates(device: torch.device) -> dict[str, float | None]:
     """Measured matmul rates (GFLOP/s) of the precisions ``device`` offers; ``None`` for those dropped after the
-    tiny first round (below a quarter of float32's rate there)."""
+    tiny first round (below half of float32's rate there: far from the margin a lower precision needs)."""
     names = _offered(device)
-    tiny = _timed_rounds(names, _TINY, device, rounds=3)
-    kept = [k for k in names if k == "fp32" or tiny[k] >= 0.25 * tiny["fp32"]]
-    full = _timed_rounds(kept, _CUDA_PROBE if device.type == "cuda" else _CPU_PROBE, device, rounds=3)
+    tiny = _timed_rounds(names, _TINY, device, rounds=5)
+    kept = [k for k in names if k == "fp32" or tiny[k] >= 0.5 * tiny["fp32"]]
+    full = _timed_rounds(kept, _CUDA_PROBE if device.type == "cuda" else _CPU_PROBE, device, rounds=7)
     return {k: full.get(k) for k in names}
 
 
