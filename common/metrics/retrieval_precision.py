@@ -9,7 +9,10 @@ CPUs, where torch has no bf16 kernel and falls back to a scalar loop (float16 li
 :func:`candidate_precision` therefore times a small matmul in each precision the device may offer (CPU: float32
 bfloat16 and float16, all through ``torch.mm``; CUDA: float32, TF32, bfloat16, float16), drops
 those clearly slower than float32 after a tiny first round (a slow path costs a few milliseconds, not seconds),
-times the rest on a larger product and keeps the fastest. A lower precision widens the error window, so it must be
+times the rest on a larger product and keeps the fastest. int8 (``torch._int_mm``, int32 accumulation) is probed
+and reported beside them but is not a candidate-pass precision: a unit vector quantised to 127 steps of its largest
+entry carries an input error up to ``sqrt(d) max|x_i| / 254`` (about 1e-2 at d = 512, several times bf16's
+``2^-9``), a window that would send far more pairs to float64 rescoring. A lower precision widens the error window, so it must be
 at least :data:`LOW_PRECISION_MARGIN` times faster than float32 to be chosen, and among precisions within 15% of
 the fastest the tighter one wins. The choice is cached per device for the life of the process and logged once at
 debug level. :func:`choose_precision` holds the rule alone (tested with injected timings).
@@ -126,18 +129,26 @@ class PrecisionChoice:
     rates: dict[str, float | None] = field(default_factory=dict)
 
     def describe(self) -> str:
-        rates = ", ".join(f"{k} {'slow' if v is None else f'{v:.0f}'}" for k, v in self.rates.items())
+        rates = ", ".join(
+            f"{k} {'slow' if v is None else f'{v:.0f}'}{'' if k in PRECISIONS else ' (probed only)'}"
+            for k, v in self.rates.items()
+        )
         return f"{self.device} [{self.capability}]: candidate pass in {self.precision.name} (GFLOP/s: {rates})"
 
 
 def choose_precision(rates: dict[str, float | None]) -> str:
     """The precision to use given measured matmul rates (GFLOP/s; ``None`` = dropped as slow); ``fp32`` must be
     among them. A lower precision needs :data:`LOW_PRECISION_MARGIN` x float32's rate; among those within 15% of
-    the fastest, the tightest error window wins. Never returns a precision measured slower than float32."""
-    base = rates["fp32"]
+    the fastest, the tightest error window wins. Never returns a precision measured slower than float32, nor one
+    that is only probed (int8)."""
+    base = rates.get("fp32")
     if base is None or base <= 0:
         raise ValueError("the float32 rate must be measured")
-    ok = {k: v for k, v in rates.items() if v is not None and (k == "fp32" or v >= LOW_PRECISION_MARGIN * base)}
+    ok = {
+        k: v
+        for k, v in rates.items()
+        if k in PRECISIONS and v is not None and (k == "fp32" or v >= LOW_PRECISION_MARGIN * base)
+    }
     best = max(ok.values())
     close = [k for k, v in ok.items() if v * _CLOSE >= best]
     return min(close, key=lambda k: PRECISIONS[k].tightness)
@@ -152,15 +163,25 @@ def _timed_rounds(names: list[str], shape: tuple[int, int, int], device: torch.d
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     calls = {}
     for k in names:
-        p = precision_by_name(k, device)
-        q, g = p.round_inputs(q32), p.round_inputs(g32)
-        out = torch.empty(m, n, dtype=p.dtype, device=device)
-        calls[k] = functools.partial(lp_matmul, p, q, g, out)
-        calls[k]()  # warm-up: kernel selection, JIT, first-touch allocation
+        if k == "int8":  # probed only: int8 inputs, int32 output
+            q, g = (t.mul(127 / t.abs().max()).round().to(torch.int8) for t in (q32, g32))
+            out = torch.empty(m, n, dtype=torch.int32, device=device)
+            calls[k] = functools.partial(torch._int_mm, q, g.T, out=out)
+        else:
+            p = precision_by_name(k, device)
+            q, g = p.round_inputs(q32), p.round_inputs(g32)
+            out = torch.empty(m, n, dtype=p.dtype, device=device)
+            calls[k] = functools.partial(lp_matmul, p, q, g, out)
+        try:
+            calls[k]()  # warm-up: kernel selection, JIT, first-touch allocation
+        except RuntimeError:  # no kernel for this precision here (int8 on some builds): not offered
+            if k == "fp32":
+                raise
+            del calls[k]
     sync()
-    best = dict.fromkeys(names, float("inf"))
+    best = dict.fromkeys(calls, float("inf"))
     for _ in range(rounds):
-        for k in names:
+        for k in calls:
             t0 = time.perf_counter()
             calls[k]()
             sync()
@@ -170,22 +191,22 @@ def _timed_rounds(names: list[str], shape: tuple[int, int, int], device: torch.d
 
 def _offered(device: torch.device) -> list[str]:
     if device.type == "cpu":
-        return ["fp32", "bf16", "fp16"]
+        return ["fp32", "bf16", "fp16", "int8"]
     if device.type == "cuda":
         major, _ = torch.cuda.get_device_capability(device)
         names = ["fp32", "fp16"]
-        if major >= 8:  # Ampere and later: TF32 and bf16 tensor cores
-            names += ["tf32", "bf16"]
+        if major >= 8:  # Ampere and later: TF32 and bf16 tensor cores, int8 torch._int_mm
+            names += ["tf32", "bf16", "int8"]
         return names
     return ["fp32"]
 
 
 def probe_rates(device: torch.device) -> dict[str, float | None]:
-    """Measured matmul rates (GFLOP/s) of the precisions ``device`` offers; ``None`` for those dropped after the
-    tiny first round (below half of float32's rate there: far from the margin a lower precision needs)."""
+    """Measured matmul rates (GFLOP/s, int8: GOP/s) of the precisions ``device`` offers; ``None`` for those dropped
+    after the tiny first round (below half of float32's rate there: far from the margin a lower precision needs)."""
     names = _offered(device)
     tiny = _timed_rounds(names, _TINY, device, rounds=5)
-    kept = [k for k in names if k == "fp32" or tiny[k] >= 0.5 * tiny["fp32"]]
+    kept = [k for k in tiny if k == "fp32" or tiny[k] >= 0.5 * tiny["fp32"]]
     full = _timed_rounds(kept, _CUDA_PROBE if device.type == "cuda" else _CPU_PROBE, device, rounds=7)
     return {k: full.get(k) for k in names}
 

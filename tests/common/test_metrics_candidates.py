@@ -2,7 +2,7 @@
 
 Every precision, both array backends, the all-vs-all (half-matmul) and the split layouts must give the per-query
 values of the dense float64 ranking; the automatic precision choice must never pick one measured slower than
-float32. The GPU tests check that the CUDA engines give the CPU values.
+float32. The CUDA versions are in test_metrics_gpu.py.
 """
 
 from __future__ import annotations
@@ -29,45 +29,24 @@ from common.metrics.retrieval_precision import (
     choose_precision,
     precision_by_name,
 )
+from tests.helpers.retrieval_data import assert_same_per_query, hard_set
 
 BINARY = ("recall", "precision_at_1", "r_precision", "map_at_r", "map")
 DEPTH = ("recall", "precision_at_1", "r_precision", "map_at_r")  # no "map": the depth rule prunes
 CPU_PRECISIONS = ("bf16", "fp16", "fp32", "fp64")
 
 
-def _hard_set(n: int = 700, seed: int = 0, dim: int = 24) -> tuple[torch.Tensor, torch.Tensor]:
-    """Clustered float32 data with exact duplicates (across classes: exact ties), near duplicates (cosines ~1e-5
-    apart, below bf16 resolution) and a few outliers (positives deep in the ranking, negative thresholds)."""
-    gen = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, n // 8, (n,), generator=gen)
-    centers = torch.randn(n // 8, dim, generator=gen)
-    x = centers[labels] + 0.9 * torch.randn(n, dim, generator=gen)
-    x = torch.nn.functional.normalize(x, dim=1)
-    src, dst = torch.randint(0, n, (2, n // 8), generator=gen)
-    half = n // 16
-    x[dst[:half]] = x[src[:half]]
-    x[dst[half:]] = x[src[half:]] + 1e-3 * torch.randn(dst.numel() - half, dim, generator=gen)
-    x[torch.randperm(n, generator=gen)[:5]] = torch.randn(5, dim, generator=gen)
-    return torch.nn.functional.normalize(x, dim=1), labels
-
-
-def _assert_same(got: dict, ref: dict) -> None:
-    for key, r in ref["per_query"].items():
-        torch.testing.assert_close(got["per_query"][key].cpu(), r.cpu(), atol=1e-12, rtol=0, equal_nan=True)
-    assert got["num_skipped_queries"] == ref["num_skipped_queries"]
-
-
 @pytest.mark.parametrize("metrics", [BINARY, DEPTH])
 @pytest.mark.parametrize("split", [False, True])
 def test_every_precision_and_backend_gives_the_float64_ranking(metrics, split):
-    x, labels = _hard_set()
+    x, labels = hard_set()
     kw = {"metrics": metrics, "recall_at": (1, 3, 40), "per_query": True, "chunk_size": 96}
     if split:  # overlapping query / gallery sets: the query-vs-gallery tiles, with and without self pairs
         kw.update(query_idx=torch.arange(0, 400), gallery_idx=torch.arange(250, 700))
     ref = retrieval_metrics(x.double(), labels, candidate_pass="off", **kw)
     assert 0.2 < ref["map@r"] < 0.9
     for precision in CPU_PRECISIONS:
-        _assert_same(retrieval_metrics(x, labels, candidate_pass=precision, **kw), ref)
+        assert_same_per_query(retrieval_metrics(x, labels, candidate_pass=precision, **kw), ref)
     # the torch backend (what runs on CUDA) on CPU tensors
     kw.pop("chunk_size")
     pb = _problem(x, labels, metrics, **{k: v for k, v in kw.items() if k.endswith("_idx")})
@@ -96,7 +75,7 @@ def _problem(x, labels, metrics, query_idx=None, gallery_idx=None, exclude_self=
 def test_all_vs_all_half_matmul_equals_the_full_layout():
     """The same queries and gallery, once as the identical index (upper-triangle tiles, counted both ways) and once
     with the gallery in another order (every tile scored): identical per-query values."""
-    x, labels = _hard_set(seed=1)
+    x, labels = hard_set(seed=1)
     n = x.shape[0]
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
     for precision in ("bf16", "fp32"):
@@ -104,7 +83,7 @@ def test_all_vs_all_half_matmul_equals_the_full_layout():
             kw = {"metrics": BINARY, "recall_at": (1, 5), "per_query": True, "exclude_self": exclude_self}
             sym = retrieval_metrics(x, labels, candidate_pass=precision, chunk_size=77, **kw)
             full = retrieval_metrics(x, labels, gallery_idx=perm, candidate_pass=precision, chunk_size=77, **kw)
-            _assert_same(sym, full)
+            assert_same_per_query(sym, full)
     assert _problem(x, labels, BINARY).symmetric
     assert not _problem(x, labels, BINARY, gallery_idx=perm).symmetric
 
@@ -119,7 +98,7 @@ def test_poor_embeddings_depth_rule_is_exact():
     for metrics in (DEPTH, ("precision_at_1",), ("recall",), BINARY):
         ref = retrieval_metrics(x.double(), labels, metrics=metrics, candidate_pass="off", **kw)
         for precision in ("bf16", "fp32"):
-            _assert_same(
+            assert_same_per_query(
                 retrieval_metrics(x, labels, metrics=metrics, candidate_pass=precision, chunk_size=128, **kw), ref
             )
 
@@ -132,7 +111,7 @@ def test_exact_ties_with_duplicates_are_pessimistic():
     x[7] = x[1]  # item 7 (class 1) duplicates item 1 (class 0): for queries 0, 2, 3 it ties with a positive
     out = retrieval_metrics(x, labels, metrics=BINARY, candidate_pass="bf16", per_query=True, recall_at=(1,))
     ref = retrieval_metrics(x.double(), labels, metrics=BINARY, candidate_pass="off", per_query=True, recall_at=(1,))
-    _assert_same(out, ref)
+    assert_same_per_query(out, ref)
     s = exact_scores(x, torch.tensor([0, 0]), x, torch.tensor([1, 7]))
     assert s[0] == s[1]
 
@@ -198,12 +177,85 @@ def test_choice_never_picks_a_precision_measured_slower_than_float32():
         assert rates[pick] >= rates["fp32"]
     with pytest.raises(ValueError, match="float32"):
         choose_precision({"fp32": None, "bf16": 10.0})
+    # int8 is probed and reported, never a candidate-pass precision
+    assert choose_precision({"fp32": 40.0, "bf16": 0.3, "fp16": 0.3, "int8": 2000.0}) == "fp32"
+
+
+# machines described by their probe results: (rates in GFLOP/s, the precision the candidate pass must use)
+PROFILES = {
+    "avx2_only": ({"fp32": 45.0, "bf16": 0.29, "fp16": 0.29, "int8": 0.63}, "fp32"),
+    "avx2_dropped_in_first_round": ({"fp32": 45.0, "bf16": None, "fp16": None, "int8": None}, "fp32"),
+    "avx512_bf16": ({"fp32": 150.0, "bf16": 420.0, "fp16": 0.7, "int8": 600.0}, "bf16"),
+    "native_fp16": ({"fp32": 60.0, "bf16": 61.0, "fp16": 240.0, "int8": 300.0}, "fp16"),
+}
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_auto_on_injected_probe_results_uses_the_fast_precision_and_stays_exact(profile, monkeypatch):
+    """The whole automatic path (probe rates -> choice -> engine -> values) on a machine described by its probe
+    results: the candidate pass runs in the expected precision and gives the float64 ranking."""
+    from common.metrics import retrieval_precision
+
+    rates, expected = PROFILES[profile]
+    monkeypatch.setattr(retrieval_precision, "probe_rates", lambda device: dict(rates))
+    retrieval_precision._cached_choice.cache_clear()
+    try:
+        choice = candidate_precision("cpu")
+        assert choice.precision.name == expected and choice.rates == rates
+        x, labels = hard_set(n=500, seed=11)
+        kw = {"metrics": DEPTH, "recall_at": (1, 5), "per_query": True}
+        assert choose_engine(_problem(x, labels, DEPTH)).p.name == expected
+        ref = retrieval_metrics(x.double(), labels, candidate_pass="off", **kw)
+        assert_same_per_query(retrieval_metrics(x, labels, **kw), ref)
+        split = {"query_idx": torch.arange(0, 300), "gallery_idx": torch.arange(200, 500)}
+        ref = retrieval_metrics(x.double(), labels, candidate_pass="off", **kw, **split)
+        assert_same_per_query(retrieval_metrics(x, labels, **kw, **split), ref)
+    finally:
+        retrieval_precision._cached_choice.cache_clear()
+
+
+_AVX2_SCRIPT = """
+import json, torch
+from common.metrics.retrieval import retrieval_metrics
+from common.metrics.retrieval_precision import candidate_precision
+from tests.helpers.retrieval_data import hard_set
+c = candidate_precision("cpu")
+x, labels = hard_set(n=400, seed=12)
+kw = dict(metrics=("recall", "precision_at_1", "r_precision", "map_at_r", "map"), recall_at=(1, 5))
+print(json.dumps({"capability": c.capability, "precision": c.precision.name, "rates": c.rates,
+                  "auto": retrieval_metrics(x, labels, **kw),
+                  "oracle": retrieval_metrics(x.double(), labels, candidate_pass="off", **kw)}))
+"""
+
+
+def test_emulated_avx2_cpu_never_uses_a_slower_precision():
+    """A fresh process with torch limited to AVX2 (``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``, how an
+    AVX2-only CPU is emulated): the probe sees AVX2, the chosen precision was measured at least as fast as float32,
+    and the values are the float64 oracle's."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, ATEN_CPU_CAPABILITY="avx2", ONEDNN_MAX_CPU_ISA="AVX2", PYTHONPATH=str(root))
+    out = subprocess.run(
+        [sys.executable, "-c", _AVX2_SCRIPT], env=env, cwd=root, capture_output=True, text=True, check=True
+    )
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["capability"] == "AVX2"
+    rates = res["rates"]
+    assert rates[res["precision"]] >= rates["fp32"]
+    assert res["precision"] == choose_precision(rates)
+    for key, ref in res["oracle"].items():
+        assert res["auto"][key] == pytest.approx(ref, abs=1e-12), key
 
 
 def test_auto_uses_the_probed_precision(monkeypatch):
     import common.metrics.retrieval as retrieval_mod
 
-    x, labels = _hard_set(n=300)
+    x, labels = hard_set(n=300)
     for name in ("fp32", "bf16"):
         choice = PrecisionChoice("cpu", "test", precision_by_name(name, torch.device("cpu")), {"fp32": 1.0})
         monkeypatch.setattr(retrieval_mod, "candidate_precision", lambda device, c=choice: c)
@@ -221,7 +273,7 @@ def test_probe_is_cached_and_describes_itself():
 
 
 def test_forced_precision_errors():
-    x, labels = _hard_set(n=100)
+    x, labels = hard_set(n=100)
     with pytest.raises(ValueError, match="tf32"):
         retrieval_metrics(x, labels, metrics=("map_at_r",), candidate_pass="tf32")
     with pytest.raises(ValueError, match="candidate_pass"):
@@ -237,65 +289,3 @@ def test_empty_inputs_raise_a_clear_error():
     for key in ("query_idx", "gallery_idx"):
         with pytest.raises(ValueError, match=f"{key} is empty"):
             evaluate_retrieval(x, torch.zeros(6, dtype=torch.long), **{key: torch.tensor([], dtype=torch.long)})
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# CUDA: the same API on the GPU gives the CPU values
-# ----------------------------------------------------------------------------------------------------------------
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
-@pytest.mark.gpu
-@cuda
-@pytest.mark.parametrize("metrics", [BINARY, DEPTH])
-def test_cuda_candidate_pass_matches_cpu(metrics):
-    x, labels = _hard_set(n=3000, seed=7, dim=64)
-    kw = {"metrics": metrics, "recall_at": (1, 3, 40), "per_query": True}
-    ref = retrieval_metrics(x, labels, candidate_pass="fp32", **kw)
-    names = ["fp32", "fp16", "tf32", "bf16"] if torch.cuda.get_device_capability()[0] >= 8 else ["fp32", "fp16"]
-    for name in ["auto", *names]:
-        got = retrieval_metrics(x.cuda(), labels.cuda(), candidate_pass=name, **kw)
-        _assert_same(got, ref)
-        got = retrieval_metrics(x, labels, candidate_pass=name, device="cuda", chunk_size=700, **kw)
-        _assert_same(got, ref)
-    split = {"query_idx": torch.arange(0, 1800), "gallery_idx": torch.arange(1000, 3000)}
-    ref = retrieval_metrics(x, labels, candidate_pass="fp32", **kw, **split)
-    _assert_same(retrieval_metrics(x.cuda(), labels.cuda(), **kw, **split), ref)
-
-
-@pytest.mark.gpu
-@cuda
-def test_cuda_exact_scores_match_cpu_bitwise():
-    gen = torch.Generator().manual_seed(8)
-    a, b = torch.randn(200, 96, generator=gen), torch.randn(150, 96, generator=gen)
-    ia, ib = torch.randint(0, 200, (5000,), generator=gen), torch.randint(0, 150, (5000,), generator=gen)
-    cpu = exact_scores(a, ia, b, ib)
-    gpu = exact_scores(a.cuda(), ia.cuda(), b.cuda(), ib.cuda())
-    assert torch.equal(gpu.cpu(), cpu)
-
-
-@pytest.mark.gpu
-@cuda
-def test_cuda_graded_and_dense_engines_match_cpu():
-    x, fine = _hard_set(n=1200, seed=9, dim=32)
-    labels = torch.stack([fine, fine // 6], 1)
-    kw = {"metrics": BINARY + ("ndcg", "hap", "asi"), "recall_at": (1, 10), "per_query": True}
-    ref = retrieval_metrics(x, labels, **kw)  # count engine on CPU
-    for engine in ("auto", "tree", "generic"):
-        got = retrieval_metrics(x.cuda(), labels.cuda(), graded_engine=engine, **kw)
-        for key, r in ref["per_query"].items():
-            torch.testing.assert_close(got["per_query"][key].cpu(), r, atol=1e-9, rtol=0, equal_nan=True)
-    multi = torch.nn.functional.one_hot(fine % 7, 7).bool() | torch.nn.functional.one_hot(fine % 5, 7).bool()
-    ref = retrieval_metrics(x, multi, **kw)
-    got = retrieval_metrics(x.cuda(), multi.cuda(), **kw)
-    for key, r in ref["per_query"].items():
-        torch.testing.assert_close(got["per_query"][key].cpu(), r, atol=1e-9, rtol=0, equal_nan=True)
-
-
-@pytest.mark.gpu
-@cuda
-def test_cuda_precision_probe():
-    choice = candidate_precision("cuda")
-    assert choice.precision.name in ("fp32", "tf32", "bf16", "fp16")
-    assert choice.rates[choice.precision.name] >= choice.rates["fp32"]
-    assert torch.cuda.get_device_name() in choice.describe()

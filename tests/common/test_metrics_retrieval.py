@@ -473,17 +473,6 @@ def test_count_tree_and_generic_graded_engines_agree_with_ties_and_split(seed, d
                     torch.testing.assert_close(got["per_query"][key], ref, atol=1e-12, rtol=0, equal_nan=True)
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_device_matches_cpu():
-    x, labels = _clustered(300, 30, 16, seed=9)
-    h = torch.stack([labels, labels // 5], 1)
-    cpu = evaluate_retrieval(x, h, metrics=ALL, recall_at=(1, 10))
-    gpu = evaluate_retrieval(x.cuda(), h.cuda(), metrics=ALL, recall_at=(1, 10))
-    gpu_arg = evaluate_retrieval(x, h, metrics=ALL, recall_at=(1, 10), device="cuda")
-    assert gpu == pytest.approx(cpu, abs=1e-9) and gpu_arg == pytest.approx(cpu, abs=1e-9)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # the CPU count engine: exact counts by cell histogram, against brute force and the other engines
 # ----------------------------------------------------------------------------------------------------------------
