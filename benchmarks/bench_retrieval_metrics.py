@@ -166,7 +166,7 @@ def _full_matmul_fp32(x, reps: int) -> float:
     return _best_of(run, reps)[0]
 
 
-def _run(job: str, n: int, dim: int, seed: int, reps: int, queue, hierarchy: str = "sop") -> None:
+def _run(job: str, n: int, dim: int, seed: int, reps: int, queue, hierarchy: str = "sop", precision: str = "") -> None:
     import torch
 
     if job == "pml":
@@ -197,19 +197,27 @@ def _run(job: str, n: int, dim: int, seed: int, reps: int, queue, hierarchy: str
             evaluate_retrieval(warm_x, warm_y, metrics=FULL_METRICS)
             res["time"], res["values"] = _best_of(lambda: evaluate_retrieval(x, labels, metrics=FULL_METRICS), reps)
         elif job == "bare":
-            res["bare"] = _bare_matmuls(x, choice.precision.name, reps)
+            res["bare"] = _bare_matmuls(x, precision or choice.precision.name, reps)  # the precision ours used
         elif job == "bare_full":
             res["time"] = _full_matmul_fp32(x, reps)
     res.update(rss_data=base, rss_peak=_peak_rss_mb())
     queue.put(res)
 
 
-def measure(job: str, n: int, dim: int, seed: int, reps: int, hierarchy: str = "sop") -> dict:
+def measure(job: str, n: int, dim: int, seed: int, reps: int, hierarchy: str = "sop", precision: str = "") -> dict:
+    """Run one measurement in a fresh spawned process; a process that dies (e.g. killed for memory) is an error."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_run, args=(job, n, dim, seed, reps, queue, hierarchy))
+    proc = ctx.Process(target=_run, args=(job, n, dim, seed, reps, queue, hierarchy, precision))
     proc.start()
-    out = queue.get()
+    while True:
+        try:
+            out = queue.get(timeout=5)
+            break
+        except Exception:  # queue.Empty: still running, unless the process died
+            if not proc.is_alive():
+                raise RuntimeError(f"the {job} measurement at N={n} died (exit code {proc.exitcode}; -9: killed, "
+                                   "often for memory)") from None  # fmt: skip
     proc.join()
     return out
 
@@ -254,9 +262,10 @@ def run_sweep(sizes: list[int], dim: int, seed: int, reps: int, full: bool) -> N
     rows = []
     for n in sizes:
         r = reps if n < 20000 else 1
+        t0 = time.perf_counter()
         pml = measure("pml", n, dim, seed, r)
         ours = measure("ours", n, dim, seed, r)
-        bare = measure("bare", n, dim, seed, r)["bare"]
+        bare = measure("bare", n, dim, seed, r, precision=ours["precision"])["bare"]
         if not rows:
             print(f"precision probe ({ours['probe_s'] * 1e3:.0f} ms, once per process): {ours['choice']}")
         p = ours["precision"]
@@ -266,8 +275,8 @@ def run_sweep(sizes: list[int], dim: int, seed: int, reps: int, full: bool) -> N
         print(f"N={n}: PML {pml['time']:.3f} s (peak RSS {pml['rss_peak']:.0f} MB) | ours {ours['time']:.3f} s "
               f"(peak RSS {ours['rss_peak']:.0f} MB, data {ours['rss_data']:.0f} MB) = {ratio:.3f}x PML | bare "
               f"matmul {p} {bare[p]:.3f} s = {bare[p] / pml['time']:.3f}x PML (ours {ours['time'] / bare[p]:.2f}x "
-              f"it), fp32 {bare['fp32']:.3f} s = {bare['fp32'] / pml['time']:.3f}x PML | max |diff| {worst:.1e}",
-              flush=True)  # fmt: skip
+              f"it), fp32 {bare['fp32']:.3f} s = {bare['fp32'] / pml['time']:.3f}x PML | max |diff| {worst:.1e} | "
+              f"wall {time.perf_counter() - t0:.0f} s for this N", flush=True)  # fmt: skip
     graded = None
     if full:
         n = sizes[-1]
