@@ -1,6 +1,6 @@
 """Exact retrieval metrics over full rankings, chunked over queries.
 
-:func:`evaluate_retrieval` is the house API (specs/architecture.md). Embeddings are L2-normalised and compared by
+:func:`evaluate_retrieval` is the public API (docs/metrics.md). Embeddings are L2-normalised and compared by
 cosine similarity; every query is ranked against its whole gallery (no top-k cut), one chunk of queries at a time,
 so the memory beyond the embeddings is ``O(chunk x N)`` and never ``N x N``.
 
@@ -26,9 +26,9 @@ Graded metrics use the number of shared levels ``t`` in 0..T (:mod:`common.metri
 the number of items at level l ranked before item k and ``rel`` the relevance table (``pop`` by default):
 
 * ``hap``  = sum_{k : t_k > 0} Hrank(k) / pos(k) / sum_k rel(k),  ``Hrank(k) = rel(k) + sum_l min(rel(k), rel_l)
-  cnt_l(k)`` (H-AP, HAPPIER Eq. 3-4, spec §1.2);
-* ``ndcg`` = DCG / IDCG with gain ``2^t - 1`` and discount ``1 / log2(1 + pos)`` over the full ranking (spec §2.2);
-* ``asi``  = (1/R) sum_{n=1..R} |top-n levels ∩ ideal top-n levels| / n with R = #{t > 0} (ASI, DyML; spec §2.2).
+  cnt_l(k)`` (H-AP, HAPPIER Eq. 3-4);
+* ``ndcg`` = DCG / IDCG with gain ``2^t - 1`` and discount ``1 / log2(1 + pos)`` over the full ranking;
+* ``asi``  = (1/R) sum_{n=1..R} |top-n levels ∩ ideal top-n levels| / n with R = #{t > 0} (ASI, from the DyML benchmark).
   Computed per item: with ``a_l`` gallery items at levels above l, the j-th level-l item of the ranking (at
   position ``p``) adds 1 to the intersection for every ``n >= max(p, j + a_l)``, so
   ``asi = (1/R) sum_k [H_R - H_{max(p_k, j_k + a_l) - 1}]^+`` with ``H_n`` the harmonic numbers (this equals the
@@ -162,7 +162,7 @@ def retrieval_metrics(
 
     ``relevance``/``alpha``: ``"pop"`` with a scalar alpha or ``"map"`` with one weight per level (see
     :mod:`common.metrics.relevance`). ``count_self_in_relevance``: when a query is excluded from its own gallery,
-    still count it at the finest level in the relevance denominators, as HAPPIER's evaluation does (spec §1.2);
+    still count it at the finest level in the relevance denominators, as HAPPIER's evaluation does;
     set False to count only the gallery actually ranked. ``per_query=True`` adds ``per_query`` (a dict of float64
     tensors with NaN for skipped queries), for tests and analyses.
 
