@@ -6,16 +6,17 @@ float64 ranking whatever the precision, so the precision is a pure speed choice,
 machine: bfloat16 is 2-3x faster than float32 on CPUs with AVX-512 BF16 or AMX, but about 100x slower on AVX2-only
 CPUs, where torch has no bf16 kernel and falls back to a scalar loop (float16 likewise).
 
-:func:`candidate_precision` therefore times a small matmul in each precision the device may offer (CPU: float32
-bfloat16 and float16, all through ``torch.mm``; CUDA: float32, TF32, bfloat16, float16), drops
-those clearly slower than float32 after a tiny first round (a slow path costs a few milliseconds, not seconds),
-times the rest on a larger product and keeps the fastest. int8 (``torch._int_mm``, int32 accumulation) is probed
-and reported beside them but is not a candidate-pass precision: a unit vector quantised to 127 steps of its largest
-entry carries an input error up to ``sqrt(d) max|x_i| / 254`` (about 1e-2 at d = 512, several times bf16's
-``2^-9``), a window that would send far more pairs to float64 rescoring. A lower precision widens the error window, so it must be
-at least :data:`LOW_PRECISION_MARGIN` times faster than float32 to be chosen, and among precisions within 15% of
-the fastest the tighter one wins. The choice is cached per device for the life of the process and logged once at
-debug level. :func:`choose_precision` holds the rule alone (tested with injected timings).
+:func:`candidate_precision` therefore times a small matmul in each precision the device may offer (CPU: float32,
+bfloat16 and float16, all through ``torch.mm``, on one thread and by that thread's CPU time, so that other processes
+on the cores do not bend the comparison; CUDA: float32, TF32, bfloat16, float16, by wall time), drops those clearly
+slower than float32 after a tiny first round (a slow path costs milliseconds, not seconds), times the rest on a
+larger product and keeps the fastest. int8 (``torch._int_mm``, int32 accumulation) is probed and reported beside
+them but is not a candidate-pass precision: a unit vector quantised to 127 steps of its largest entry carries an
+input error up to ``sqrt(d) max|x_i| / 254`` (about 1e-2 at d = 512, several times bf16's ``2^-9``), a window that
+would send far more pairs to float64 rescoring. A lower precision widens the error window, so it must be at least
+:data:`LOW_PRECISION_MARGIN` times faster than float32 to be chosen, and among precisions within 15% of the fastest
+the tighter one wins. The choice is cached per device for the life of the process and logged once at debug level.
+:func:`choose_precision` holds the rule alone (tested with injected timings).
 
 Error model of each precision (:class:`Precision`), used by the candidate pass's bound: inputs are rounded to the
 matmul's input format (per-vector error measured exactly, except TF32 whose rounding mode is not exposed: the
@@ -35,14 +36,16 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from common.metrics.retrieval_engine import torch_threads
+
 log = logging.getLogger(__name__)
 
 __all__ = ["Precision", "PrecisionChoice", "PRECISIONS", "candidate_precision", "choose_precision", "precision_by_name"]
 
 LOW_PRECISION_MARGIN = 1.25  # a wider error window is worth it only when the matmul is this much faster
 _CLOSE = 1.15  # precisions within this factor of the fastest count as equally fast; the tightest of them wins
-_TINY = (32, 256, 256)  # first round (m, n, d): about 4 MFLOP, a few ms even on a 0.5 GFLOP/s scalar fallback
-_CPU_PROBE = (512, 2048, 256)  # second round: about 540 MFLOP, a few ms per product
+_TINY = (32, 256, 256)  # first round (m, n, d): about 4 MFLOP, about 10 ms on a 0.3 GFLOP/s scalar fallback
+_CPU_PROBE = (256, 2048, 256)  # second round: about 270 MFLOP, a few ms per product on one core
 _CUDA_PROBE = (2048, 4096, 512)
 
 
@@ -133,7 +136,8 @@ class PrecisionChoice:
             f"{k} {'slow' if v is None else f'{v:.0f}'}{'' if k in PRECISIONS else ' (probed only)'}"
             for k, v in self.rates.items()
         )
-        return f"{self.device} [{self.capability}]: candidate pass in {self.precision.name} (GFLOP/s: {rates})"
+        unit = "GFLOP/s on one core" if self.device == "cpu" else "GFLOP/s"
+        return f"{self.device} [{self.capability}]: candidate pass in {self.precision.name} ({unit}: {rates})"
 
 
 def choose_precision(rates: dict[str, float | None]) -> str:
@@ -155,12 +159,22 @@ def choose_precision(rates: dict[str, float | None]) -> str:
 
 
 def _timed_rounds(names: list[str], shape: tuple[int, int, int], device: torch.device, rounds: int) -> dict[str, float]:
-    """Best rate (GFLOP/s) of each precision over ``rounds`` interleaved timings (after one warm-up each), so a
-    burst of load from other processes hits every precision alike."""
+    """Best rate (GFLOP/s) of each precision over ``rounds`` interleaved timings (after one warm-up each).
+
+    CPU: one thread, timed by that thread's CPU time, so other processes competing for the cores (a shared node, a
+    busy laptop) do not bend the comparison: the rates are one core's, and their ratios are the kernels'. CUDA: wall
+    time between synchronisations.
+    """
+    if device.type == "cpu":
+        with torch_threads(1):
+            return _timed_rounds_on(names, shape, device, rounds, time.thread_time, lambda: None)
+    return _timed_rounds_on(names, shape, device, rounds, time.perf_counter, torch.cuda.synchronize)
+
+
+def _timed_rounds_on(names, shape, device, rounds, clock, sync) -> dict[str, float]:
     m, n, d = shape
     gen = torch.Generator().manual_seed(0)
     q32, g32 = torch.randn(m, d, generator=gen).to(device), torch.randn(n, d, generator=gen).to(device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     calls = {}
     for k in names:
         if k == "int8":  # probed only: int8 inputs, int32 output
@@ -182,10 +196,10 @@ def _timed_rounds(names: list[str], shape: tuple[int, int, int], device: torch.d
     best = dict.fromkeys(calls, float("inf"))
     for _ in range(rounds):
         for k in calls:
-            t0 = time.perf_counter()
+            t0 = clock()
             calls[k]()
             sync()
-            best[k] = min(best[k], time.perf_counter() - t0)
+            best[k] = min(best[k], clock() - t0)
     return {k: 2.0 * m * n * d / max(t, 1e-9) / 1e9 for k, t in best.items()}
 
 
