@@ -39,16 +39,11 @@ DOCS_ARCHITECTURE = re.compile(r"docs/architecture\.md|\]\((?:\.\./)?architectur
 
 # Files that still cite the specification; the lead removes each entry once its branch has cleaned the file.
 ALLOW = {
-    "common/metrics/README.md",
-    "common/metrics/ood.py",
-    "common/metrics/relevance.py",
-    "common/metrics/retrieval.py",
     "gallop/README.md",
     "happier/README.md",
     "heat/README.md",
     "heat/module.py",
     "roadmap/README.md",
-    "tests/common/test_metrics_retrieval.py",
     # being edited on another branch:
     "heat/demo.py",
 }

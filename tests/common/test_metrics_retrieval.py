@@ -265,7 +265,7 @@ def test_per_query_ap_and_ndcg_match_sklearn():
 
 
 def test_hap_equals_formula_with_heaviside_on_tie_free_data():
-    """Without ties, H-AP is spec §1.2's formula with H(s_j - s_k) over all other items."""
+    """Without ties, H-AP is HAPPIER's Eq. 3-4 with H(s_j - s_k) over all other items."""
     x, fine = _clustered(80, 12, 8, seed=6, noise=1.3)
     h = torch.stack([fine, fine // 4], 1)
     out = retrieval_metrics(x, h, metrics=("hap",), per_query=True)
