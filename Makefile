@@ -7,6 +7,9 @@ PIP := $(VENV)/bin/pip
 DATA_DIR ?= data
 WEIGHTS_DIR ?= weights
 ARGS ?=
+# where `make demo` and the demo-* targets write (git-ignored); the committed reference run is results/reference/
+DEMO_OUT ?= outputs/demo
+DEMO_SEEDS ?= 0,1,2
 export PROJECT_ROOT := $(CURDIR)
 export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
@@ -43,9 +46,9 @@ format: install ## apply ruff fixes and formatting
 	"$(VENV)/bin/ruff" check --fix .
 	"$(VENV)/bin/ruff" format .
 
-demo: install data-fashion-mnist ## the main job: all four methods vs their baselines on Fashion-MNIST (CPU), then make report
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} "$(PY)" -m common.demo
-	"$(PY)" -m common.report.build
+demo: install data-fashion-mnist ## the main job: the four methods vs their baselines on Fashion-MNIST (CPU, seeds $(DEMO_SEEDS)) -> $(DEMO_OUT)/, then its report
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} "$(PY)" -m common.demo --out "$(DEMO_OUT)" --seeds $(DEMO_SEEDS) $(ARGS)
+	"$(PY)" -m common.report.build --demo "$(DEMO_OUT)" --records "$(DEMO_OUT)/records" --out "$(DEMO_OUT)/report"
 
 demo-foundation: install data-fashion-mnist ## train a small contrastive baseline on Fashion-MNIST (CPU) and print R@1, mAP@R
 	"$(PY)" -m common.launch experiment=demo/fmnist_contrastive $(ARGS)
