@@ -113,7 +113,6 @@ def summary_section(page: Page, tables: list[TableResult]) -> None:
         done, expected, published = _filled(t)
         page.add(f"| {t.method} | [{t.title}](#{t.anchor}) | {done} / {expected} | {published} |")
     page.add("", "Demos: " + ", ".join(f"[{m}](#demo-{m})" for m in METHODS), "")
-    page.add("The demo run beside the committed reference run: [demo vs reference](#demo-vs-reference).", "")
 
 
 def tables_section(page: Page, tables: list[TableResult], results_dir: Path) -> None:
@@ -296,13 +295,16 @@ def build(
     page.add("# robust-retrieval: report", "")
     page.add(f"Built by `make report` from {len(records)} result record(s) and the files `make demo` left on disk.", "")
     summary_section(page, paper)
+    ref_records = None if reference_dir is None else Path(reference_dir) / "records"
+    compared = ref_records is not None and Path(demo_dir).resolve() != Path(reference_dir).resolve()
+    if compared and ref_records.is_dir():
+        page.add("This demo run beside the committed reference run: [demo vs reference](#demo-vs-reference).", "")
     tables_section(page, paper, Path(results_dir))
     page.add("## Demos (CPU, Fashion-MNIST)", "")
     for method in METHODS:
         demo_section(page, method, Path(demo_dir), [t for t in tables if t.id == "demo" and t.method == method])
-    compared = reference_dir is not None and Path(demo_dir).resolve() != Path(reference_dir).resolve()
-    if compared and (Path(reference_dir) / "records").is_dir():
-        reference_section(page, demo_records, load_records(Path(reference_dir) / "records"), Path(reference_dir))
+    if compared and ref_records.is_dir():
+        reference_section(page, demo_records, load_records(ref_records), Path(reference_dir))
     elif compared:
         page.missing.append("reference run")
     html = write_page(page)

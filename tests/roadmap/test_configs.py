@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -160,7 +158,9 @@ def test_demo_verdict_from_seeds():
     head = demo.headline(recs, c)
     assert head["ours"] == "ROADMAP 0.510 ± 0.008 (n=3)" and head["verdict"].startswith("claim holds over 3 seeds")
     # Smooth-AP ahead on one seed, behind on the others: within noise, so the claim does not hold
-    recs = _records({"roadmap": [0.50, 0.40, 0.45], "roadmap_smoothap": [0.40, 0.45, 0.45], "roadmap_triplet": [0.1] * 3})
+    recs = _records(
+        {"roadmap": [0.50, 0.40, 0.45], "roadmap_smoothap": [0.40, 0.45, 0.45], "roadmap_triplet": [0.1] * 3}
+    )
     c = demo.claim(recs)
     assert not c["holds"] and c["deltas"]["roadmap_smoothap"]["verdict"] == "within noise"
     one = demo.claim(_records({"roadmap": [0.5], "roadmap_smoothap": [0.4], "roadmap_triplet": [0.3]}))
