@@ -24,6 +24,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from common.results.record import ResultRecord, load_records
@@ -93,6 +94,38 @@ def demo_records(out: Path, method: str) -> list[ResultRecord]:
     folder = Path(out) / "records"
     recs = load_records(folder) if folder.is_dir() else []
     return [r for r in recs if r.method == method and r.table == "demo"]
+
+
+@dataclass
+class DemoRun:
+    """What :func:`run_rows` leaves: the output folder, the seeds, the rows' records, seed 0's job folder per row
+    and the launcher commands."""
+
+    out: Path
+    seeds: list[int]
+    records: list[ResultRecord]
+    first_run_dirs: dict[str, Path]
+    command: str
+
+
+def run_rows(method: str, experiments: dict[str, str], argv: list[str] | None, doc: str | None = None) -> DemoRun:
+    """The common part of a launcher demo: parse ``--out``/``--seeds`` (other arguments are Hydra overrides), run
+    every ``{row: experiment}`` over the seeds (:func:`launch`, test embeddings saved for the report's
+    precision-recall curves), and read the records back; raises RuntimeError when a (row, seed) has no record."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="where <method>.json/.md, records and runs go")
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma-separated seeds")
+    args, overrides = parser.parse_known_args(argv)
+    out, seeds = Path(args.out), parse_seeds(args.seeds)
+    sweep_dir, shown = launch(
+        list(experiments.values()), seeds, out, method, ["model.save_test_embeddings=true", *overrides]
+    )
+    records = [r for r in demo_records(out, method) if r.seed in seeds]
+    missing = [(row, s) for row in experiments for s in seeds if not any(r.row == row and r.seed == s for r in records)]
+    if missing:
+        raise RuntimeError(f"no result record for {missing} under {out / 'records'}")
+    jobs = run_dirs(sweep_dir)
+    return DemoRun(out, seeds, records, {row: jobs[(row, seeds[0])] for row in experiments}, shown)
 
 
 def _load(out: Path, method: str) -> dict | None:

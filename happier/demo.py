@@ -18,11 +18,10 @@ Extra arguments are Hydra overrides passed to every run (e.g. ``trainer.max_epoc
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-from common.demo import DEFAULT_OUT, SEEDS, demo_records, launch, parse_seeds, run_dirs
+from common.demo import run_rows
 from common.report.artifacts import export_retrieval_run
 from common.results.record import ResultRecord
 from common.results.seeds import MIN_SEEDS, paired, stat, verdict
@@ -130,19 +129,8 @@ def headline(records: list[ResultRecord], c: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(DEFAULT_OUT), help="where happier.{json,md}, records and runs go")
-    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
-    args, overrides = parser.parse_known_args(argv)
-    out, seeds = Path(args.out), parse_seeds(args.seeds)
-    overrides = ["model.save_test_embeddings=true", *overrides]  # embeddings for the report's precision-recall curves
-    sweep_dir, shown = launch([e for e, _ in RUNS.values()], seeds, out, "happier", overrides)
-    records = [r for r in demo_records(out, "happier") if r.seed in seeds]
-    missing = [(row, s) for row in RUNS for s in seeds if not any(r.row == row and r.seed == s for r in records)]
-    if missing:
-        raise RuntimeError(f"no result record for {missing} under {out / 'records'}")
-    jobs = run_dirs(sweep_dir)
-    first = {row: jobs[(row, seeds[0])] for row in RUNS}
+    run = run_rows("happier", {row: exp for row, (exp, _) in RUNS.items()}, argv, __doc__)
+    out, seeds, records, shown, first = run.out, run.seeds, run.records, run.command, run.first_run_dirs
     # embeddings and loss curves of the first seed for the report
     artifacts = {row: export_retrieval_run(d, out / "artifacts", "happier", row) for row, d in first.items()}
     grids = {RUNS[row][1]: json.loads((d / "retrieval_grid.json").read_text()) for row, d in first.items()}

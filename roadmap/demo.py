@@ -12,12 +12,10 @@ the paired differences, the verdict) and ``<out>/roadmap.md``; the embeddings an
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from pathlib import Path
 
-from common.demo import DEFAULT_OUT, SEEDS, demo_records, launch, parse_seeds, run_dirs
+from common.demo import run_rows
 from common.report.artifacts import export_retrieval_run
 from common.results.record import ResultRecord
 from common.results.seeds import MIN_SEEDS, paired, stat, verdict
@@ -74,20 +72,11 @@ def headline(records: list[ResultRecord], c: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(DEFAULT_OUT), help="where roadmap.json / roadmap.md / records go")
-    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
-    args, overrides = parser.parse_known_args(argv)
-    out, seeds = Path(args.out), parse_seeds(args.seeds)
-    overrides = ["model.save_test_embeddings=true", *overrides]  # embeddings for the report's precision-recall curves
-    sweep_dir, shown = launch([e for e, _ in ROWS.values()], seeds, out, "roadmap", overrides)
-    records = [r for r in demo_records(out, "roadmap") if r.seed in seeds]
-    missing = [(row, s) for row in ROWS for s in seeds if not any(r.row == row and r.seed == s for r in records)]
-    if missing:
-        print(f"no result record for {missing} under {out / 'records'}", file=sys.stderr)
-        return 1
-    jobs = run_dirs(sweep_dir)
-    artifacts = {row: export_retrieval_run(jobs[(row, seeds[0])], out / "artifacts", "roadmap", row) for row in ROWS}
+    run = run_rows("roadmap", {row: exp for row, (exp, _) in ROWS.items()}, argv, __doc__)
+    out, seeds, records, shown = run.out, run.seeds, run.records, run.command
+    artifacts = {
+        row: export_retrieval_run(d, out / "artifacts", "roadmap", row) for row, d in run.first_run_dirs.items()
+    }
     c = claim(records)
     payload = {
         "command": shown,
