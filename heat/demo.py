@@ -429,7 +429,7 @@ def main(argv: list[str] | None = None) -> dict:
             "metric": "FPR95 (lower is better)",
             "ours": f"HEAT {100 * heat_near.mean:.1f} ± {100 * heat_near.std:.1f} / "
             f"{100 * heat_far.mean:.1f} ± {100 * heat_far.std:.1f}",
-            "baselines": f"best baseline {base}",
+            "baselines": f"best single scorer {base}",
             "verdict": f"{state} over {c['n_seeds']} seeds: the composition beats every single scorer {where}",
         },
     }
