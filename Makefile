@@ -7,12 +7,15 @@ PIP := $(VENV)/bin/pip
 DATA_DIR ?= data
 WEIGHTS_DIR ?= weights
 ARGS ?=
+# where `make demo` and the demo-* targets write (git-ignored); the committed reference run is results/reference/
+DEMO_OUT ?= outputs/demo
+DEMO_SEEDS ?= 0,1,2
 export PROJECT_ROOT := $(CURDIR)
 export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 
 
-.PHONY: sweep-summary tables tables-wandb report help install test test-slow test-all lint format demo clean clean-logs wandb-sync
+.PHONY: sweep-summary tables tables-wandb report help install test test-slow test-all lint format demo demo-report clean clean-logs wandb-sync
 
 help: ## list every target with one line each
 	@grep -hE '^[a-zA-Z0-9_%-]+:.*?## ' $(MAKEFILE_LIST) | sort | \
@@ -43,9 +46,13 @@ format: install ## apply ruff fixes and formatting
 	"$(VENV)/bin/ruff" check --fix .
 	"$(VENV)/bin/ruff" format .
 
-demo: install data-fashion-mnist ## the main job: all four methods vs their baselines on Fashion-MNIST (CPU), then make report
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} "$(PY)" -m common.demo
-	"$(PY)" -m common.report.build
+demo: install data-fashion-mnist ## the main job: the four methods vs their baselines on Fashion-MNIST (CPU, seeds $(DEMO_SEEDS)) -> $(DEMO_OUT)/, then its report
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} "$(PY)" -m common.demo --out "$(DEMO_OUT)" --seeds $(DEMO_SEEDS) $(ARGS)
+	$(DEMO_REPORT)
+
+DEMO_REPORT = "$(PY)" -m common.report.build --demo "$(DEMO_OUT)" --records "$(DEMO_OUT)/records" --out "$(DEMO_OUT)/report"
+demo-report: install ## the report of the demo run in $(DEMO_OUT) (beside the reference run, results/reference) -> $(DEMO_OUT)/report/
+	$(DEMO_REPORT)
 
 demo-foundation: install data-fashion-mnist ## train a small contrastive baseline on Fashion-MNIST (CPU) and print R@1, mAP@R
 	"$(PY)" -m common.launch experiment=demo/fmnist_contrastive $(ARGS)

@@ -1,27 +1,131 @@
-"""``make demo``: run every method's demo on Fashion-MNIST, one after another, and gather their tables.
+"""``make demo``: every method's demo on Fashion-MNIST, one after another, into an untracked folder.
 
-Each method ships ``<method>/demo.py`` (``python -m <method>.demo``), which writes ``results/demo/<method>.json`` and
-``results/demo/<method>.md``. This runner times each part, prints a running summary, and writes
-``results/demo/SUMMARY.md``: a headline table (:func:`headline`, one row per method: ours vs its baselines, with
-the verdict against the paper's claim), then every table and the command that made it. The README's first screen
-shows the same headline table (``tests/test_readme.py`` checks that it matches ``results/demo/``).
+    python -m common.demo [--out outputs/demo] [--seeds 0,1,2] [--only roadmap happier] [<hydra overrides>]
+
+(Hydra overrides go to the demos that run the launcher, :data:`LAUNCHER_DEMOS`.)
+
+Each method ships ``<method>/demo.py`` (``python -m <method>.demo --out <out> --seeds ...``): a thin script that runs
+the launcher on ``configs/experiment/<method>/demo*.yaml`` (one Hydra multirun over rows and seeds, :func:`launch`),
+whose runs write result records (table ``demo``) into ``<out>/records`` and log to wandb offline; it then reads the
+records back and writes ``<out>/<method>.json`` (with ``headline``: the method's line of the summary, and ``claim``:
+the paper's claim and the verdict from the seeds) and ``<out>/<method>.md``. This runner times each part and writes
+``<out>/SUMMARY.md``: the headline table (:func:`headline`), then every part's table and command.
+
+Nothing is written to tracked files: ``<out>`` defaults to ``outputs/demo`` (git-ignored). The committed reference
+run is ``results/reference/`` (made by the command in ``results/reference/COMMAND.md``); ``make report`` says where
+a run differs from it beyond run-to-run noise.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+from common.results.record import ResultRecord, load_records
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMOS = ("roadmap", "happier", "heat", "gallop")
+LAUNCHER_DEMOS = ("roadmap", "happier")  # the demos that take Hydra overrides (the others run outside the launcher)
+DEFAULT_OUT = ROOT / "outputs" / "demo"
+REFERENCE = ROOT / "results" / "reference"
+SEEDS = (0, 1, 2)
+HEADLINE_COLUMNS = ("task", "metric", "ours", "baselines", "verdict")
 
 
 def available(methods: tuple[str, ...] = DEMOS) -> list[str]:
     return [m for m in methods if (ROOT / m / "demo.py").exists()]
+
+
+def parse_seeds(text: str) -> list[int]:
+    return [int(s) for s in text.split(",") if s.strip()]
+
+
+def demo_env(out: Path) -> dict[str, str]:
+    """The environment of a demo's launcher runs: records into ``<out>/records``, wandb offline unless set, and one
+    intra-op thread unless set (the demo's tensors are small; on a shared 2-core machine OpenMP's pool mostly waits)."""
+    env = {**os.environ, "RESULTS_RECORDS_DIR": str(Path(out).resolve() / "records")}
+    env.setdefault("WANDB_MODE", "offline")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("PROJECT_ROOT", str(ROOT))
+    return env
+
+
+def launch(experiments: list[str], seeds: list[int], out: Path, name: str, overrides: list[str]) -> tuple[Path, str]:
+    """For each experiment, one Hydra multirun of the launcher over ``seeds`` (a sweep over ``experiment`` itself
+    would reject overrides of keys that only the experiment defines); job folders under
+    ``<out>/runs/<name>/<experiment>/<job>``.
+
+    Returns the folder of the sweeps and the commands as a user would type them. Raises RuntimeError when the
+    launcher fails.
+    """
+    root = Path(out).resolve() / "runs" / name
+    shown = []
+    for experiment in experiments:
+        sweep_dir = root / experiment.replace("/", "_")
+        args = ["-m", f"experiment={experiment}", "seed=" + ",".join(str(s) for s in seeds), *overrides]
+        cmd = "python -m common.launch " + " ".join(args)
+        print(f"[demo] {cmd}", flush=True)
+        rc = subprocess.call(
+            [sys.executable, "-m", "common.launch", *args, f"hydra.sweep.dir={sweep_dir}"], cwd=ROOT, env=demo_env(out)
+        )
+        if rc != 0:
+            raise RuntimeError(f"the launcher failed (exit {rc}): {cmd}; the runs are under {sweep_dir}")
+        shown.append(cmd)
+    return root, "; ".join(shown)
+
+
+def run_dirs(sweep_dir: Path) -> dict[tuple[str, int | None], Path]:
+    """``{(row, seed): job folder}`` of the multiruns under ``sweep_dir``, read from each job's ``record.json``."""
+    out = {}
+    for path in sorted(Path(sweep_dir).rglob("record.json")):
+        rec = json.loads(path.read_text())
+        out[(rec["row"], rec["seed"])] = path.parent
+    return out
+
+
+def demo_records(out: Path, method: str) -> list[ResultRecord]:
+    """The demo records (table ``demo``) of ``method`` under ``<out>/records``."""
+    folder = Path(out) / "records"
+    recs = load_records(folder) if folder.is_dir() else []
+    return [r for r in recs if r.method == method and r.table == "demo"]
+
+
+@dataclass
+class DemoRun:
+    """What :func:`run_rows` leaves: the output folder, the seeds, the rows' records, seed 0's job folder per row
+    and the launcher commands."""
+
+    out: Path
+    seeds: list[int]
+    records: list[ResultRecord]
+    first_run_dirs: dict[str, Path]
+    command: str
+
+
+def run_rows(method: str, experiments: dict[str, str], argv: list[str] | None, doc: str | None = None) -> DemoRun:
+    """The common part of a launcher demo: parse ``--out``/``--seeds`` (other arguments are Hydra overrides), run
+    every ``{row: experiment}`` over the seeds (:func:`launch`, test embeddings saved for the report's
+    precision-recall curves), and read the records back; raises RuntimeError when a (row, seed) has no record."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="where <method>.json/.md, records and runs go")
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma-separated seeds")
+    args, overrides = parser.parse_known_args(argv)
+    out, seeds = Path(args.out), parse_seeds(args.seeds)
+    sweep_dir, shown = launch(
+        list(experiments.values()), seeds, out, method, ["model.save_test_embeddings=true", *overrides]
+    )
+    records = [r for r in demo_records(out, method) if r.seed in seeds]
+    missing = [(row, s) for row in experiments for s in seeds if not any(r.row == row and r.seed == s for r in records)]
+    if missing:
+        raise RuntimeError(f"no result record for {missing} under {out / 'records'}")
+    jobs = run_dirs(sweep_dir)
+    return DemoRun(out, seeds, records, {row: jobs[(row, seeds[0])] for row in experiments}, shown)
 
 
 def _load(out: Path, method: str) -> dict | None:
@@ -29,71 +133,23 @@ def _load(out: Path, method: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _roadmap_row(d: dict) -> list[str]:
-    runs = d["runs"]
-    names = {"roadmap": "ROADMAP", "roadmap_smoothap": "Smooth-AP", "roadmap_triplet": "triplet"}
-    ours = runs["roadmap"]["test/map@r"]
-    others = [(names.get(k, k), v["test/map@r"]) for k, v in runs.items() if k != "roadmap"]
-    best = max(v for _, v in others)
-    word = "on par" if abs(ours - best) <= 0.01 else ("ahead" if ours > best else "behind")
-    word += f" ({ours - best:+.3f} vs the best baseline, one seed)"
-    base = ", ".join(f"{n} {v:.3f}" for n, v in others)
-    return ["Retrieval", "mAP@R", f"ROADMAP {ours:.3f}", base, f"{word}; paper: ROADMAP > Smooth-AP"]
-
-
-def _happier_row(d: dict) -> list[str]:
-    h, r = d["runs"]["HAPPIER"]["metrics"], d["runs"]["ROADMAP"]["metrics"]
-    holds = h["test/hap"] > r["test/hap"] and h["test/asi"] > r["test/asi"]
-    ours = f"HAPPIER {100 * h['test/hap']:.1f} / {100 * h['test/asi']:.1f}"
-    base = f"ROADMAP {100 * r['test/hap']:.1f} / {100 * r['test/asi']:.1f}"
-    verdict = "claim holds" if holds else "claim does NOT hold"
-    return ["Hierarchical", "H-AP / ASI", ours, base, f"{verdict}: higher H-AP and ASI than a binary loss"]
-
-
-def _heat_row(d: dict) -> list[str]:
-    res = d["results"]
-    heat = next(k for k in res if k.startswith("HEAT ("))
-    baselines = [k for k in ("MSP", "Energy", "Mahalanobis") if k in res] + [k for k in res if k.startswith("KNN")]
-    best = {s: min(baselines, key=lambda k: res[k][s]["fpr95"]) for s in ("near", "far")}
-    ours = f"HEAT {100 * res[heat]['near']['fpr95']:.1f} / {100 * res[heat]['far']['fpr95']:.1f}"
-    base = "; ".join(f"{s}: {best[s]} {100 * res[best[s]][s]['fpr95']:.1f}" for s in ("near", "far"))
-    beats = d.get("composition_beats_every_single_scorer", {})
-    yes = [k.replace("_", " ").replace("fpr95", "FPR95").replace("auroc", "AUROC") for k, v in beats.items() if v]
-    where = "on " + ", ".join(yes) + " only" if 0 < len(yes) < len(beats) else ("everywhere" if yes else "nowhere")
-    holds = "holds" if beats and len(yes) == len(beats) else "does NOT hold"
-    verdict = f"claim {holds}: the composition beats every single scorer {where}"
-    return ["OOD (near / far)", "FPR95 (lower is better)", ours, f"best baseline {base}", verdict]
-
-
-def _gallop_row(d: dict) -> list[str]:
-    m = d["metrics"]
-    acc = {k: v["test/acc"] for k, v in m.items()}
-    ours = f"GalLoP {acc.get('GalLoP', float('nan')):.1f}"
-    base = ", ".join(f"{k} {v:.1f}" for k, v in acc.items() if k != "GalLoP")
-    verdict = (
-        "real CLIP weights" if d.get("real_weights") else "smoke run on a random-init CLIP: the numbers mean nothing"
-    )
-    return ["Prompts", "top-1 %", ours, base, verdict]
-
-
-ROWS = {"roadmap": _roadmap_row, "happier": _happier_row, "heat": _heat_row, "gallop": _gallop_row}
-
-
 def headline(out: Path) -> str:
-    """One Markdown table, a row per method whose ``<method>.json`` exists: ours vs its baselines and the verdict."""
-    lines = ["| task | metric | ours | baselines | verdict |", "|---|---|---|---|---|"]
-    for method, row in ROWS.items():
-        data = _load(out, method)
-        if data is not None:
-            lines.append("| " + " | ".join(row(data)) + " |")
+    """One Markdown table, a row per method whose ``<method>.json`` holds a ``headline``: ours vs its baselines and
+    the verdict against the paper's claim."""
+    lines = ["| " + " | ".join(HEADLINE_COLUMNS) + " |", "|---" * len(HEADLINE_COLUMNS) + "|"]
+    for method in DEMOS:
+        data = _load(Path(out), method)
+        if data is not None and data.get("headline"):
+            lines.append("| " + " | ".join(str(data["headline"][c]) for c in HEADLINE_COLUMNS) + " |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", default=None, help="run only these methods")
-    parser.add_argument("--out", default=str(ROOT / "results" / "demo"), help="where the tables go")
-    args = parser.parse_args(argv)
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="where everything goes (default outputs/demo)")
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma-separated seeds (default 0,1,2)")
+    args, overrides = parser.parse_known_args(argv)
     methods = args.only or available()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -102,20 +158,28 @@ def main(argv: list[str] | None = None) -> int:
     for i, method in enumerate(methods, 1):
         print(f"\n=== [{i}/{len(methods)}] {method} demo ===", flush=True)
         start = time.perf_counter()
-        rc = subprocess.call([sys.executable, "-m", f"{method}.demo", "--out", str(out)], cwd=ROOT)
+        extra = overrides if method in LAUNCHER_DEMOS else []
+        cmd = [sys.executable, "-m", f"{method}.demo", "--out", str(out), "--seeds", args.seeds, *extra]
+        rc = subprocess.call(cmd, cwd=ROOT, env=demo_env(out))
         timings[method] = time.perf_counter() - start
-        status = "ok" if rc == 0 else f"FAILED (exit {rc})"
         if rc != 0:
             failed.append(method)
         done = ", ".join(f"{m} {t:.0f}s" for m, t in timings.items())
+        status = "ok" if rc == 0 else f"FAILED (exit {rc})"
         print(f"=== {method}: {status} in {timings[method]:.0f}s | so far: {done}", flush=True)
-    lines = ["# Demo results (Fashion-MNIST, CPU)", "", "Made by `make demo`; each section names its own command.", ""]
+    command = "python -m common.demo " + " ".join(argv if argv is not None else sys.argv[1:])
+    lines = ["# Demo results (Fashion-MNIST, CPU)", "", f"Made by `{command.strip()}`.", ""]
     lines += [headline(out), ""]
     for method in methods:
         md = out / f"{method}.md"
         if md.exists():
             lines += [md.read_text().strip(), ""]
     lines.append("Wall time per part: " + ", ".join(f"{m} {t:.0f} s" for m, t in timings.items()))
+    lines.append(
+        f"Total: {sum(timings.values()):.0f} s on {os.cpu_count()} cores; load average at the end: "
+        + " ".join(f"{x:.2f}" for x in os.getloadavg())
+        + "."
+    )
     (out / "SUMMARY.md").write_text("\n".join(lines) + "\n")
     print("\n" + "\n".join(lines))
     if failed:

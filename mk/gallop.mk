@@ -6,8 +6,8 @@ GALLOP_ARGS ?=
 
 .PHONY: demo-gallop test-gallop table-gallop table-gallop-shots table-gallop-baselines table-gallop-render bench-gallop
 
-demo-gallop: ## GalLoP vs CoOp vs zero-shot CLIP on few-shot Fashion-MNIST (+ GL-MCM OOD, heatmaps) -> results/demo/gallop.*
-	"$(PY)" -m gallop.demo --out results/demo
+demo-gallop: ## GalLoP vs CoOp vs zero-shot CLIP on few-shot Fashion-MNIST (+ GL-MCM OOD, heatmaps), one seed -> $(DEMO_OUT)/gallop.*
+	"$(PY)" -m gallop.demo --out "$(DEMO_OUT)" $(ARGS)
 
 test-gallop: ## the GalLoP and CLIP-backbone tests
 	"$(PY)" -m pytest -q tests/gallop tests/common/test_clip_backbone.py

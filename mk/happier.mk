@@ -2,8 +2,8 @@
 .PHONY: demo-happier test-happier table-happier table-happier-collect table-happier-sop table-happier-inat-base table-happier-inat-full \
 	table-happier-dyml-vehicle table-happier-dyml-animal table-happier-dyml-product
 
-demo-happier: ## HAPPIER vs ROADMAP on Fashion-MNIST (2 levels): H-AP, ASI, NDCG, R@1 + retrieval grid (~1.5 min, 2 CPU cores)
-	"$(PY)" -m happier.demo $(ARGS)
+demo-happier: data-fashion-mnist ## HAPPIER vs ROADMAP on Fashion-MNIST (2 levels, seeds $(DEMO_SEEDS)): H-AP, ASI, NDCG, R@1 + grid -> $(DEMO_OUT)/happier.*
+	"$(PY)" -m happier.demo --out "$(DEMO_OUT)" --seeds $(DEMO_SEEDS) $(ARGS)
 
 test-happier: ## run the HAPPIER tests (losses, DyML / iNat readers, grid)
 	"$(PY)" -m pytest -q tests/happier tests/common/test_datasets_dyml.py tests/common/test_datasets_inat_hierarchy.py \

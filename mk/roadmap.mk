@@ -27,8 +27,8 @@ report-roadmap: ## the ROADMAP / SupRank tables from the records beside results/
 bench-roadmap: ## time + peak memory of our O(B^2) rank losses vs the B^3 formulation (B=128,256,384, d=512)
 	"$(PY)" benchmarks/bench_rank_losses.py $(ARGS)
 
-demo-roadmap: data-fashion-mnist ## ROADMAP vs Smooth-AP vs triplet on Fashion-MNIST (CPU, ~2 min), table in results/demo/
-	"$(PY)" -m roadmap.demo $(ARGS)
+demo-roadmap: data-fashion-mnist ## ROADMAP vs Smooth-AP vs triplet on Fashion-MNIST (CPU, seeds $(DEMO_SEEDS)) -> $(DEMO_OUT)/roadmap.*
+	"$(PY)" -m roadmap.demo --out "$(DEMO_OUT)" --seeds $(DEMO_SEEDS) $(ARGS)
 
 test-roadmap: ## run the roadmap tests (losses, memory, ranking, readers, samplers, configs)
 	"$(PY)" -m pytest -q tests/roadmap tests/common/test_ranking.py tests/common/test_sampler_sliding_window.py \

@@ -1,150 +1,105 @@
-"""``make demo-roadmap``: ROADMAP vs Smooth-AP vs triplet on Fashion-MNIST, same small CNN, data, seed and budget.
+"""``make demo-roadmap``: ROADMAP vs Smooth-AP vs triplet on Fashion-MNIST, same small CNN, data and budget, 3 seeds.
 
-Runs the real launcher once as a Hydra multirun over the loss group (one process, three jobs)::
+One Hydra multirun of the launcher over the seeds per row::
 
-    python -m common.launch -m experiment=roadmap/demo_fmnist \
-        model/loss=roadmap,roadmap_smoothap,roadmap_triplet hydra.sweep.dir=<dir>
+    python -m common.launch -m experiment=roadmap/demo_fmnist seed=0,1,2   (then demo_fmnist_smoothap, demo_fmnist_triplet)
 
-then reads each job's ``metrics.json`` and writes ``results/demo/roadmap.json`` (all numbers) and
-``results/demo/roadmap.md`` (the table and the command), and prints the table.
+Every run writes its result record (table ``demo``, row = the loss config) into ``<out>/records`` and logs to wandb
+offline. This script then reads the records back and writes ``<out>/roadmap.json`` (per-row mean ± std over seeds,
+the paired differences, the verdict) and ``<out>/roadmap.md``; the embeddings and loss curves of seed 0 go to
+``<out>/artifacts`` for the report.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import subprocess
 import sys
-import time
-from pathlib import Path
 
-import yaml
-
+from common.demo import run_rows
 from common.report.artifacts import export_retrieval_run
+from common.results.record import ResultRecord
+from common.results.seeds import MIN_SEEDS, paired, stat, verdict
 
-ROOT = Path(__file__).resolve().parents[1]
-LOSSES = {"roadmap": "ROADMAP (SupAP + calibration)", "roadmap_smoothap": "Smooth-AP", "roadmap_triplet": "Triplet"}
-GROUP = "model/loss"
-
-
-def job_dirs(sweep_dir: Path) -> dict[str, Path]:
-    """``{loss config name: job folder}`` of a multirun folder (job folders hold .hydra/overrides.yaml)."""
-    jobs = {}
-    for metrics_file in sorted(sweep_dir.glob("*/metrics.json")):
-        overrides = yaml.safe_load((metrics_file.parent / ".hydra" / "overrides.yaml").read_text())
-        loss = next(o.split("=", 1)[1] for o in overrides if o.startswith(GROUP + "="))
-        jobs[loss] = metrics_file.parent
-    return jobs
-
-
-def read_runs(sweep_dir: Path) -> dict[str, dict[str, float]]:
-    """``{loss config name: metrics}`` from a multirun folder."""
-    return {loss: json.loads((d / "metrics.json").read_text()) for loss, d in job_dirs(sweep_dir).items()}
+ROWS = {
+    "roadmap": ("roadmap/demo_fmnist", "ROADMAP (SupAP + calibration)"),
+    "roadmap_smoothap": ("roadmap/demo_fmnist_smoothap", "Smooth-AP"),
+    "roadmap_triplet": ("roadmap/demo_fmnist_triplet", "triplet"),
+}
+KEYS = (("R@1", "recall@1"), ("R@10", "recall@10"), ("mAP@R", "map@r"))
+CLAIM = (
+    "ROADMAP's paper (NeurIPS 2021): ROADMAP beats Smooth-AP and the other AP and pairwise losses on mAP@R at equal "
+    "backbone and budget."
+)
 
 
-def verdict(runs: dict[str, dict[str, float]]) -> str:
-    """One honest sentence comparing ROADMAP with the best other loss on mAP@R (on par = within 0.01, one seed)."""
-    if "roadmap" not in runs or len(runs) < 2:
-        return "not enough runs to compare"
-    ours = runs["roadmap"]["test/map@r"]
-    best_name, best = max(((k, v["test/map@r"]) for k, v in runs.items() if k != "roadmap"), key=lambda kv: kv[1])
-    delta = ours - best
-    if abs(delta) <= 0.01:
-        word = "on par with"
-    elif delta > 0:
-        word = "ahead of"
-    else:
-        word = "behind"
-    return (
-        f"ROADMAP is {word} the best other loss ({LOSSES.get(best_name, best_name)}): mAP@R {ours:.4f} vs "
-        f"{best:.4f} ({delta:+.4f}; one seed, so differences under 0.01 are within run-to-run noise)"
-    )
-
-
-def table(runs: dict[str, dict[str, float]]) -> str:
-    lines = ["| loss | R@1 | R@10 | mAP@R |", "|---|---:|---:|---:|"]
-    for name in [n for n in LOSSES if n in runs] + [n for n in runs if n not in LOSSES]:
-        m = runs[name]
-        lines.append(
-            f"| {LOSSES.get(name, name)} | {m.get('test/recall@1', float('nan')):.4f} | "
-            f"{m.get('test/recall@10', float('nan')):.4f} | {m.get('test/map@r', float('nan')):.4f} |"
-        )
+def table(records: list[ResultRecord]) -> str:
+    lines = ["| loss | " + " | ".join(k for k, _ in KEYS) + " |", "|---|" + "---:|" * len(KEYS)]
+    for row, (_, label) in ROWS.items():
+        cells = [stat(records, "roadmap", row, key).text() for _, key in KEYS]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(ROOT / "results" / "demo"), help="where roadmap.json / roadmap.md go")
-    parser.add_argument("--losses", default=",".join(LOSSES), help="comma-separated configs/model/loss names")
-    parser.add_argument("--sweep-dir", default=None, help="multirun folder (default logs/roadmap_demo_fmnist/...)")
-    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. trainer.max_epochs=1")
-    args = parser.parse_args(argv)
-    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-    sweep_dir = Path(args.sweep_dir or ROOT / "logs" / "roadmap_demo_fmnist" / "multiruns" / stamp)
-    cmd = [
-        sys.executable,
-        "-m",
-        "common.launch",
-        "-m",
-        "experiment=roadmap/demo_fmnist",
-        f"{GROUP}={args.losses}",
-        f"hydra.sweep.dir={sweep_dir}",
-        "model.save_test_embeddings=true",  # for the report's precision-recall curves
-        *args.overrides,
-    ]
-    shown = "python -m common.launch -m experiment=roadmap/demo_fmnist " + " ".join(cmd[5:6] + list(args.overrides))
-    print("running:", shown, flush=True)
-    start = time.perf_counter()
-    rc = subprocess.call(cmd, cwd=ROOT)
-    wall = time.perf_counter() - start
-    if rc != 0:
-        print(f"the launcher failed (exit {rc}); see {sweep_dir}", file=sys.stderr)
-        return rc
-    runs = read_runs(sweep_dir)
-    missing = [n for n in args.losses.split(",") if n not in runs]
-    if missing:
-        print(f"no metrics.json for {missing} under {sweep_dir}", file=sys.stderr)
-        return 1
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    summary = verdict(runs)
-    # embeddings and loss curves for the report (run folders under logs/ are not committed)
-    artifacts = {
-        loss: export_retrieval_run(d, out / "artifacts", "roadmap", loss) for loss, d in job_dirs(sweep_dir).items()
+def claim(records: list[ResultRecord]) -> dict:
+    """ROADMAP minus each baseline on mAP@R, paired by seed; the claim holds when ROADMAP is ahead of both."""
+    deltas = {row: paired(records, "roadmap", "roadmap", row, "map@r") for row in ROWS if row != "roadmap"}
+    words = {row: verdict(d) for row, d in deltas.items()}
+    n = min(d.n for d in deltas.values())
+    holds = all(w == "ahead" for w in words.values())
+    detail = "; ".join(f"vs {ROWS[r][1]}: {d.text(signed=True)} ({words[r]})" for r, d in deltas.items())
+    caveat = "" if n >= MIN_SEEDS else f" This rests on {n} seed(s) only."
+    return {
+        "text": CLAIM,
+        "holds": holds,
+        "n_seeds": n,
+        "detail": f"ROADMAP - baseline, mAP@R, paired by seed: {detail}.{caveat}",
+        "deltas": {r: {"mean": d.mean, "std": d.std, "n": d.n, "verdict": words[r]} for r, d in deltas.items()},
     }
-    (out / "roadmap.json").write_text(
-        json.dumps(
-            {
-                "command": "make demo-roadmap  # = " + shown,
-                "wall_seconds": round(wall, 1),
-                "sweep_dir": os.path.relpath(sweep_dir, ROOT),
-                "runs": runs,
-                "verdict": summary,
-                "claim": {
-                    "text": "ROADMAP's paper (NeurIPS 2021): ROADMAP beats Smooth-AP and the other AP and "
-                    "pairwise losses on mAP@R at equal backbone and budget.",
-                    "holds": "ahead of" in summary,
-                    "detail": summary + ".",
-                },
-                "artifacts": artifacts,
-            },
-            indent=2,
-            sort_keys=True,
-        )
-    )
+
+
+def headline(records: list[ResultRecord], c: dict) -> dict:
+    ours = stat(records, "roadmap", "roadmap", "map@r")
+    base = [f"{ROWS[r][1]} {stat(records, 'roadmap', r, 'map@r').text()}" for r in ROWS if r != "roadmap"]
+    words = ", ".join(f"{ROWS[r][1]}: {d['verdict']}" for r, d in c["deltas"].items())
+    state = "claim holds" if c["holds"] else "claim does NOT hold"
+    return {
+        "task": "Retrieval",
+        "metric": "mAP@R",
+        "ours": f"ROADMAP {ours.text()}",
+        "baselines": ", ".join(base),
+        "verdict": f"{state} over {c['n_seeds']} seeds (ROADMAP vs {words}); paper: ROADMAP > Smooth-AP",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    run = run_rows("roadmap", {row: exp for row, (exp, _) in ROWS.items()}, argv, __doc__)
+    out, seeds, records, shown = run.out, run.seeds, run.records, run.command
+    artifacts = {
+        row: export_retrieval_run(d, out / "artifacts", "roadmap", row) for row, d in run.first_run_dirs.items()
+    }
+    c = claim(records)
+    payload = {
+        "command": shown,
+        "seeds": seeds,
+        "rows": {row: {key: vars(stat(records, "roadmap", row, key)) for _, key in KEYS} for row in ROWS},
+        "claim": c,
+        "headline": headline(records, c),
+        "artifacts": artifacts,
+    }
+    (out / "roadmap.json").write_text(json.dumps(payload, indent=2, sort_keys=True))
     md = "\n".join(
         [
             "## ROADMAP demo: Fashion-MNIST retrieval (CPU)",
             "",
-            "Same small CNN (timm `test_resnet`, 128-d), data (250 train / 100 test images per class), seed 0, "
-            "3 epochs, sliding-window m-per-class batches (B=128, m=16); only the loss changes.",
+            "Same small CNN (timm `test_resnet`, 128-d), data (250 train / 100 test images per class), 3 epochs, "
+            f"sliding-window m-per-class batches (B=128, m=16); only the loss changes. Mean ± std over seeds {seeds} "
+            "(population std); the seed sets the initialisation, the batches and the augmentation (the data subset is fixed).",
             "",
-            table(runs),
+            table(records),
             "",
-            summary + ".",
+            c["detail"],
             "",
-            f"Command: `make demo-roadmap` (= `{shown}`), wall time {wall:.0f} s.",
+            f"Command: `make demo-roadmap` (= `{shown}`).",
         ]
     )
     (out / "roadmap.md").write_text(md + "\n")

@@ -98,3 +98,4 @@ def test_demo_heat_recipe_quotes_the_data_dir(setup):
     line = next(ln for ln in printed.splitlines() if "-m heat.demo" in ln)
     args = shlex.split(line)
     assert args[args.index("--data-dir") + 1] == f"{d['DATA_DIR']}/fashion-mnist"
+    assert args[args.index("--out") + 1] == "outputs/demo"

@@ -1,4 +1,4 @@
-"""The README's first screen shows the demo's numbers as produced: they must match results/demo/*.json."""
+"""The README's first screen shows the committed reference run's numbers: they must match results/reference/*.json."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from common.demo import headline
+from common.demo import REFERENCE, headline
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,36 +17,25 @@ def _block(text: str) -> str:
     return match.group(1)
 
 
-def test_readme_headline_matches_the_committed_demo_results() -> None:
-    assert _block((ROOT / "README.md").read_text()) == headline(ROOT / "results" / "demo"), (
-        "README's demo table is out of date: paste `python -c 'from pathlib import Path; from common.demo import "
-        'headline; print(headline(Path("results/demo")))\'` between the demo-headline markers'
+def test_readme_headline_matches_the_reference_run() -> None:
+    assert REFERENCE == ROOT / "results" / "reference" and (REFERENCE / "COMMAND.md").is_file()
+    assert _block((ROOT / "README.md").read_text()) == headline(REFERENCE), (
+        "README's demo table is out of date: paste `python -c 'from common.demo import REFERENCE, headline; "
+        "print(headline(REFERENCE))'` between the demo-headline markers"
     )
 
 
-def test_headline_reads_each_method_and_says_when_a_claim_fails(tmp_path: Path) -> None:
-    (tmp_path / "roadmap.json").write_text(
-        json.dumps(
-            {
-                "runs": {
-                    "roadmap": {"test/map@r": 0.30},
-                    "roadmap_smoothap": {"test/map@r": 0.35},
-                    "roadmap_triplet": {"test/map@r": 0.25},
-                }
-            }
-        )
-    )
-    (tmp_path / "happier.json").write_text(
-        json.dumps(
-            {
-                "runs": {
-                    "HAPPIER": {"metrics": {"test/hap": 0.70, "test/asi": 0.60}},
-                    "ROADMAP": {"metrics": {"test/hap": 0.72, "test/asi": 0.55}},
-                }
-            }
-        )
-    )
+def test_readme_claims_no_identical_numbers_across_runs() -> None:
+    text = (ROOT / "README.md").read_text().lower()
+    for phrase in ("same numbers", "identical numbers", "bit-identical numbers on", "reproduces exactly"):
+        assert phrase not in text, phrase
+
+
+def test_headline_has_a_line_per_method_json_in_method_order(tmp_path: Path) -> None:
+    line = {"task": "T", "metric": "m", "ours": "o", "baselines": "b", "verdict": "v"}
+    (tmp_path / "heat.json").write_text(json.dumps({"headline": {**line, "task": "OOD"}}))
+    (tmp_path / "roadmap.json").write_text(json.dumps({"headline": {**line, "task": "Retrieval"}}))
+    (tmp_path / "gallop.json").write_text(json.dumps({"runs": {}}))  # no headline: no line
     rows = headline(tmp_path).splitlines()
-    assert len(rows) == 4  # header, rule, two methods (no heat/gallop json)
-    assert "ROADMAP 0.300" in rows[2] and "Smooth-AP 0.350" in rows[2] and "behind (-0.050" in rows[2]
-    assert "HAPPIER 70.0 / 60.0" in rows[3] and "claim does NOT hold" in rows[3]
+    assert rows[:2] == ["| task | metric | ours | baselines | verdict |", "|---|---|---|---|---|"]
+    assert rows[2:] == ["| Retrieval | m | o | b | v |", "| OOD | m | o | b | v |"]

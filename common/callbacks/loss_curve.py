@@ -11,7 +11,7 @@ __all__ = ["LossCurve"]
 
 class LossCurve(L.Callback):
     """Records ``(global step, <key>)`` after every training batch; :meth:`write_csv` writes ``step,loss`` rows
-    (the format ``make report`` reads from ``results/demo/artifacts/<method>_curve_<model>.csv``)."""
+    (the format ``make report`` reads from ``<demo out>/artifacts/<method>_curve_<model>.csv``)."""
 
     def __init__(self, key: str = "train/loss") -> None:
         self.key = key

@@ -1,7 +1,7 @@
-"""Copy what the report plots out of a launcher run folder into ``results/demo/artifacts/``.
+"""Copy what the report plots out of a launcher run folder into ``<demo out>/artifacts/`` (``outputs/demo/artifacts``).
 
-Run folders live under ``logs/`` (git-ignored); the demo's artifacts are small, committed, and enough for
-``make report`` on a fresh clone:
+The demo's run folders live under ``<demo out>/runs`` (git-ignored); the artifacts are small (the reference run's
+are committed under ``results/reference/artifacts``) and enough for ``make report`` on a fresh clone:
 
 * ``<method>_retrieval_<model>.npz``: the test embeddings (float16, L2-normalised) and labels, from the run's
   ``test_embeddings.npz`` (``model.save_test_embeddings=true``); the report draws precision-recall curves from them;

@@ -5,13 +5,16 @@ Inputs (all optional; a missing part is said, never invented):
 - the result records (``results/records``, or ``$RESULTS_RECORDS_DIR``) and ``results/<method>/published.yaml``:
   every paper table, ours (mean ± std over seeds) beside the published numbers with Δ (``common.results.collect``);
   records of the demos (table ``demo``, written by ``common.results.record.write_record``) as tables of their own;
-- ``results/demo/<method>.md`` / ``.json``: each demo's table (with its command); a JSON may hold
-  ``"claim": {"text", "holds", "detail"}``: the paper's claim and whether our small run agrees;
-- ``results/demo/**/*.png``: pictures the demos saved (retrieval grids, GalLoP heatmaps...);
-- ``results/demo/artifacts/<method>_retrieval_<model>.npz`` (``embeddings``, ``labels``): precision-recall curves;
-- ``results/demo/artifacts/<method>_ood_<name>.npz`` (``id``, ``ood/<set>`` arrays of one scorer): histograms, ROC;
-- ``results/demo/artifacts/<method>_curve_<model>.csv`` (``step,loss``), or run folders / CSV-logger
-  ``metrics.csv`` files named in ``<method>.json`` under ``"curves"``: training curves.
+- a demo run's folder (``--demo``: ``outputs/demo`` after ``make demo``, by default the committed reference run
+  ``results/reference``): ``<method>.md`` / ``.json``, each demo's table (with its command); a JSON may hold
+  ``"claim": {"text", "holds", "detail"}``: the paper's claim and the verdict from the seeds; ``records/``: the demo
+  runs' result records; ``**/*.png``: pictures the demos saved (retrieval grids, GalLoP heatmaps...);
+  ``artifacts/<method>_retrieval_<model>.npz`` (``embeddings``, ``labels``): precision-recall curves;
+  ``artifacts/<method>_ood_<name>.npz`` (``id``, ``ood/<set>`` arrays of one scorer): histograms, ROC;
+  ``artifacts/<method>_curve_<model>.csv`` (``step,loss``), or run folders / CSV-logger ``metrics.csv`` files named
+  in ``<method>.json`` under ``"curves"``: training curves;
+- the reference run (``--reference``, ``results/reference``): a demo run other than the reference is compared with
+  it, metric by metric, and the report lists where it differs beyond run-to-run noise (the seeds' std).
 
 The page starts with a summary (one line per paper table, with links), then the paper tables per method, then the
 demos. The HTML references images by relative path, so it opens from disk with no server.
@@ -33,9 +36,11 @@ from common.report.artifacts import loss_curve_from_metrics_csv
 from common.report.markdown import to_html
 from common.results.collect import MISSING, NO_RECORD, NOT_OURS, TableResult, collect, to_markdown
 from common.results.published import load_published
-from common.results.record import default_records_dir, load_records
+from common.results.record import ResultRecord, default_records_dir, load_records
+from common.results.seeds import compare_runs
 
 ROOT = Path(__file__).resolve().parents[2]
+REFERENCE = ROOT / "results" / "reference"
 METHODS = ("roadmap", "happier", "heat", "gallop")
 TITLES = {
     "roadmap": "Retrieval: ROADMAP vs SmoothAP vs triplet",
@@ -222,6 +227,38 @@ def demo_section(page: Page, method: str, demo_dir: Path, demo_tables: list[Tabl
         page.add_image(png, png.stem.replace("_", " "))
 
 
+def reference_section(page: Page, ours: list[ResultRecord], reference: list[ResultRecord], ref_dir: Path) -> None:
+    """Where this demo run differs from the committed reference run beyond run-to-run noise.
+
+    Noise is defined from the seeds (``common.results.seeds``): a metric differs when
+    ``|mean_ours - mean_ref| > 2 x max(std_ours, std_ref)``, both runs having at least 2 seeds.
+    """
+    page.add(_anchor("demo-vs-reference"), "", "## This demo run vs the reference run", "")
+    diffs = compare_runs(ours, reference)
+    if not diffs:
+        page.add(f"No demo record in common with the reference run ({ref_dir}); nothing to compare.", "")
+        return
+    beyond = [d for d in diffs if d.beyond_noise]
+    unknown = [d for d in diffs if d.beyond_noise is None]
+    page.add(
+        f"Reference: `{ref_dir.relative_to(ROOT) if ref_dir.is_relative_to(ROOT) else ref_dir}` (its command is in "
+        "`COMMAND.md` there). A metric differs beyond run-to-run noise when |ours − reference| > 2 × the larger "
+        f"seed std of the two runs. Compared: {len(diffs)} (row, metric) pairs; beyond noise: {len(beyond)}; "
+        f"no noise estimate (a run with one seed): {len(unknown)}.",
+        "",
+    )
+    if beyond:
+        page.add("| method | row | metric | ours | reference | Δ | 2 × max std |", "|---|---|---|---|---|---|---|")
+        for d in beyond:
+            page.add(
+                f"| {d.method} | {d.row} | {d.key} | {d.ours.text(digits=4)} | {d.reference.text(digits=4)} | "
+                f"{d.delta:+.4f} | {d.noise:.4f} |"
+            )
+        page.add("")
+    else:
+        page.add("Every compared metric is within run-to-run noise of the reference run.", "")
+
+
 def write_page(page: Page) -> Path:
     text = "\n".join(page.md).rstrip() + "\n"
     (page.out_dir / "REPORT.md").write_text(text)
@@ -231,9 +268,17 @@ def write_page(page: Page) -> Path:
 
 
 def build(
-    demo_dir: Path, out_dir: Path, results_dir: Path = ROOT / "results", records_dir: Path | None = None
+    demo_dir: Path,
+    out_dir: Path,
+    results_dir: Path = ROOT / "results",
+    records_dir: Path | None = None,
+    reference_dir: Path | None = REFERENCE,
 ) -> dict[str, Any]:
-    """Write the report; return a summary of what went in (sections, images, tables, missing parts)."""
+    """Write the report; return a summary of what went in (sections, images, tables, missing parts).
+
+    The demos' records are read from ``<demo_dir>/records`` (and from ``records_dir``); when ``demo_dir`` is not
+    ``reference_dir``, the demo run is compared with the reference run's records (``<reference_dir>/records``).
+    """
     page = Page(out_dir=Path(out_dir))
     page.out_dir.mkdir(parents=True, exist_ok=True)
     if page.img_dir.exists():
@@ -241,15 +286,27 @@ def build(
     page.img_dir.mkdir()
     records_dir = Path(records_dir) if records_dir is not None else default_records_dir()
     records = load_records(records_dir) if records_dir.is_dir() else []
+    demo_records_dir = Path(demo_dir) / "records"
+    demo_records = load_records(demo_records_dir) if demo_records_dir.is_dir() else []
+    if demo_records_dir.is_dir() and demo_records_dir.resolve() != records_dir.resolve():
+        records = records + demo_records
     tables = collect(records, results_dir)
     paper = [t for t in tables if t.id != "demo"]
     page.add("# robust-retrieval: report", "")
     page.add(f"Built by `make report` from {len(records)} result record(s) and the files `make demo` left on disk.", "")
     summary_section(page, paper)
+    ref_records = None if reference_dir is None else Path(reference_dir) / "records"
+    compared = ref_records is not None and Path(demo_dir).resolve() != Path(reference_dir).resolve()
+    if compared and ref_records.is_dir():
+        page.add("This demo run beside the committed reference run: [demo vs reference](#demo-vs-reference).", "")
     tables_section(page, paper, Path(results_dir))
     page.add("## Demos (CPU, Fashion-MNIST)", "")
     for method in METHODS:
         demo_section(page, method, Path(demo_dir), [t for t in tables if t.id == "demo" and t.method == method])
+    if compared and ref_records.is_dir():
+        reference_section(page, demo_records, load_records(ref_records), Path(reference_dir))
+    elif compared:
+        page.missing.append("reference run")
     html = write_page(page)
     return {
         "sections": page.sections,
@@ -289,13 +346,21 @@ window.addEventListener("load", () => {{
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--demo", default=str(ROOT / "results" / "demo"))
+    parser.add_argument(
+        "--demo", default=str(REFERENCE), help="a demo run's folder (default: the reference run, results/reference)"
+    )
+    parser.add_argument("--reference", default=str(REFERENCE), help="the reference run to compare the demo run with")
     parser.add_argument("--out", default=str(ROOT / "results" / "report"))
     parser.add_argument(
         "--records", default=None, help="records folder (default: $RESULTS_RECORDS_DIR or results/records)"
     )
     args = parser.parse_args(argv)
-    summary = build(Path(args.demo), Path(args.out), records_dir=None if args.records is None else Path(args.records))
+    summary = build(
+        Path(args.demo),
+        Path(args.out),
+        records_dir=None if args.records is None else Path(args.records),
+        reference_dir=Path(args.reference),
+    )
     print(
         f"report: {summary['html']} ({len(summary['images'])} images, {len(summary['tables'])} paper tables, "
         f"demo sections {summary['sections']})"

@@ -129,3 +129,31 @@ def test_report_renders_in_headless_chromium(tmp_path):
     total = re.search(r'data-images-total="(\d+)"', dom)
     assert loaded and total and int(loaded.group(1)) == int(total.group(1)) == 5
     assert re.search(r'data-links-broken="0"', dom)  # every summary link lands on its table
+
+
+def test_report_says_where_a_demo_run_differs_from_the_reference_beyond_noise(tmp_path):
+    demo, results = _fixture(tmp_path)
+    reference = tmp_path / "reference"
+    # this run: map@r 0.40 ± 0.016 and recall@1 0.70 ± 0.0082; the reference: 0.41 (within 2 x std) and 0.80 (beyond)
+    for seed, (m, r1) in enumerate([(0.38, 0.69), (0.40, 0.70), (0.42, 0.71)]):
+        metrics = {"map@r": m, "recall@1": r1}
+        write_record(
+            method="roadmap", table="demo", row="roadmap", seed=seed, metrics=metrics, records_dir=demo / "records"
+        )
+        ref = {"map@r": 0.41, "recall@1": 0.80 + 0.001 * seed}
+        write_record(
+            method="roadmap", table="demo", row="roadmap", seed=seed, metrics=ref, records_dir=reference / "records"
+        )
+    out = tmp_path / "report"
+    build(demo, out, results, tmp_path / "records", reference_dir=reference)
+    md = (out / "REPORT.md").read_text()
+    section = md[md.index('<a id="demo-vs-reference">') :]
+    assert "Compared: 2 (row, metric) pairs; beyond noise: 1;" in section
+    assert (
+        "| roadmap | roadmap | recall@1 | 0.7000 ± 0.0082 (n=3) | 0.8010 ± 0.0008 (n=3) | -0.1010 | 0.0163 |" in section
+    )
+    assert "| map@r |" not in section
+    assert "[demo vs reference](#demo-vs-reference)" in md
+    # the reference run itself is not compared with itself
+    build(reference, out, results, tmp_path / "records", reference_dir=reference)
+    assert "demo-vs-reference" not in (out / "REPORT.md").read_text()

@@ -177,7 +177,7 @@ def _experiment_rows(method: str) -> dict[str, str]:
     out = {}
     for f in sorted((ROOT / "configs" / "experiment" / method).glob("*.yaml")):
         cfg = yaml.safe_load(f.read_text())
-        if not cfg.get("row"):
+        if not cfg.get("row") or cfg.get("table") in (None, "demo"):  # the demos: no paper table (table in a _base)
             continue
         for variant in ("fine", "middle", "coarse") if "${dyml_benchmark}" in cfg["row"] else ("",):
             for shots in (16, 1, 2, 4, 8) if "${data.shots}" in cfg["row"] else (16,):

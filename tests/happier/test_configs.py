@@ -80,9 +80,19 @@ def test_demo_configs_and_table() -> None:
         list(rm.model.losses) == ["supap", "calibration"] and rm.model.losses.supap._target_ == "roadmap.losses.SupAP"
     )
     assert list(rm.callbacks.retrieval_grid.query_idx) == list(cfg.callbacks.retrieval_grid.query_idx)
-    fake = {n: {"metrics": {"test/hap": 0.5, "test/recall@1": 0.25}, "wall_s": 1.0} for n in ("HAPPIER", "ROADMAP")}
-    md = demo.table(fake, "make demo-happier")
-    assert "| H-AP | 50.00 | 50.00 |" in md and "| R@1 (class) | 25.00 | 25.00 |" in md and "| ASI | - | - |" in md
+    assert (cfg.table, cfg.row, rm.table, rm.row) == ("demo", "happier", "demo", "roadmap")
+    assert "result_record" in cfg.callbacks and cfg.logger.wandb.job_type == "train"
+    from common.results.record import ResultRecord
+
+    recs = [
+        ResultRecord("happier", "demo", row, seed, {"hap": hap + 0.01 * seed, "asi": hap, "recall@1": 0.25})
+        for row, hap in (("happier", 0.6), ("roadmap", 0.5))
+        for seed in (0, 1, 2)
+    ]
+    md = demo.table(recs, "make demo-happier", [0, 1, 2])
+    assert "| H-AP | 61.00 ± 0.82 (n=3) | 51.00 ± 0.82 (n=3) |" in md and "| NDCG | n/a | n/a |" in md
+    c = demo.claim(recs)
+    assert c["holds"] and c["deltas"]["hap"]["mean"] == pytest.approx(0.1) and c["n_seeds"] == 3
 
 
 def test_published_yaml_has_sources_and_marks_missing() -> None:

@@ -21,15 +21,22 @@ def test_demo_runs_both_models_and_writes_outputs(tiny_fmnist: Path, tmp_path: P
         "callbacks.retrieval_grid.query_idx=[0,7]",
         "callbacks.retrieval_grid.k=3",
     ]
-    payload = demo.main(["--out", str(out), "--run-dir", str(tmp_path / "runs"), *overrides])
+    payload = demo.main(["--out", str(out), "--seeds", "0,1", *overrides])
     saved = json.loads((out / "happier.json").read_text())
-    assert set(saved["runs"]) == {"HAPPIER", "ROADMAP"} == set(payload["runs"])
-    for run in saved["runs"].values():
-        for key in ("test/hap", "test/asi", "test/ndcg", "test/recall@1"):
-            assert 0.0 <= run["metrics"][key] <= 1.0
-        assert run["grid"]["query_idx"] == [0, 7] and len(run["grid"]["topk"][0]) == 3
+    assert set(saved["rows"]) == {"happier", "roadmap"} == set(payload["rows"])
+    for row in saved["rows"].values():
+        for key in ("hap", "asi", "ndcg", "recall@1"):
+            assert row[key]["n"] == 2 and 0.0 <= row[key]["mean"] <= 1.0
+    # one result record per (row, seed), table demo, written by the launcher's callback into <out>/records
+    assert sorted(p.name for p in (out / "records" / "happier" / "demo").glob("*.json")) == [
+        "happier-s0.json",
+        "happier-s1.json",
+        "roadmap-s0.json",
+        "roadmap-s1.json",
+    ]
+    assert saved["claim"]["n_seeds"] == 2 and "rests on 2 seed(s) only" in saved["claim"]["detail"]
     md = (out / "happier.md").read_text()
-    assert "| H-AP |" in md and "python -m happier.demo" in md
+    assert "| H-AP |" in md and "python -m happier.demo" in md and "(n=2)" in md
     assert (out / "happier_grid.png").stat().st_size > 1000
     # the report's inputs: embeddings (PR curves) and loss curves, one per model
     for model in ("happier", "roadmap"):

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -22,8 +20,8 @@ from tests.common.test_datasets_sop import make_sop
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
-ROWS = sorted(p.stem for p in (CONFIGS / "experiment" / "roadmap").glob("*.yaml"))
-PAPER_ROWS = [r for r in ROWS if r != "demo_fmnist"]
+ROWS = sorted(p.stem for p in (CONFIGS / "experiment" / "roadmap").glob("*.yaml") if not p.stem.endswith("_base"))
+PAPER_ROWS = [r for r in ROWS if not r.startswith("demo_fmnist")]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -128,26 +126,50 @@ def test_make_targets_name_existing_rows():
         assert target in mk and "##" in mk.split(target, 1)[1].splitlines()[0]
 
 
-def _fake_run(base: Path, name: str, metrics: dict, overrides=()):
-    base.mkdir(parents=True)
-    (base / ".hydra").mkdir()
-    (base / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"experiment_name": name}))
-    (base / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
-    (base / "metrics.json").write_text(json.dumps(metrics))
+def test_demo_rows_differ_by_their_loss_only_and_write_demo_records():
+    cfgs = {row: compose_row(exp.split("/")[1]) for row, (exp, _) in demo.ROWS.items()}
+    terms = {row: {k: v._target_ for k, v in c.model.losses.items()} for row, c in cfgs.items()}
+    assert terms == {
+        "roadmap": {"supap": "roadmap.losses.SupAP", "calibration": "roadmap.losses.CalibrationLoss"},
+        "roadmap_smoothap": {"smoothap": "roadmap.losses.SmoothAP"},
+        "roadmap_triplet": {"triplet": "roadmap.losses.TripletLoss"},
+    }
+    for row, c in cfgs.items():
+        assert (c.table, c.row, c.method) == ("demo", row, "roadmap")
+        assert "result_record" in c.callbacks and c.logger.wandb.job_type == "train"
+        strip = OmegaConf.to_container(c, resolve=False)
+        strip["model"].pop("losses"), strip["model"].pop("loss_weights", None), strip.pop("row")
+        strip.pop("experiment_name")
+        base = OmegaConf.to_container(cfgs["roadmap"], resolve=False)
+        base["model"].pop("losses"), base["model"].pop("loss_weights", None), base.pop("row")
+        base.pop("experiment_name")
+        assert strip == base
 
 
-def test_demo_helpers(tmp_path):
-    sweep = tmp_path / "sweep"
-    for i, (loss, m) in enumerate([("roadmap", 0.50), ("roadmap_smoothap", 0.495), ("roadmap_triplet", 0.40)]):
-        _fake_run(
-            sweep / str(i),
-            "roadmap/demo_fmnist",
-            {"test/recall@1": 0.7, "test/recall@10": 0.9, "test/map@r": m},
-            [f"{demo.GROUP}={loss}"],
-        )
-    runs = demo.read_runs(sweep)
-    assert set(runs) == {"roadmap", "roadmap_smoothap", "roadmap_triplet"}
-    assert demo.verdict(runs).startswith("ROADMAP is on par with the best other loss (Smooth-AP)")
-    runs["roadmap"]["test/map@r"] = 0.3
-    assert demo.verdict(runs).startswith("ROADMAP is behind")
-    assert demo.table(runs).count("\n") == 4
+def _records(values: dict[str, list[float]]):
+    from common.results.record import ResultRecord
+
+    return [
+        ResultRecord("roadmap", "demo", row, seed, {"map@r": v, "recall@1": 0.7, "recall@10": 0.9})
+        for row, vals in values.items()
+        for seed, v in enumerate(vals)
+    ]
+
+
+def test_demo_verdict_from_seeds():
+    recs = _records(
+        {"roadmap": [0.50, 0.52, 0.51], "roadmap_smoothap": [0.45, 0.46, 0.47], "roadmap_triplet": [0.40, 0.41, 0.42]}
+    )
+    c = demo.claim(recs)
+    assert c["holds"] and c["n_seeds"] == 3 and c["deltas"]["roadmap_smoothap"]["mean"] == pytest.approx(0.05)
+    head = demo.headline(recs, c)
+    assert head["ours"] == "ROADMAP 0.510 ± 0.008 (n=3)" and head["verdict"].startswith("claim holds over 3 seeds")
+    # Smooth-AP ahead on one seed, behind on the others: within noise, so the claim does not hold
+    recs = _records(
+        {"roadmap": [0.50, 0.40, 0.45], "roadmap_smoothap": [0.40, 0.45, 0.45], "roadmap_triplet": [0.1] * 3}
+    )
+    c = demo.claim(recs)
+    assert not c["holds"] and c["deltas"]["roadmap_smoothap"]["verdict"] == "within noise"
+    one = demo.claim(_records({"roadmap": [0.5], "roadmap_smoothap": [0.4], "roadmap_triplet": [0.3]}))
+    assert not one["holds"] and "rests on 1 seed(s) only" in one["detail"]
+    assert demo.table(recs).count("\n") == 4
