@@ -1,7 +1,9 @@
 """GalLoP offline: few-shot adaptation of the repo's tiny CLIP to cluttered Fashion-MNIST scenes.
 
-``python -m gallop.scene_study [--out results/gallop/scenes] [--seeds 1 2 3]`` (``make study-gallop-scenes``);
-``python -m gallop.scene_study --tune`` runs the budget search on the validation scenes.
+``python -m gallop.scene_study [--out outputs/gallop_scenes] [--seeds 1 2 3]`` (``make demo-gallop-scenes``; ``make
+demo`` runs it through ``python -m gallop.demo`` when no real CLIP weights are on disk) writes ``scenes.json``,
+``scenes.md``, ``scenes_heatmaps.png`` and ``artifacts/scenes_curve_*.csv`` (:func:`write_outputs`);
+``python -m gallop.scene_study --tune`` runs the learning-rate search on the validation scenes.
 
 Backbone: the committed tiny CLIP (``gallop/assets/tiny_clip_fmnist``, trained by ``make weights-tiny-clip`` on
 single Fashion-MNIST items of the 8 ID classes; see ``gallop.tiny_clip``), loaded by
@@ -28,8 +30,9 @@ OOD scores: MCM (global) and GL-MCM (global + local), with FPR95 (``fpr95_closes
 from ``common.metrics.ood.ood_metrics``. Diagnostics (:func:`local_diagnostics`): the local-only top-1 of zero-shot
 CLIP, and the share of the top-5 patches of the predicted class's local map that lie on the labelled item.
 
-The few-shot budget (:class:`StudyConfig`: learning rates and epochs) was chosen on the ``val`` scenes (train-split
-items, another scene stream) with other few-shot seeds, never on the test scenes (:func:`tune`). Verdicts
+Each method's learning rate (:class:`StudyConfig`) was chosen on the ``val`` scenes (train-split items, another
+scene stream) with other few-shot seeds, never on the test scenes (:func:`tune`); the epochs are fixed by the time
+budget of ``make demo``. Verdicts
 (:func:`verdicts`) compare paired per-seed numbers: a claim holds when the mean difference favours it and every
 seed agrees.
 """
@@ -53,6 +56,7 @@ import numpy as np
 import torch
 
 from common.backbones.clip import ClipPreprocess, build_clip
+from common.callbacks.loss_curve import LossCurve
 from common.data.datasets.fashion_mnist import FASHION_MNIST_CLASSES
 from common.data.datasets.fmnist_scenes import HELD_OUT_CLASSES, ID_CLASSES, FashionMNISTScenes, SceneConfig
 from common.data.fewshot import FewShotDataModule
@@ -71,16 +75,18 @@ OOD_SETS = {"held_out": HELD_OUT_CLASSES, "held_out_in_id_clutter": ID_CLASSES} 
 class StudyConfig:
     """The task and the few-shot budget.
 
-    ``lr_*`` and ``epochs``: chosen on the val scenes (:func:`tune`); SGD momentum 0.9, weight decay 1e-2 and a
-    cosine schedule as GalLoP. ``topk``: one top-k per local prompt, GalLoP's [5, 10, 15, 20] of 196 patches scaled to
+    ``lr_coop`` and ``lr_gallop``: each method's best mean top-1 on the val scenes (few-shot seeds 101, 102) at 25
+    epochs over the grid 0.002, 0.01, 0.05, 0.2, extended with 0.5 and 1.0 for GalLoP, whose best was at the edge
+    (:func:`tune`; the record is ``results/reference/gallop_scenes/tuning.md``). ``epochs``: fixed by ``make demo``'s time budget. SGD momentum
+    0.9, weight decay 1e-2 and a cosine schedule as GalLoP. ``topk``: one top-k per local prompt, GalLoP's [5, 10, 15, 20] of 196 patches scaled to
     the 64 patches here. ``min_crop_scale``: the smallest crop area of the training RandomResizedCrop (GalLoP: 0.08).
     """
 
     shots: int = 16
     epochs: int = 25
     batch_size: int = 32
-    lr_coop: float = 2e-3
-    lr_gallop: float = 2e-3
+    lr_coop: float = 0.05
+    lr_gallop: float = 0.2
     topk: tuple[int, ...] = (2, 4, 6, 8)
     n_global: int = 4
     n_local: int = 4
@@ -148,32 +154,55 @@ def make_net(method: str, clip: torch.nn.Module, cfg: StudyConfig) -> torch.nn.M
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
 
 
-def run_method(
-    method: str, clip: torch.nn.Module, dm: FewShotDataModule, cfg: StudyConfig, seed: int
+def fit_and_test(
+    net: torch.nn.Module,
+    dm: FewShotDataModule,
+    epochs: int,
+    lr: float,
+    topk: Sequence[int],
+    prompt_dropout: float = 0.75,
+    curve: LossCurve | None = None,
+    progress: bool = False,
 ) -> tuple[dict[str, float], GalLoPModule]:
-    """Train (CoOp, GalLoP) and test one method; returns ``module.last_test_metrics`` and the module."""
-    L.seed_everything(seed, workers=True, verbose=False)
-    net = make_net(method, clip, cfg)
-    lr = cfg.lr_gallop if method == "GalLoP" else cfg.lr_coop
+    """Few-shot training as GalLoP (SGD momentum 0.9, weight decay 1e-2, cosine over ``epochs``) on a CPU Lightning
+    ``Trainer``, then the test loaders; a network without trainable tensors is only tested. Returns
+    ``module.last_test_metrics`` and the module. The caller seeds (``L.seed_everything``). ``curve``: a
+    :class:`common.callbacks.loss_curve.LossCurve` that records the training loss of every step."""
     opt = partial(torch.optim.SGD, lr=lr, momentum=0.9, weight_decay=1e-2)
-    sched = partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=max(cfg.epochs, 1))
+    sched = partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=max(epochs, 1))
     module = GalLoPModule(
-        net, optimizer=opt, scheduler=sched, topk=cfg.topk, prompt_dropout=cfg.prompt_dropout, heatmap_images=0
+        net, optimizer=opt, scheduler=sched, topk=topk, prompt_dropout=prompt_dropout, heatmap_images=0
     )
     trainable = count_trainable(net) > 0
     trainer = L.Trainer(
-        max_epochs=cfg.epochs if trainable else 0,
+        max_epochs=epochs if trainable else 0,
         accelerator="cpu",
         logger=False,
         enable_checkpointing=False,
-        enable_progress_bar=False,
+        enable_progress_bar=progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,
+        callbacks=[curve] if curve is not None else None,
     )
-    if trainable and cfg.epochs > 0:
+    if trainable and epochs > 0:
         trainer.fit(module, datamodule=dm)
     trainer.test(module, datamodule=dm, verbose=False)
     return module.last_test_metrics, module
+
+
+def run_method(
+    method: str,
+    clip: torch.nn.Module,
+    dm: FewShotDataModule,
+    cfg: StudyConfig,
+    seed: int,
+    curve: LossCurve | None = None,
+) -> tuple[dict[str, float], GalLoPModule]:
+    """Train (CoOp, GalLoP) and test one method with the study's budget (:func:`fit_and_test`)."""
+    L.seed_everything(seed, workers=True, verbose=False)
+    net = make_net(method, clip, cfg)
+    lr = cfg.lr_gallop if method == "GalLoP" else cfg.lr_coop
+    return fit_and_test(net, dm, cfg.epochs, lr, cfg.topk, cfg.prompt_dropout, curve)
 
 
 @torch.no_grad()
@@ -231,8 +260,9 @@ def run_study(
     """Every method on every seed.
 
     Returns ``{"runs": {method: {seed: metrics}}, "wall_seconds": {method: s}, "cpu_seconds": {method: s},
-    "wall_seconds_total", "cpu_seconds_total", "modules" (the last run of each method), "sets", "preprocess"}``.
-    CPU seconds are this process's (all its threads), so they do not grow when other jobs share the cores.
+    "wall_seconds_total", "cpu_seconds_total", "modules" (the last run of each method), "curves" (training loss per
+    step of CoOp and GalLoP on the first seed), "sets", "preprocess"}``. CPU seconds are this process's (all its
+    threads), so they do not grow when other jobs share the cores.
     """
     cfg = cfg or StudyConfig()
     wall0, cpu0 = time.perf_counter(), time.process_time()
@@ -242,19 +272,23 @@ def run_study(
     wall = {m: 0.0 for m in methods}
     cpu = {m: 0.0 for m in methods}
     modules: dict[str, GalLoPModule] = {}
+    curves: dict[str, LossCurve] = {}
     for seed in seeds:
         dm = datamodule(sets, cfg, seed)
         for m in methods:
             if m == "zero-shot CLIP" and runs[m]:  # deterministic and seed-free: reuse the first run
                 runs[m][seed] = dict(next(iter(runs[m].values())))
                 continue
+            curve = LossCurve() if m != "zero-shot CLIP" and seed == seeds[0] else None
             t0, c0 = time.perf_counter(), time.process_time()
-            metrics, module = run_method(m, clip, dm, cfg, seed)
+            metrics, module = run_method(m, clip, dm, cfg, seed, curve)
             if diagnostics and m != "CoOp":
                 metrics.update(local_diagnostics(module.net, sets.test, cfg.topk))
             wall[m] += time.perf_counter() - t0
             cpu[m] += time.process_time() - c0
             runs[m][seed], modules[m] = metrics, module
+            if curve is not None:
+                curves[m.lower()] = curve
             log(f"[scenes] seed {seed} {m}: {_one_line(metrics)} ({time.perf_counter() - t0:.1f}s)")
     return {
         "runs": runs,
@@ -263,6 +297,7 @@ def run_study(
         "wall_seconds_total": time.perf_counter() - wall0,
         "cpu_seconds_total": time.process_time() - cpu0,
         "modules": modules,
+        "curves": curves,
         "sets": sets,
         "preprocess": pre,
     }
@@ -337,41 +372,89 @@ def _paired(a: Sequence[float], b: Sequence[float], higher_is_better: bool = Tru
 
 
 def verdicts(runs: dict[str, dict[int, dict[str, float]]]) -> dict[str, dict]:
-    """The three questions, answered from paired per-seed differences (gains in points, positive = claim's way)."""
+    """The three questions of the study, then supporting comparisons, from paired per-seed differences.
+
+    Returns ``{"headline": {question: verdict}, "details": {comparison: verdict}}``; a verdict is :func:`_paired`'s
+    dict (gains in points, positive = the claim's way). The headline questions, fixed before any run:
+
+    1. *GalLoP beats CoOp*: top-1 of GalLoP (global + local) vs CoOp;
+    2. *local prompts help in clutter*: top-1 of GalLoP (global + local) vs GalLoP's own global-only prediction;
+    3. *GL-MCM beats MCM*: GalLoP's AUROC with GL-MCM vs MCM, on **every** OOD set (``parts`` holds each set's
+       verdict; the question holds only when each part holds).
+    """
     g, c = runs["GalLoP"], runs["CoOp"]
     seeds = sorted(g)
 
     def get(rs, key, scale=1.0):
         return [scale * rs[s][key] for s in seeds]
 
-    out = {
+    parts = {
+        name: _paired(get(g, f"test/ood/{name}/gl_mcm/auroc", 100), get(g, f"test/ood/{name}/mcm/auroc", 100))
+        for name in OOD_SETS
+    }
+    gains = np.array([[p["mean_gain"] for p in parts.values()]])
+    headline = {
         "GalLoP beats CoOp (top-1)": _paired(get(g, "test/acc"), get(c, "test/acc")),
-        "local prompts help in clutter (GalLoP global + local vs global-only, top-1)": _paired(
+        "local prompts help in clutter (GalLoP global + local vs its global-only prediction, top-1)": _paired(
             get(g, "test/acc"), get(g, "test/acc_global")
         ),
-        "GalLoP local-only beats global-only (top-1)": _paired(get(g, "test/acc_local"), get(g, "test/acc_global")),
+        "GL-MCM beats MCM (GalLoP, AUROC, every OOD set)": {
+            "holds": all(p["holds"] for p in parts.values()),
+            "mean_gain": float(gains.mean()),
+            "std_gain": float(np.mean([p["std_gain"] for p in parts.values()])),
+            "seeds_agreeing": min(p["seeds_agreeing"] for p in parts.values()),
+            "n_seeds": len(seeds),
+            "parts": parts,
+        },
     }
+    details = {
+        "GalLoP local-only beats global-only (top-1)": _paired(get(g, "test/acc_local"), get(g, "test/acc_global")),
+        "GalLoP global-only beats CoOp (top-1)": _paired(get(g, "test/acc_global"), get(c, "test/acc")),
+    }
+    if "zero-shot CLIP" in runs:
+        z = runs["zero-shot CLIP"][seeds[0]]
+        details["CoOp beats zero-shot CLIP (top-1)"] = _paired(get(c, "test/acc"), [z["test/acc"]] * len(seeds))
     for name in OOD_SETS:
         base = f"test/ood/{name}"
-        out[f"GL-MCM beats MCM (GalLoP, {name}, AUROC)"] = _paired(
-            get(g, f"{base}/gl_mcm/auroc", 100), get(g, f"{base}/mcm/auroc", 100)
-        )
-        out[f"GL-MCM beats MCM (GalLoP, {name}, FPR95 lower)"] = _paired(
+        details[f"GL-MCM beats MCM (GalLoP, {name}, FPR95 lower)"] = _paired(
             get(g, f"{base}/gl_mcm/fpr95_closest", 100), get(g, f"{base}/mcm/fpr95_closest", 100), False
         )
         if "zero-shot CLIP" in runs:
             z = runs["zero-shot CLIP"][seeds[0]]
-            out[f"GL-MCM beats MCM (zero-shot CLIP, {name}, AUROC; one run)"] = _paired(
+            details[f"GL-MCM beats MCM (zero-shot CLIP, {name}, AUROC; one run)"] = _paired(
                 [100 * z[f"{base}/gl_mcm/auroc"]], [100 * z[f"{base}/mcm/auroc"]]
             )
-    return out
+    return {"headline": headline, "details": details}
+
+
+def verdict_line(name: str, v: dict) -> str:
+    """``name: **holds** (+1.2 ± 0.3 points, 3/3 seeds)``, with the per-set parts of a combined question."""
+    line = (
+        f"{name}: **{'holds' if v['holds'] else 'does not hold'}** "
+        f"({v['mean_gain']:+.1f} ± {v['std_gain']:.1f} points, {v['seeds_agreeing']}/{v['n_seeds']} seeds)"
+    )
+    if "parts" in v:
+        line += "; " + ", ".join(
+            f"{k}: {p['mean_gain']:+.1f} ± {p['std_gain']:.1f}, {p['seeds_agreeing']}/{p['n_seeds']}"
+            for k, p in v["parts"].items()
+        )
+    return line
 
 
 def _pm(x: tuple[float, float] | None) -> str:
     return "-" if x is None else f"{x[0]:.1f} ± {x[1]:.1f}"
 
 
-def markdown(result: dict, cfg: StudyConfig, seeds: Sequence[int], command: str, clip_info: dict) -> str:
+def markdown(
+    result: dict,
+    cfg: StudyConfig,
+    seeds: Sequence[int],
+    command: str,
+    clip_info: dict,
+    heatmaps: str | None = None,
+    threads: int = 1,
+) -> str:
+    """The study's tables, verdicts, diagnostics and timings as Markdown (``heatmaps``: the PNG's file name)."""
     rows = table_rows(result["runs"])
     acc = ["| method | top-1 (8 ID classes) |", "|---|---|"]
     acc += [f"| {r['method']} | {_pm(r['top1'])} |" for r in rows if r["kind"] == "top1"]
@@ -387,11 +470,9 @@ def markdown(result: dict, cfg: StudyConfig, seeds: Sequence[int], command: str,
                 f, a = r.get(f"{n}/{score}_fpr95"), r.get(f"{n}/{score}_auroc")
                 cells.append("-" if f is None else f"{_pm(f)} / {_pm(a)}")
         ood.append(f"| {r['method']} | " + " | ".join(cells) + " |")
-    ver = [
-        f"- {name}: **{'holds' if v['holds'] else 'does not hold'}** "
-        f"({v['mean_gain']:+.1f} ± {v['std_gain']:.1f} points, {v['seeds_agreeing']}/{v['n_seeds']} seeds)"
-        for name, v in verdicts(result["runs"]).items()
-    ]
+    v = verdicts(result["runs"])
+    ver = [f"{i}. {verdict_line(name, x)}" for i, (name, x) in enumerate(v["headline"].items(), 1)]
+    ver += ["", "Supporting comparisons:", ""] + [f"- {verdict_line(name, x)}" for name, x in v["details"].items()]
     hits = []
     for m in ("zero-shot CLIP", "GalLoP"):
         per_seed = list(result["runs"].get(m, {}).values())
@@ -413,7 +494,8 @@ def markdown(result: dict, cfg: StudyConfig, seeds: Sequence[int], command: str,
             f"{s.n_distractors[0]}-{s.n_distractors[1]} distractors of other classes ({s.distractor_size[0]}-"
             f"{s.distractor_size[1]} px, partly off the canvas at times) and Gaussian noise (σ ≤ {s.noise_std[1]:.2f}). "
             f"{cfg.shots} shots x 8 ID classes, seeds {', '.join(map(str, seeds))}; {cfg.epochs} epochs of SGD (lr "
-            f"CoOp {cfg.lr_coop}, GalLoP {cfg.lr_gallop}, chosen on validation scenes), crops of area ≥ "
+            f"CoOp {cfg.lr_coop}, GalLoP {cfg.lr_gallop}, each chosen on validation scenes: `tuning.md` beside the "
+            f"reference run in `results/reference/gallop_scenes/`), crops of area ≥ "
             f"{cfg.min_crop_scale}, top-k {list(cfg.topk)}. Test: {cfg.test_per_class} ID scenes per class; OOD: "
             f"{cfg.ood_per_class} scenes per held-out class (Bag, Ankle boot), `held_out` with held-out distractors "
             "only, `held_out_in_id_clutter` with ID distractors. Mean ± std over seeds (zero-shot CLIP: one "
@@ -430,8 +512,19 @@ def markdown(result: dict, cfg: StudyConfig, seeds: Sequence[int], command: str,
             "Where the local features look (ID test scenes):",
             "",
             *hits,
+            *(
+                [
+                    "",
+                    f"Heatmaps: `{heatmaps}` in this folder: for 6 ID and 2 OOD test scenes, the scene beside GalLoP's "
+                    "local similarity to its predicted class (last seed; mean over the local prompts, colour bar in "
+                    "cosine units); the labelled item is boxed in green.",
+                ]
+                if heatmaps
+                else []
+            ),
             "",
-            f"Time: {result['cpu_seconds_total']:.0f} CPU-seconds ({timing}), {result['wall_seconds_total']:.0f} s wall.",
+            f"Time: {result['cpu_seconds_total']:.0f} CPU-seconds ({timing}), {result['wall_seconds_total']:.0f} s wall "
+            f"on {threads} thread(s).",
         ]
     )
 
@@ -475,15 +568,16 @@ def tune(
     seeds: Sequence[int] = (101, 102),
     cfg: StudyConfig | None = None,
     clip_dir: str | Path = ASSET_DIR,
+    methods: Sequence[str] = ("CoOp", "GalLoP"),
     log=print,
 ) -> list[dict]:
-    """CoOp and GalLoP top-1 on the **val** scenes for every ``(lr, epochs)``, with few-shot seeds not used in the
-    report. Returns one row per (method, lr, epochs) with the mean over ``seeds``."""
+    """Top-1 of the trained ``methods`` on the **val** scenes for every ``(lr, epochs)``, with few-shot seeds not
+    used in the report. Returns one row per (method, lr, epochs) with the mean over ``seeds``."""
     cfg = cfg or StudyConfig()
     rows = []
     for lr, ep in itertools.product(lrs, epochs):
         c = replace(cfg, lr_coop=lr, lr_gallop=lr, epochs=ep)
-        res = run_study(data_root, seeds, c, clip_dir, "val", ("CoOp", "GalLoP"), diagnostics=False, log=log)
+        res = run_study(data_root, seeds, c, clip_dir, "val", methods, diagnostics=False, log=log)
         for m, per_seed in res["runs"].items():
             accs = [r["test/acc"] for r in per_seed.values()]
             rows.append({"method": m, "lr": lr, "epochs": ep, "val_top1": float(np.mean(accs)), "per_seed": accs})
@@ -504,7 +598,19 @@ def _tuning_markdown(rows: list[dict], command: str) -> str:
     for r in rows:
         per = ", ".join(f"{a:.1f}" for a in r["per_seed"])
         lines.append(f"| {r['method']} | {r['lr']} | {r['epochs']} | {r['val_top1']:.1f} | {per} |")
+    lines += ["", "Best per method (highest mean val top-1; the first in grid order on a tie):", ""]
+    for m, r in best_settings(rows).items():
+        lines.append(f"- {m}: lr {r['lr']}, {r['epochs']} epochs ({r['val_top1']:.1f}%)")
     return "\n".join(lines) + "\n"
+
+
+def best_settings(rows: list[dict]) -> dict[str, dict]:
+    """``{method: row}`` with the highest ``val_top1`` per method (the first such row in grid order on a tie)."""
+    best: dict[str, dict] = {}
+    for r in rows:
+        if r["method"] not in best or r["val_top1"] > best[r["method"]]["val_top1"]:
+            best[r["method"]] = r
+    return best
 
 
 # ---------------------------------------------------------------------------------------------- CLI
@@ -529,55 +635,84 @@ def _clip_info(clip_dir: Path) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default=str(ROOT / "results" / "gallop" / "scenes"))
-    p.add_argument("--data-root", default=str(ROOT / "data" / "fashion-mnist"))
-    p.add_argument("--clip-dir", default=str(ASSET_DIR))
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="default: 1 2 3 (report), 101 102 (--tune)")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=JSON", help="override StudyConfig fields")
-    p.add_argument("--tune", action="store_true", help="search lr x epochs on the val scenes instead")
-    p.add_argument("--lrs", type=float, nargs="+", default=[0.002, 0.01, 0.05])
-    p.add_argument("--epochs-grid", type=int, nargs="+", default=[25, 50])
-    a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
+def write_outputs(
+    out: str | Path,
+    result: dict,
+    cfg: StudyConfig,
+    seeds: Sequence[int],
+    command: str,
+    clip_dir: str | Path,
+    threads: int,
+    stem: str = "scenes",
+) -> dict:
+    """Write ``{stem}.json`` (every number), ``{stem}.md`` (tables, verdicts, command), ``{stem}_heatmaps.png`` and
+    ``artifacts/{stem}_curve_{coop,gallop}.csv`` (training loss per step, first seed) into ``out``; returns the JSON."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    clip_info = _clip_info(Path(clip_dir))
+    heatmaps = None
+    if "GalLoP" in result["modules"]:
+        heatmaps = plot_scene_heatmaps(result, cfg, out / f"{stem}_heatmaps.png").name
+    for name, curve in result["curves"].items():
+        curve.write_csv(out / "artifacts" / f"{stem}_curve_{name}.csv")
+    md = markdown(result, cfg, seeds, command, clip_info, heatmaps, threads)
+    payload = {
+        "study": "gallop_scenes",
+        "command": command,
+        "seeds": list(seeds),
+        "config": asdict(cfg),
+        "clip": clip_info,
+        "runs": {m: {str(s): v for s, v in r.items()} for m, r in result["runs"].items()},
+        "table": table_rows(result["runs"]),
+        "verdicts": verdicts(result["runs"]),
+        "heatmaps": heatmaps,
+        "wall_seconds": result["wall_seconds"],
+        "cpu_seconds": result["cpu_seconds"],
+        "wall_seconds_total": result["wall_seconds_total"],
+        "cpu_seconds_total": result["cpu_seconds_total"],
+        "threads": threads,
+    }
+    (out / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(md + "\n")
+    return payload
+
+
+def quiet() -> None:
+    """Silence Lightning's and open_clip's info lines and Python warnings (the study prints its own)."""
     warnings.filterwarnings("ignore")
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "root"):
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=str(ROOT / "outputs" / "gallop_scenes"), help="output folder (not tracked)")
+    p.add_argument("--data-root", default=str(ROOT / "data" / "fashion-mnist"))
+    p.add_argument("--clip-dir", default=str(ASSET_DIR))
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="default: 1 2 3 (report), 101 102 (--tune)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1: robust when other jobs share the cores)")
+    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=JSON", help="override StudyConfig fields")
+    p.add_argument("--tune", action="store_true", help="search lr x epochs on the val scenes instead")
+    p.add_argument("--lrs", type=float, nargs="+", default=[0.002, 0.01, 0.05, 0.2])
+    p.add_argument("--epochs-grid", type=int, nargs="+", default=[25])
+    p.add_argument("--methods", nargs="+", default=["CoOp", "GalLoP"], choices=METHODS[1:], help="for --tune")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    quiet()
     cfg = _apply_overrides(StudyConfig(), a.set)
     cmd = "python -m gallop.scene_study" + (" " + " ".join(sys.argv[1:] if argv is None else argv)).rstrip()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     if a.tune:
-        rows = tune(a.data_root, a.lrs, a.epochs_grid, a.seeds or (101, 102), cfg, a.clip_dir)
+        rows = tune(a.data_root, a.lrs, a.epochs_grid, a.seeds or (101, 102), cfg, a.clip_dir, a.methods)
         (out / "tuning.json").write_text(json.dumps({"command": cmd, "rows": rows}, indent=2) + "\n")
         (out / "tuning.md").write_text(_tuning_markdown(rows, cmd))
         print(_tuning_markdown(rows, cmd))
         return 0
     seeds = a.seeds or [1, 2, 3]
     res = run_study(a.data_root, seeds, cfg, a.clip_dir)
-    clip_info = _clip_info(Path(a.clip_dir))
-    md = markdown(res, cfg, seeds, cmd, clip_info)
-    print(md)
-    payload = {
-        "command": cmd,
-        "seeds": seeds,
-        "config": asdict(cfg),
-        "clip": clip_info,
-        "runs": {m: {str(s): v for s, v in r.items()} for m, r in res["runs"].items()},
-        "table": table_rows(res["runs"]),
-        "verdicts": verdicts(res["runs"]),
-        "wall_seconds": res["wall_seconds"],
-        "cpu_seconds": res["cpu_seconds"],
-        "wall_seconds_total": res["wall_seconds_total"],
-        "cpu_seconds_total": res["cpu_seconds_total"],
-        "threads": a.threads,
-    }
-    (out / "scenes.json").write_text(json.dumps(payload, indent=2) + "\n")
-    (out / "scenes.md").write_text(md + "\n")
-    if "GalLoP" in res["modules"]:
-        plot_scene_heatmaps(res, cfg, out / "scenes_heatmaps.png")
+    write_outputs(out, res, cfg, seeds, cmd, a.clip_dir, a.threads)
+    print((out / "scenes.md").read_text())
     return 0
 
 

@@ -54,11 +54,28 @@ def test_table_and_verdicts_from_hand_made_runs():
     assert ood["GalLoP"]["held_out/gl_mcm_auroc"] == pytest.approx((72.5, 7.5))
     assert ood["GalLoP"]["held_out_in_id_clutter/mcm_fpr95"] == pytest.approx((30.0, 0.0))
     v = verdicts(runs)
-    assert v["GalLoP beats CoOp (top-1)"]["holds"] is False  # +10 then -2
-    assert v["local prompts help in clutter (GalLoP global + local vs global-only, top-1)"]["seeds_agreeing"] == 1
-    assert v["GL-MCM beats MCM (GalLoP, held_out, AUROC)"]["mean_gain"] == pytest.approx(2.5)
-    assert v["GL-MCM beats MCM (GalLoP, held_out, FPR95 lower)"]["mean_gain"] == pytest.approx(2.5)
-    assert v["GL-MCM beats MCM (zero-shot CLIP, held_out, AUROC; one run)"]["holds"] is True
+    assert list(v["headline"]) == [
+        "GalLoP beats CoOp (top-1)",
+        "local prompts help in clutter (GalLoP global + local vs its global-only prediction, top-1)",
+        "GL-MCM beats MCM (GalLoP, AUROC, every OOD set)",
+    ]
+    h, d = v["headline"], v["details"]
+    assert h["GalLoP beats CoOp (top-1)"]["holds"] is False  # +10 then -2
+    assert h["GalLoP beats CoOp (top-1)"]["mean_gain"] == pytest.approx(4.0)
+    local = h["local prompts help in clutter (GalLoP global + local vs its global-only prediction, top-1)"]
+    assert local["seeds_agreeing"] == 1 and local["mean_gain"] == pytest.approx(2.0)  # +5 then -1
+    gl = h["GL-MCM beats MCM (GalLoP, AUROC, every OOD set)"]
+    assert gl["parts"]["held_out"]["mean_gain"] == pytest.approx(2.5)  # +10 then -5
+    assert gl["holds"] is False and gl["seeds_agreeing"] == 1
+    assert d["GL-MCM beats MCM (GalLoP, held_out, FPR95 lower)"]["mean_gain"] == pytest.approx(2.5)
+    assert d["GL-MCM beats MCM (zero-shot CLIP, held_out, AUROC; one run)"]["holds"] is True
+    assert d["CoOp beats zero-shot CLIP (top-1)"]["mean_gain"] == pytest.approx(12.0)
+    assert d["GalLoP local-only beats global-only (top-1)"]["mean_gain"] == pytest.approx(-1.0)  # -5, +3
+    # the combined question holds only when every OOD set holds on every seed
+    both = {1: _metrics(60.0, 55.0, 50.0, 0.7, 0.8), 2: _metrics(52.0, 50.0, 56.0, 0.7, 0.75)}
+    assert verdicts({**runs, "GalLoP": both})["headline"]["GL-MCM beats MCM (GalLoP, AUROC, every OOD set)"]["holds"]
+    line = scene_study.verdict_line("GL-MCM beats MCM", gl)
+    assert "**does not hold**" in line and "held_out: +2.5 ± 7.5, 1/2" in line
 
 
 def test_unknown_override_is_named():
@@ -87,10 +104,13 @@ def test_study_runs_every_method_and_writes_table_verdicts_and_heatmaps(tmp_path
     assert g["diag/acc_local"] == pytest.approx(g["test/acc_local"])
     assert 0.0 <= g["diag/box_hit"] <= 100.0 and "diag/acc_local" in saved["runs"]["zero-shot CLIP"]["1"]
     assert saved["clip"]["sha256"] == tiny_clip.sha256(clip_dir / tiny_clip.WEIGHTS_NAME)
-    assert len(saved["table"]) == 9 and "GalLoP beats CoOp (top-1)" in saved["verdicts"]
+    assert len(saved["table"]) == 9 and "GalLoP beats CoOp (top-1)" in saved["verdicts"]["headline"]
     md = (out / "scenes.md").read_text()
     assert "| GalLoP local-only |" in md and "GL-MCM beats MCM" in md and saved["command"] in md
-    assert (out / "scenes_heatmaps.png").stat().st_size > 10_000
+    assert (out / "scenes_heatmaps.png").stat().st_size > 10_000 and saved["heatmaps"] == "scenes_heatmaps.png"
+    for name in ("coop", "gallop"):  # training loss of every step of the first seed (2 shots x 8 classes: 1 step)
+        rows = (out / "artifacts" / f"scenes_curve_{name}.csv").read_text().split()
+        assert rows[0] == "step,loss" and len(rows) == 2
     assert (
         scene_study.main([*argv, "--threads", "1", "--tune", "--lrs", "0.01", "--epochs-grid", "1", "--set", *sets])
         == 0
