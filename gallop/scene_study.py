@@ -380,7 +380,8 @@ def verdicts(runs: dict[str, dict[int, dict[str, float]]]) -> dict[str, dict]:
     1. *GalLoP beats CoOp*: top-1 of GalLoP (global + local) vs CoOp;
     2. *local prompts help in clutter*: top-1 of GalLoP (global + local) vs GalLoP's own global-only prediction;
     3. *GL-MCM beats MCM*: GalLoP's AUROC with GL-MCM vs MCM, on **every** OOD set (``parts`` holds each set's
-       verdict; the question holds only when each part holds).
+       verdict; the question holds only when each part holds, and its ``seeds_agreeing`` is the smallest count over
+       the sets).
     """
     g, c = runs["GalLoP"], runs["CoOp"]
     seeds = sorted(g)
