@@ -18,7 +18,7 @@ held-out class (Bag, Ankle boot):
   item; a local score can be fooled by the ID distractors).
 
 Methods, all through :class:`gallop.module.GalLoPModule` on a Lightning ``Trainer`` and
-:class:`common.data.fewshot.FewShotDataModule`:
+:class:`gallop.fewshot.FewShotDataModule`:
 
 - zero-shot CLIP (:class:`gallop.model.ZeroShotCLIP` with the tiny CLIP's caption templates; nothing is trained and
   the test scenes are fixed, so it runs once and its numbers do not depend on the few-shot seed);
@@ -59,8 +59,8 @@ from common.backbones.clip import ClipPreprocess, build_clip
 from common.callbacks.loss_curve import LossCurve
 from common.data.datasets.fashion_mnist import FASHION_MNIST_CLASSES
 from common.data.datasets.fmnist_scenes import HELD_OUT_CLASSES, ID_CLASSES, FashionMNISTScenes, SceneConfig
-from common.data.fewshot import FewShotDataModule
-from gallop.losses import topk_reduce
+from gallop.fewshot import FewShotDataModule
+from gallop.global_local_loss import topk_reduce
 from gallop.model import CoOp, GalLoP, ZeroShotCLIP, count_trainable
 from gallop.module import GalLoPModule
 from gallop.tiny_clip import ASSET_DIR, TEMPLATES, WEIGHTS_NAME, class_names, sha256
