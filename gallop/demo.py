@@ -1,6 +1,6 @@
 """GalLoP vs CoOp vs zero-shot CLIP on few-shot Fashion-MNIST, with GL-MCM OOD scores and local heatmaps.
 
-``python -m gallop.demo [--out outputs/demo]`` (``make demo-gallop``).
+``python -m gallop.demo [--out results/demo]`` (``make demo-gallop``).
 
 Protocol: 8 in-distribution classes (T-shirt/top ... Sneaker, ids 0-7), ``--shots`` training images per class
 (``coop_exact_k``, seed ``--seed``); the ID test set is ``--test-per-class`` test images per ID class; the two held-out
@@ -8,27 +8,23 @@ classes (Bag, Ankle boot) are the OOD set. All three methods run through :class:
 :class:`gallop.fewshot.FewShotDataModule` on a Lightning ``Trainer``.
 
 Backbone: with OpenAI CLIP ViT-B/16 weights under ``--weights-dir`` (``make weights-clip``) it is a real few-shot run
-(224 px; slow on CPU). Without them it runs the **same pipeline on the tiny random-init CLIP**
-(``common/backbones/configs/tiny_clip.json``, 32 px); those numbers only show that the code runs end to end.
+on Fashion-MNIST (224 px; slow on CPU). Without them (the default offline case) it runs
+:mod:`gallop.scene_study` instead: the same three methods, 16 shots and seeds ``--seeds`` (1 2 3), on cluttered
+Fashion-MNIST scenes with the small CLIP that the repo trains itself (``--clip-dir``, the committed
+``gallop/assets/tiny_clip_fmnist``; ``make weights-tiny-clip`` rebuilds it), with its three verdicts.
 
 Writes ``{out}/gallop.json`` (all numbers), ``{out}/gallop.md`` (the table and this command),
-``{out}/gallop_heatmaps.png`` (local-prompt heatmaps of fixed test images) and one result record per method (table
-``demo``, rows ``zeroshot_clip``, ``coop``, ``gallop``) under ``{out}/records``.
-
-Not yet on the launcher, and one seed only (``--seed``; ``--seeds`` from ``make demo`` is ignored): this demo is a
-smoke run of the pipeline on a random-init CLIP and is to be replaced by the tiny-CLIP scene study.
+``{out}/gallop_heatmaps.png`` (local-prompt heatmaps of fixed test images) and
+``{out}/artifacts/gallop_curve_{coop,gallop}.csv`` (training loss per step).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import time
-import warnings
-from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -37,21 +33,50 @@ import torch
 from common.backbones.clip import ClipWeightsNotFoundError, build_clip
 from common.callbacks.loss_curve import LossCurve
 from common.data.datasets.fashion_mnist import FASHION_MNIST_CLASSES, FashionMNIST
-from common.results.record import write_demo_record
+from gallop import scene_study
 from gallop.fewshot import FewShotDataModule
 from gallop.heatmaps import local_heatmaps, plot_heatmaps, unnormalize
 from gallop.model import CoOp, GalLoP, ZeroShotCLIP, count_trainable
 from gallop.module import GalLoPModule
+from gallop.tiny_clip import ASSET_DIR
 from gallop.transforms import clip_transform
 
 ROOT = Path(__file__).resolve().parents[1]
+SCENES_NOTE = (
+    "no real CLIP weights: running the cluttered-scene study (zero-shot CLIP, CoOp, GalLoP; 16 shots, 3 seeds) "
+    "on the small CLIP that the repo trains itself"
+)
 ID_CLASSES = list(range(8))
 OOD_CLASSES = [8, 9]
-TINY_NOTE = (
-    "NO CLIP WEIGHTS FOUND: this run uses the tiny RANDOM-INIT CLIP (tiny_clip, 32 px). "
-    "The numbers mean nothing about GalLoP; they only show the pipeline runs end to end. "
-    "Fetch real weights with `make weights-clip` for a real few-shot run."
-)
+
+
+def _scene_study(a: argparse.Namespace, cmd: str) -> int:
+    """No real CLIP weights: the cluttered-scene study on the repo's small CLIP, written as ``gallop.*``."""
+    threads = a.threads or 1
+    torch.set_num_threads(threads)
+    cfg = scene_study._apply_overrides(scene_study.StudyConfig(), a.set)
+    seeds = [int(s) for s in str(a.seeds).replace(" ", ",").split(",") if s]
+    res = scene_study.run_study(_data_root(a.data_root), seeds, cfg, a.clip_dir)
+    payload = scene_study.write_outputs(a.out, res, cfg, seeds, cmd, a.clip_dir, threads, stem="gallop")
+    payload["real_weights"] = False
+    payload["headline"] = _headline(payload)
+    (Path(a.out) / "gallop.json").write_text(json.dumps(payload, indent=2) + "\n")
+    print((Path(a.out) / "gallop.md").read_text())
+    return 0
+
+
+def _headline(d: dict) -> dict:
+    """The row of ``make demo``'s headline table (``common.demo.HEADLINE_COLUMNS``) from the scene study's payload."""
+    top1 = {r["method"]: r["top1"] for r in d["table"] if r["kind"] == "top1"}
+    ours = "GalLoP {:.1f} ± {:.1f}".format(*top1["GalLoP (global + local)"])
+    names = ("zero-shot CLIP", "CoOp", "GalLoP global-only")
+    base = ", ".join("{} {:.1f} ± {:.1f}".format(n, *top1[n]) for n in names)
+    short = ("GalLoP > CoOp", "local prompts help", "GL-MCM > MCM (AUROC)")
+    said = [
+        f"{s}: {'holds' if v['holds'] else 'does NOT hold'}" for s, v in zip(short, d["verdicts"]["headline"].values())
+    ]
+    verdict = "; ".join(said) + f" ({len(d['seeds'])} seeds, cluttered scenes, the repo's small CLIP)"
+    return {"task": "Prompts", "metric": "top-1 %", "ours": ours, "baselines": base, "verdict": verdict}
 
 
 def _data_root(arg: str | None) -> Path:
@@ -89,26 +114,11 @@ def _run(
     name: str, net, dm, epochs: int, lr: float, topk, seed: int, curve: LossCurve | None = None
 ) -> tuple[dict, GalLoPModule, float]:
     L.seed_everything(seed, workers=True)
-    opt = partial(torch.optim.SGD, lr=lr, momentum=0.9, weight_decay=1e-2)
-    sched = partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=max(epochs, 1))
-    module = GalLoPModule(net, optimizer=opt, scheduler=sched, topk=topk, heatmap_images=0)
-    trainer = L.Trainer(
-        max_epochs=epochs if count_trainable(net) else 0,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=True,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        callbacks=[curve] if curve is not None else None,
-    )
     start = time.perf_counter()
-    if epochs and count_trainable(net):
-        trainer.fit(module, datamodule=dm)
-    trainer.test(module, datamodule=dm, verbose=False)
+    metrics, module = scene_study.fit_and_test(net, dm, epochs, lr, topk, curve=curve, progress=True)
     elapsed = time.perf_counter() - start
     print(f"[gallop demo] {name}: {elapsed:.0f}s, trainable params {count_trainable(net):,}", flush=True)
-    return module.last_test_metrics, module, elapsed
+    return metrics, module, elapsed
 
 
 def _fmt(m: dict, key: str) -> str:
@@ -117,33 +127,33 @@ def _fmt(m: dict, key: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default=str(ROOT / "outputs" / "demo"))
+    p.add_argument("--out", default=str(ROOT / "results" / "demo"))
     p.add_argument("--data-root", default=None, help="Fashion-MNIST IDX folder (default: $DATA_DIR/fashion-mnist)")
     p.add_argument("--weights-dir", default=os.environ.get("WEIGHTS_DIR", str(ROOT / "weights")))
     p.add_argument("--model", default="ViT-B-16")
     p.add_argument("--tag", default="openai")
-    p.add_argument("--shots", type=int, default=None, help="default: 16 (tiny CLIP), 4 (real CLIP on CPU)")
-    p.add_argument("--epochs", type=int, default=None, help="default: 10 (tiny CLIP), 2 (real CLIP on CPU)")
-    p.add_argument("--test-per-class", type=int, default=None, help="default: 100 (tiny), 25 (real)")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--seeds", default=None, help="ignored: this demo runs one seed (--seed)")
+    p.add_argument("--shots", type=int, default=None, help="real-CLIP run: shots per class (default 4 on CPU)")
+    p.add_argument("--epochs", type=int, default=None, help="real-CLIP run: epochs (default 2 on CPU)")
+    p.add_argument("--test-per-class", type=int, default=None, help="real-CLIP run: test images per class (default 25)")
+    p.add_argument("--seed", type=int, default=1, help="few-shot seed of the real-CLIP run")
+    p.add_argument("--threads", type=int, default=None, help="torch threads; default 2 (real CLIP), 1 (scene study)")
+    p.add_argument("--clip-dir", default=str(ASSET_DIR), help="small CLIP for the scene study (no real weights)")
+    p.add_argument("--seeds", default="1,2,3", help="few-shot seeds of the scene study, comma-separated")
+    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=JSON", help="scene-study StudyConfig overrides")
     a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    warnings.filterwarnings("ignore")
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "root"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    scene_study.quiet()
+    cmd = "python -m gallop.demo" + ("" if argv is None else " " + " ".join(argv))
 
     try:
         clip, pre = build_clip(a.model, pretrained=a.tag, weights_dir=a.weights_dir, quick_gelu=True)
-        real, backbone = True, f"{a.model} ({a.tag} weights from {a.weights_dir})"
-        shots, epochs, per_class, topk, lr = a.shots or 4, a.epochs or 2, a.test_per_class or 25, [5, 10, 15, 20], 2e-3
-    except ClipWeightsNotFoundError as e:
-        print(f"[gallop demo] {e}\n[gallop demo] {TINY_NOTE}", flush=True)
-        clip, pre = build_clip("tiny_clip", seed=a.seed)
-        real, backbone = False, "tiny_clip (RANDOM INIT, 32 px)"
-        # 16 patches on the tiny ViT: top-k scaled down from [5, 10, 15, 20] of 196 patches; lr raised for 10 epochs
-        shots, epochs, per_class, topk, lr = a.shots or 16, a.epochs or 10, a.test_per_class or 100, [2, 4, 6, 8], 2e-2
+    except ClipWeightsNotFoundError:
+        where = f"{a.weights_dir}/open_clip/{a.model}-{a.tag}"
+        print(f"[gallop demo] no {a.model} {a.tag} weights in {where} (`make weights-clip` fetches them)", flush=True)
+        print(f"[gallop demo] {SCENES_NOTE} ({a.clip_dir})", flush=True)
+        return _scene_study(a, cmd)
+    torch.set_num_threads(a.threads or 2)
+    backbone = f"{a.model} ({a.tag} weights from {a.weights_dir})"
+    shots, epochs, per_class, topk, lr = a.shots or 4, a.epochs or 2, a.test_per_class or 25, [5, 10, 15, 20], 2e-3
     clip.eval()
     dm = _datamodule(_data_root(a.data_root), pre, shots, a.seed, per_class, batch_size=32)
 
@@ -174,7 +184,6 @@ def main(argv: list[str] | None = None) -> int:
 
     plt.close(fig)
 
-    cmd = "python -m gallop.demo" + ("" if argv is None else " " + " ".join(argv))
     header = (
         "| method | top-1 (8 ID classes) | global-only | local-only | MCM FPR95 / AUROC | GL-MCM FPR95 / AUROC |\n"
         "|---|---|---|---|---|---|"
@@ -191,7 +200,6 @@ def main(argv: list[str] | None = None) -> int:
                 else "- |"
             )
         )
-    note = f"Real few-shot run: {backbone}." if real else f"**{TINY_NOTE}**"
     md = "\n".join(
         [
             "## GalLoP demo: few-shot Fashion-MNIST (GalLoP vs CoOp vs zero-shot CLIP)",
@@ -202,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             "at the operating point whose ID recall is closest to 95% (GalLoP's `fpr_and_fdr_at_recall` convention, "
             "`fpr95_closest`), in %; accuracies in %.",
             "",
-            note,
+            f"Real few-shot run: {backbone}.",
             "",
             header,
             *rows,
@@ -214,9 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     payload = {
         "command": cmd,
-        "real_weights": real,
+        "real_weights": True,
         "backbone": backbone,
-        "note": None if real else TINY_NOTE,
         "shots": shots,
         "epochs": epochs,
         "seed": a.seed,
@@ -230,29 +237,6 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_seconds_total": time.process_time(),
         "metrics": results,
         "heatmaps": "gallop_heatmaps.png",  # next to this file
-    }
-    rows = {"zero-shot CLIP": "zeroshot_clip", "CoOp": "coop", "GalLoP": "gallop"}
-    for name, m in results.items():
-        write_demo_record(
-            "gallop",
-            rows[name],
-            a.seed,
-            {k: v for k, v in m.items() if isinstance(v, (int, float))},
-            records_dir=out / "records",
-            dataset="fashion-mnist-fewshot",
-            backbone="tiny_clip" if not real else a.model,
-            command=cmd,
-            wall_time_s=round(timings[name], 1),
-        )
-    acc = {k: v.get("test/acc", float("nan")) for k, v in results.items()}
-    payload["headline"] = {
-        "task": "Prompts",
-        "metric": "top-1 %",
-        "ours": f"GalLoP {acc['GalLoP']:.1f}",
-        "baselines": ", ".join(f"{k} {v:.1f}" for k, v in acc.items() if k != "GalLoP"),
-        "verdict": "real CLIP weights, one seed"
-        if real
-        else "smoke run on a random-init CLIP, one seed: the numbers mean nothing",
     }
     (out / "gallop.json").write_text(json.dumps(payload, indent=2))
     (out / "gallop.md").write_text(md + "\n")

@@ -44,18 +44,30 @@ def unnormalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float
 
 
 def plot_heatmaps(
-    images: torch.Tensor, maps: torch.Tensor, titles: Sequence[str], path: str | Path | None = None, alpha: float = 0.5
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    titles: Sequence[str],
+    path: str | Path | None = None,
+    alpha: float = 0.5,
+    colorbar: bool = False,
 ):
-    """Overlay ``maps [B, h, w]`` (upsampled, bilinear) on ``images [B, 3, H, W]`` in [0, 1]; save a PNG if ``path``."""
+    """Overlay ``maps [B, h, w]`` (upsampled, bilinear) on ``images [B, 3, H, W]`` in [0, 1]; save a PNG if ``path``.
+
+    ``colorbar``: one colour bar under each overlay, in the map's units (the local cosine similarity).
+    """
     b = images.shape[0]
     up = F.interpolate(maps[:, None].float().cpu(), size=images.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
-    fig, axes = plt.subplots(2, b, figsize=(2.2 * b, 4.6), squeeze=False)
+    fig, axes = plt.subplots(2, b, figsize=(2.2 * b, 5.2 if colorbar else 4.6), squeeze=False)
     for i in range(b):
         img = images[i].permute(1, 2, 0).numpy()
         axes[0, i].imshow(img)
         axes[0, i].set_title(titles[i], fontsize=7)
         axes[1, i].imshow(img)
-        axes[1, i].imshow(up[i].numpy(), cmap="jet", alpha=alpha)
+        overlay = axes[1, i].imshow(up[i].numpy(), cmap="jet", alpha=alpha)
+        if colorbar:
+            bar = fig.colorbar(overlay, ax=axes[1, i], orientation="horizontal", fraction=0.06, pad=0.04)
+            bar.ax.tick_params(labelsize=6)
+            bar.set_label("local cosine", fontsize=6)
         for r in range(2):
             axes[r, i].axis("off")
     fig.tight_layout()
