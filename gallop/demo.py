@@ -1,6 +1,6 @@
 """GalLoP vs CoOp vs zero-shot CLIP on few-shot Fashion-MNIST, with GL-MCM OOD scores and local heatmaps.
 
-``python -m gallop.demo [--out results/demo]`` (``make demo-gallop``).
+``python -m gallop.demo [--out outputs/demo]`` (``make demo-gallop``).
 
 Protocol: 8 in-distribution classes (T-shirt/top ... Sneaker, ids 0-7), ``--shots`` training images per class
 (``coop_exact_k``, seed ``--seed``); the ID test set is ``--test-per-class`` test images per ID class; the two held-out

@@ -18,7 +18,7 @@ def test_demo_without_weights_runs_the_scene_study_and_writes_artifacts(tmp_path
     tiny_clip.train(clip_dir, root, steps=1, batch_size=8, val_items=8, threads=1, warmup=1, log=lambda s: None)
     out = tmp_path / "out"
     argv = ["--data-root", str(root), "--out", str(out), "--weights-dir", str(tmp_path / "no_weights")]
-    argv += ["--clip-dir", str(clip_dir), "--seeds", "1", "2", "--threads", "1"]
+    argv += ["--clip-dir", str(clip_dir), "--seeds", "1,2", "--threads", "1"]
     sets = ["epochs=1", "shots=2", "test_per_class=2", "ood_per_class=2", "train_pool_per_class=4"]
     assert demo.main([*argv, "--set", *sets]) == 0
     saved = json.loads((out / "gallop.json").read_text())
