@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DistributedSampler
 
+from common.models.checkpoint_identity import CheckpointIdentityMixin
 from common.models.distributed import gather_by_index
 from gallop.losses import gallop_loss, prompt_dropout, topk_reduce
 from gallop.scores import ood_scores, predict_proba
@@ -51,7 +52,7 @@ from gallop.scores import ood_scores, predict_proba
 log = logging.getLogger(__name__)
 
 
-class GalLoPModule(L.LightningModule):
+class GalLoPModule(CheckpointIdentityMixin, L.LightningModule):
     """Args:
     net: a :class:`gallop.model.GalLoP`, :class:`~gallop.model.CoOp` or :class:`~gallop.model.ZeroShotCLIP`.
     optimizer: ``_partial_`` optimizer over the trainable parameters (GalLoP: SGD lr 0.002, momentum 0.9, wd 1e-2).
@@ -154,6 +155,7 @@ class GalLoPModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         keep = {n for n, p in self.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        super().on_save_checkpoint(checkpoint)  # records the module class (common.models.checkpoint_identity)
 
     # ------------------------------------------------------------------ eval
     def _reset_eval(self) -> None:

@@ -35,6 +35,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from common.models.checkpoint_identity import CheckpointIdentityMixin
 from heat.features import Features
 from heat.losses import contrastive_divergence_loss
 from heat.scorers.base import chunked, l2_normalize
@@ -45,7 +46,7 @@ class DistributedNotSupportedError(RuntimeError):
     """HEAT was asked to run with more than one process (see the module docstring for why it refuses)."""
 
 
-class HEATModule(L.LightningModule):
+class HEATModule(CheckpointIdentityMixin, L.LightningModule):
     """Train a residual EBM on top of a prior scorer.
 
     Args:

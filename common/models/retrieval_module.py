@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from common.data.errors import check_labels
+from common.models.checkpoint_identity import CheckpointIdentityMixin
 from common.models.distributed import all_gather_no_grad, all_gather_with_grad, world_size
 from common.models.embedding_eval import EmbeddingEvalMixin
 from common.utils.hparams import plain
@@ -35,7 +36,7 @@ class NonFiniteLossError(FloatingPointError):
     """A loss came out NaN or Inf."""
 
 
-class RetrievalModule(EmbeddingEvalMixin, L.LightningModule):
+class RetrievalModule(CheckpointIdentityMixin, EmbeddingEvalMixin, L.LightningModule):
     """Args:
     net: a :class:`~common.backbones.head.RetrievalNet` (images -> L2-normalised embeddings).
     losses: ``{name: loss module}``.
