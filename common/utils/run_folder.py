@@ -8,8 +8,8 @@
   :func:`common.launch.run`). A folder that holds a run is never mixed with another one: a *running* or
   *interrupted* run there stops the launch with a message saying how to resume it; a *completed* or *failed* one is
   moved aside to ``<folder>.old-<time>`` first (so the fixed folders of ``make`` targets can be run again and the
-  previous results stay on disk); a folder with anything else in it is refused. It is shared only with a run that
-  continues it: ``ckpt_path`` pointing inside the folder (a resume), the same SLURM job (a requeue, or another rank).
+  previous results stay on disk); other files in it are left alone (with a warning). It is shared only with a run
+  that continues it: ``ckpt_path`` pointing inside the folder (a resume), the same SLURM job (a requeue, or another rank).
 - **Resume in place** (:func:`continuation_dir`): ``ckpt_path=<run>/checkpoints/last.ckpt`` with ``train=true``
   continues in ``<run>`` when it is a run of the same experiment; Hydra's records of the new attempt go to
   ``<run>/.hydra/resume_<n>/``.
@@ -209,10 +209,7 @@ def claim_run_folder(
             _archive(run_dir, "run (no status.json)")
             run_dir.mkdir(parents=True)
     elif not _hydra_only(run_dir):
-        raise RunFolderError(
-            f"{run_dir} is not empty and is not a run folder: {sorted(p.name for p in run_dir.iterdir())[:8]}. "
-            f"Point hydra.run.dir at a new or empty folder."
-        )
+        log.warning("the run folder %s already holds other files (not a run); writing the run beside them", run_dir)
 
     attempt = {**attempt_record(ckpt_path, command), "mode": mode}
     if mode == "new":

@@ -144,11 +144,11 @@ def test_claim_resumes_with_a_checkpoint_inside(tmp_path):
     assert rec["status"] == "running" and [a["status"] for a in rec["attempts"]] == ["interrupted", "running"]
 
 
-def test_claim_refuses_foreign_content_and_accepts_hydra_only(tmp_path):
+def test_claim_leaves_other_files_alone(tmp_path, caplog):
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "notes.txt").write_text("mine")
-    with pytest.raises(rf.RunFolderError, match="not a run folder"):
-        rf.claim_run_folder(tmp_path / "a", experiment=None, task_name="t")
+    assert rf.claim_run_folder(tmp_path / "a", experiment=None, task_name="t") == "new"
+    assert (tmp_path / "a" / "notes.txt").read_text() == "mine" and "other files" in caplog.text
     (tmp_path / "b" / ".hydra").mkdir(parents=True)
     (tmp_path / "b" / "train.log").write_text("")
     assert rf.claim_run_folder(tmp_path / "b", experiment=None, task_name="t") == "new"
