@@ -12,70 +12,55 @@ export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 
 
-.PHONY: report help install test test-slow test-all lint format demo clean clean-logs data-fashion-mnist weights-timm wandb-sync
+.PHONY: report help install test test-slow test-all lint format demo clean clean-logs wandb-sync
 
 help: ## list every target with one line each
 	@grep -hE '^[a-zA-Z0-9_%-]+:.*?## ' $(MAKEFILE_LIST) | sort | \
 	  awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-24s\033[0m %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
-	test -x $(PY) || python3 -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[dev]'
-	touch $@
+	test -x "$(PY)" || python3 -m venv "$(VENV)"
+	"$(PIP)" install -q --upgrade pip
+	"$(PIP)" install -q -e '.[dev]'
+	touch "$@"
 
 install: $(VENV)/.installed ## create .venv (if needed) and install the project with its dev extras
 
-data-fashion-mnist: ## put the Fashion-MNIST IDX files in $(DATA_DIR)/fashion-mnist (Debian package, else download)
-	@mkdir -p $(DATA_DIR)/fashion-mnist
-	@if ls $(DATA_DIR)/fashion-mnist/t10k-labels-idx1-ubyte* >/dev/null 2>&1 && ls $(DATA_DIR)/fashion-mnist/train-images-idx3-ubyte* >/dev/null 2>&1; then \
-	  echo "Fashion-MNIST already in $(DATA_DIR)/fashion-mnist"; \
-	elif [ -d /usr/share/datasets/fashion-mnist ] || (command -v apt-get >/dev/null && (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1))); then \
-	  cp /usr/share/datasets/fashion-mnist/*-ubyte.gz $(DATA_DIR)/fashion-mnist/ && echo "copied from Debian's dataset-fashion-mnist"; \
-	else \
-	  for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do \
-	    curl -fsSL -o $(DATA_DIR)/fashion-mnist/$$f.gz http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/$$f.gz || exit 1; \
-	  done; echo "downloaded Fashion-MNIST"; \
-	fi
-
-weights-timm: install ## download timm weights on a machine with internet: make weights-timm NAME=resnet50
-	$(PY) -m common.backbones.timm_backbone $(NAME) $(WEIGHTS_DIR)/timm
-
 test: install data-fashion-mnist ## run the fast test suite (not slow, not gpu)
-	$(PY) -m pytest -m "not slow and not gpu" -q $(ARGS)
+	"$(PY)" -m pytest -m "not slow and not gpu" -q $(ARGS)
 
 test-slow: install data-fashion-mnist ## run only the slow tests
-	$(PY) -m pytest -m "slow and not gpu" -q $(ARGS)
+	"$(PY)" -m pytest -m "slow and not gpu" -q $(ARGS)
 
 test-all: install data-fashion-mnist ## run every CPU test, slow included
-	$(PY) -m pytest -m "not gpu" -q $(ARGS)
+	"$(PY)" -m pytest -m "not gpu" -q $(ARGS)
 
 lint: install ## ruff check and ruff format --check
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+	"$(VENV)/bin/ruff" check .
+	"$(VENV)/bin/ruff" format --check .
 
 format: install ## apply ruff fixes and formatting
-	$(VENV)/bin/ruff check --fix .
-	$(VENV)/bin/ruff format .
+	"$(VENV)/bin/ruff" check --fix .
+	"$(VENV)/bin/ruff" format .
 
 demo: install data-fashion-mnist ## the main job: all four methods vs their baselines on Fashion-MNIST (CPU), then make report
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m common.demo
-	$(PY) -m common.report.build
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} "$(PY)" -m common.demo
+	"$(PY)" -m common.report.build
 
 demo-foundation: install data-fashion-mnist ## train a small contrastive baseline on Fashion-MNIST (CPU) and print R@1, mAP@R
-	$(PY) -m common.launch experiment=demo/fmnist_contrastive $(ARGS)
+	"$(PY)" -m common.launch experiment=demo/fmnist_contrastive $(ARGS)
 
 sweep-%: install ## Hydra multirun of configs/hparams_search/<name>.yaml, e.g. make sweep-demo_seeds ARGS="hydra/launcher=slurm"
-	$(PY) -m common.launch -m hparams_search=$* $(ARGS)
+	"$(PY)" -m common.launch -m hparams_search=$* $(ARGS)
 
 slurm-dryrun: install ## print the sbatch job a SLURM launch would submit: make slurm-dryrun ARGS="experiment=... hydra/launcher=slurm_4gpu"
-	$(PY) -m common.slurm $(ARGS)
+	"$(PY)" -m common.slurm $(ARGS)
 
 report: install ## build results/report/index.html and REPORT.md from the demo and table runs (no wandb needed)
-	$(PY) -m common.report.build
+	"$(PY)" -m common.report.build
 
 wandb-sync: ## upload offline wandb runs under logs/ (needs `wandb login`)
-	$(VENV)/bin/wandb sync --sync-all logs/ || find logs -type d -name 'offline-run-*' -exec $(VENV)/bin/wandb sync {} \;
+	"$(VENV)/bin/wandb" sync --sync-all logs/ || find logs -type d -name 'offline-run-*' -exec "$(VENV)/bin/wandb" sync {} \;
 
 clean-logs: ## remove logs/
 	rm -rf logs

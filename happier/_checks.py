@@ -1,4 +1,8 @@
-"""Input validation shared by the HAPPIER losses: clear errors that name the problem and the fix."""
+"""Input validation shared by the HAPPIER losses: clear errors that name the problem and the fix.
+
+Precision and normalisation are those of every loss (``common.losses.numerics``): fp16/bf16 inputs are computed in
+fp32 (``fp32_forward``), and an embedding of norm below 1e-6 is normalised to zero with no gradient (``l2_normalize``).
+"""
 
 from __future__ import annotations
 
@@ -41,8 +45,3 @@ def check_embeddings_and_labels(
     if labels.shape[1] < min_levels:
         raise ValueError(f"labels must have at least {min_levels} level(s), got shape {tuple(labels.shape)}.")
     return labels.long()
-
-
-def upcast_half(x: torch.Tensor) -> torch.Tensor:
-    """fp16/bf16 -> fp32 (losses are computed in at least single precision); other dtypes unchanged."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x

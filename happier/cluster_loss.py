@@ -7,6 +7,9 @@ The proxies ``W [C, D]`` are an ``nn.Parameter`` (so they are saved in checkpoin
 U(-1/sqrt(D), 1/sqrt(D)). In the original code they have their own optimizer (Adam lr 10 on SOP); here
 ``RetrievalModule`` puts them in their own parameter group, whose lr and weight decay come from
 ``model.loss_param_groups.<loss name>``.
+
+Inputs: fp16/bf16 embeddings are computed in fp32; an empty batch gives a zero that keeps the proxies in the graph;
+an embedding of norm below 1e-6 gets logits 0 and no gradient (``common.losses.numerics.l2_normalize``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from happier._checks import check_embeddings_and_labels, upcast_half
+from common.losses.numerics import fp32_forward, l2_normalize
+from happier._checks import check_embeddings_and_labels
 
 
 class ClusterLoss(nn.Module):
@@ -55,8 +59,9 @@ class ClusterLoss(nn.Module):
 
     def logits(self, embeddings: torch.Tensor) -> torch.Tensor:
         """``[B, C]`` cosine similarities to the proxies divided by T."""
-        return F.normalize(embeddings, dim=-1) @ F.normalize(self.proxies, dim=-1).T / self.temperature
+        return l2_normalize(embeddings) @ l2_normalize(self.proxies.to(embeddings.dtype)).T / self.temperature
 
+    @fp32_forward
     def forward(
         self,
         embeddings: torch.Tensor,
@@ -68,6 +73,8 @@ class ClusterLoss(nn.Module):
         labels = check_embeddings_and_labels(embeddings, labels)
         if self.hierarchy_level >= labels.shape[1]:
             raise ValueError(f"hierarchy_level={self.hierarchy_level} but labels have only {labels.shape[1]} level(s).")
+        if len(labels) == 0:
+            return self.logits(embeddings).sum() * 0.0
         y = labels[:, self.hierarchy_level]
         if y.min() < 0 or y.max() >= self.num_classes:
             raise ValueError(
@@ -75,4 +82,4 @@ class ClusterLoss(nn.Module):
                 f"[{int(y.min())}, {int(y.max())}]. Set num_classes to the number of training classes and relabel "
                 f"each level to 0..n-1."
             )
-        return F.cross_entropy(upcast_half(self.logits(embeddings)), y)
+        return F.cross_entropy(self.logits(embeddings), y)

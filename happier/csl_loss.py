@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from happier._checks import check_embeddings_and_labels, upcast_half
+from common.losses.numerics import fp32_forward, l2_normalize
+from happier._checks import check_embeddings_and_labels
 
 
 class CSLLoss(nn.Module):
@@ -79,6 +80,7 @@ class CSLLoss(nn.Module):
             )
         self.proxy_labels[fine] = labels
 
+    @fp32_forward
     def forward(
         self,
         embeddings: torch.Tensor,
@@ -94,6 +96,9 @@ class CSLLoss(nn.Module):
                 f"labels have {labels.shape[1]} level(s) but {num_levels} margins were given; pass one margin "
                 f"per level."
             )
+        s = l2_normalize(embeddings) @ l2_normalize(self.proxies.to(embeddings.dtype)).T  # [B, P]
+        if len(labels) == 0:
+            return s.sum() * 0.0
         fine = labels[:, 0]
         if fine.min() < 0 or fine.max() >= self.num_proxies:
             raise ValueError(
@@ -104,8 +109,7 @@ class CSLLoss(nn.Module):
             if unknown.any():
                 self.proxy_labels[fine[unknown]] = labels[unknown]
 
-        s = F.normalize(embeddings, dim=-1) @ F.normalize(self.proxies, dim=-1).T  # [B, P]
-        logits = self.scale * upcast_half(s)
+        logits = self.scale * s
         pos = logits.gather(1, fine[:, None]).squeeze(1)  # [B]
         per_level = []
         for level, margin in enumerate(self.margins):

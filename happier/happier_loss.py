@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from common.losses.numerics import fp32_forward
 from happier.cluster_loss import ClusterLoss
 from happier.sup_hap import SupHAP
 
@@ -47,6 +48,7 @@ class HAPPIERLoss(nn.Module):
         self.cluster = cluster
         self.last_terms: dict[str, Tensor] = {}
 
+    @fp32_forward
     def forward(
         self,
         embeddings: Tensor,

@@ -21,6 +21,10 @@ Self-pair. As in the original code, without a reference set the query is one of 
 the finest level's), ``include_query=True``. ``include_query=False`` removes the self-pair from the ranking and
 from the relevance counts (the house contract for in-batch losses).
 
+Inputs: fp16/bf16 embeddings (and a memory of another precision) are computed in fp32; an empty batch or one where no
+query has a relevant item gives a zero that stays in the graph; an embedding of norm below 1e-6 is handled, not
+refused: it is normalised to zero (cosine 0 with every item) with no gradient (``common.losses.numerics``).
+
 Memory: never B x B x B. The (query, relevant item) pairs are processed by ``common.ranking.pairwise_rank_sums``
 in chunks of ``chunk_size`` pairs under activation checkpointing: O(chunk x M) in forward and backward.
 """
@@ -28,13 +32,13 @@ in chunks of ``chunk_size`` pairs under activation checkpointing: O(chunk x M) i
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from common.losses.numerics import fp32_forward, l2_normalize
 from common.metrics.relevance import num_levels as count_levels
 from common.metrics.relevance import relevance_table, shared_levels
 from common.ranking import heaviside, pairwise_rank_sums, supap_step, valid_reference_mask
-from happier._checks import check_embeddings_and_labels, upcast_half
+from happier._checks import check_embeddings_and_labels
 
 
 def hrank_step(x: Tensor, beta: float = 25.0, gamma: float = 0.5, leak: float = 10.0) -> Tensor:
@@ -105,6 +109,7 @@ class SupHAP(nn.Module):
             return hrank_step(x, self.beta, self.gamma, self.leak)
         return heaviside(x)
 
+    @fp32_forward
     def per_query_hap(
         self,
         embeddings: Tensor,
@@ -133,7 +138,7 @@ class SupHAP(nn.Module):
                     f"embeddings {tuple(embeddings.shape)} vs {tuple(ref_embeddings.shape)}"
                 )
         num_levels = count_levels(labels)
-        scores = upcast_half(F.normalize(embeddings, dim=-1) @ F.normalize(ref_embeddings, dim=-1).T)  # [B, M]
+        scores = l2_normalize(embeddings) @ l2_normalize(ref_embeddings).T  # [B, M]
         levels = shared_levels(labels, ref_labels)  # [B, M] in 0..L
         valid = valid_reference_mask(
             scores.shape[0], scores.shape[1], exclude_self=in_batch and not self.include_query, device=scores.device
@@ -175,6 +180,7 @@ class SupHAP(nn.Module):
         has_rel = norm > 0
         return total / norm.clamp(min=torch.finfo(norm.dtype).tiny), has_rel
 
+    @fp32_forward
     def forward(
         self,
         embeddings: Tensor,

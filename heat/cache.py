@@ -9,7 +9,10 @@ Cache layout, under ``cache_dir``::
 ``key`` is the first 16 hex digits of the SHA-1 of the JSON of (backbone, checkpoint, dataset, split, transform).
 Arrays are written batch by batch into pre-sized memmaps, so an ImageNet-train cache (1,281,167 x 2048) never has to
 fit in memory, and they are read back memory-mapped. The sidecar is written last with ``complete: true``; a cache
-without it (an interrupted run) is recomputed.
+without it (an interrupted run) is recomputed. So is an entry that cannot be trusted: a sidecar that is not valid JSON,
+an array that is missing, truncated, of another length than the sidecar's ``num_samples`` or not numeric (arrays are
+read with ``allow_pickle=False``: a cache never runs code). :func:`load_cached` logs a warning naming the file and
+returns None, and :func:`extract_features` then recomputes the entry.
 
 Backbones: any timm model. ``forward_features`` gives the last-stage map (``[N, C, H, W]`` or tokens ``[N, T, C]``),
 ``forward_head(map)`` the logits and ``forward_head(map, pre_logits=True)`` the vector the classifier sees. For CNNs the
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -32,6 +36,7 @@ from torch import Tensor, nn
 from heat.features import Features, pool_feature_map
 
 _ARRAYS = ("avg", "std", "max", "logits", "labels")
+log = logging.getLogger(__name__)
 
 
 def cache_key(*, backbone: str, checkpoint: str | None, dataset: str, split: str, transform: str) -> str:
@@ -82,19 +87,42 @@ def _batch_images_labels(batch) -> tuple[Tensor, Tensor | None]:
 
 
 def load_cached(cache_dir: str | Path, *, dataset: str, split: str, key: str, mmap: bool = True) -> Features | None:
-    """Read a complete cache entry (memory-mapped copy-on-write when ``mmap``), or None if absent or incomplete."""
+    """Read a complete cache entry (memory-mapped copy-on-write when ``mmap``), or None if absent or incomplete.
+
+    A corrupt entry (see the module docstring) also gives None, with a warning naming the file.
+    """
     folder, sidecar = cache_paths(cache_dir, dataset=dataset, split=split, key=key)
     if not sidecar.exists():
         return None
-    meta = json.loads(sidecar.read_text())
+
+    def corrupt(path: Path, why: str) -> None:
+        log.warning("feature cache %s is unusable (%s): ignoring the entry, it will be recomputed", path, why)
+
+    try:
+        meta = json.loads(sidecar.read_text())
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return corrupt(sidecar, f"{type(e).__name__}: {e}")
+    if not isinstance(meta, dict):
+        return corrupt(sidecar, "the sidecar is not a JSON object")
     if not meta.get("complete"):
         return None
+    n = meta.get("num_samples")
     kw = {}
     for name in (*_ARRAYS, "fc_weight", "fc_bias"):
         f = folder / f"{name}.npy"
-        if f.exists():
-            arr = np.load(f, mmap_mode="c" if mmap else None)
-            kw[name] = torch.from_numpy(arr)
+        if not f.exists():
+            if name in meta.get("arrays", ()):
+                return corrupt(f, "the sidecar lists it but the file is missing")
+            continue
+        try:
+            arr = np.load(f, mmap_mode="c" if mmap else None, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
+            return corrupt(f, f"{type(e).__name__}: {e}")
+        if arr.dtype.kind not in "fiu":
+            return corrupt(f, f"dtype {arr.dtype} is not numeric")
+        if name in _ARRAYS and (arr.ndim == 0 or arr.shape[0] != n):
+            return corrupt(f, f"shape {arr.shape}, but the sidecar says num_samples={n}")
+        kw[name] = torch.from_numpy(arr)
     if "labels" in kw and bool((kw["labels"] < 0).all()):
         kw["labels"] = None  # unlabelled (OOD) set
     return Features(**kw)

@@ -53,7 +53,8 @@ def load_features(spec: Features | Mapping, cache_dir: str | None) -> Features:
     feats = load_cached(cache_dir, dataset=spec["dataset"], split=spec["split"], key=key)
     if feats is None:
         raise FileNotFoundError(
-            f"no cached features for {dict(spec)} (key {key}) under '{cache_dir}'. Extract them first with "
+            f"no usable cached features for {dict(spec)} (key {key}) under '{cache_dir}' (missing, incomplete, or "
+            f"corrupt as a warning above says). Extract them first with "
             f"`python -m heat.extract experiment=heat/<row>` (`make features-heat-<cifar10|cifar100|imagenet>`)."
         )
     return feats

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from common.models.checkpoint_identity import CheckpointIdentityMixin
+from common.models.nonfinite import check_nan_policy, loss_is_finite
 from heat.features import Features
 from heat.losses import contrastive_divergence_loss
 from heat.scorers.base import chunked, l2_normalize
@@ -61,6 +62,9 @@ class HEATModule(CheckpointIdentityMixin, L.LightningModule):
         simplified_mahalanobis: negatives use the class-conditional prior energy of their sampled component (ImageNet).
         l2: the energy penalty ``lambda``; eps_data: std of the data noise.
         lr, betas, milestones, gamma: Adam and MultiStepLR (per epoch).
+        nan_policy: a NaN/Inf loss (e.g. a learning rate far too high) stops training with the step and batch
+            indices ("raise", :class:`~common.models.nonfinite.NonFiniteLossError`), or skips that batch's update
+            and counts it in ``train/skipped_batches`` ("skip"); the same guard as the retrieval module's.
     """
 
     def __init__(
@@ -82,8 +86,10 @@ class HEATModule(CheckpointIdentityMixin, L.LightningModule):
         betas: Sequence[float] = (0.0, 0.999),
         milestones: Sequence[int] = (10,),
         gamma: float = 0.1,
+        nan_policy: str = "raise",
     ) -> None:
         super().__init__()
+        check_nan_policy(nan_policy)
         # plain Python containers (not OmegaConf ListConfig) so that checkpoints load with torch.load(weights_only=True)
         betas, milestones = tuple(float(b) for b in betas), [int(m) for m in milestones]
         self.save_hyperparameters(ignore=["prior", "mlp"])
@@ -94,6 +100,7 @@ class HEATModule(CheckpointIdentityMixin, L.LightningModule):
         self._scores: dict[str, dict[int, list[Tensor]]] = {}
         for p in self.prior.parameters():
             p.requires_grad_(False)
+        self.skipped_batches = 0
 
     # ---------------------------------------------------------------- features
     @property
@@ -169,10 +176,12 @@ class HEATModule(CheckpointIdentityMixin, L.LightningModule):
         )
         return torch.cat([zk, z0]), z0
 
-    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor | None:
         real = self.prepare(batch["z"])
         neg, _ = self.negatives(real, batch.get("y"))
         loss, logs = contrastive_divergence_loss(self.mlp, real, neg, self.hparams.l2, self.hparams.eps_data)
+        if not loss_is_finite(self, loss, logs, batch_idx, self.hparams.nan_policy):
+            return None
         self.log("train/loss", loss, prog_bar=True, batch_size=len(real))
         for k, v in logs.items():
             self.log(f"train/{k}", v, batch_size=len(real))

@@ -3,10 +3,10 @@
 	table-happier-dyml-vehicle table-happier-dyml-animal table-happier-dyml-product
 
 demo-happier: ## HAPPIER vs ROADMAP on Fashion-MNIST (2 levels): H-AP, ASI, NDCG, R@1 + retrieval grid (~1.5 min, 2 CPU cores)
-	$(PY) -m happier.demo $(ARGS)
+	"$(PY)" -m happier.demo $(ARGS)
 
-test-happier: ## run the HAPPIER tests (losses, relevance cache, DyML / iNat readers, grid)
-	$(PY) -m pytest -q tests/happier tests/common/test_datasets_dyml.py tests/common/test_datasets_inat_hierarchy.py \
+test-happier: ## run the HAPPIER tests (losses, DyML / iNat readers, grid)
+	"$(PY)" -m pytest -q tests/happier tests/common/test_datasets_dyml.py tests/common/test_datasets_inat_hierarchy.py \
 	  tests/common/test_viz_retrieval_grid.py $(ARGS)
 
 HAPPIER_RUNS ?= logs/happier
@@ -14,29 +14,29 @@ HAPPIER_MODELS ?= happier csl roadmap nsm
 
 # one row: train + test (fine benchmark for DyML-Vehicle/Animal)
 happier-row-%: ## one HAPPIER table row: train + test experiment=happier/<row> into $(HAPPIER_RUNS)/<row>
-	$(PY) -m common.launch experiment=happier/$* hydra.run.dir=$(HAPPIER_RUNS)/$* $(ARGS)
+	"$(PY)" -m common.launch experiment=happier/$* "hydra.run.dir=$(HAPPIER_RUNS)/$*" $(ARGS)
 
 # DyML-Vehicle/Animal: test the row's last checkpoint on the middle and coarse benchmarks as well
 happier-dyml-tests-%: happier-row-% ## a DyML-Vehicle/Animal row, then its middle and coarse benchmark tests
 	for b in middle coarse; do \
-	  $(PY) -m common.launch experiment=happier/$* train=false dyml_benchmark=$$b \
-	    ckpt_path=$(HAPPIER_RUNS)/$*/checkpoints/last.ckpt hydra.run.dir=$(HAPPIER_RUNS)/$*_$$b $(ARGS) || exit 1; \
+	  "$(PY)" -m common.launch experiment=happier/$* train=false dyml_benchmark=$$b \
+	    "ckpt_path=$(HAPPIER_RUNS)/$*/checkpoints/last.ckpt" "hydra.run.dir=$(HAPPIER_RUNS)/$*_$$b" $(ARGS) || exit 1; \
 	done
 
 table-happier-sop: $(addprefix happier-row-sop_,$(HAPPIER_MODELS)) ## HAPPIER table, SOP rows (GPU; data-sop, weights-timm)
-	$(PY) -m happier.table --runs $(HAPPIER_RUNS)
+	"$(PY)" -m happier.table --runs "$(HAPPIER_RUNS)"
 table-happier-inat-base: $(addprefix happier-row-inat_base_,$(HAPPIER_MODELS)) ## HAPPIER table, iNat-base rows (GPU)
-	$(PY) -m happier.table --runs $(HAPPIER_RUNS)
+	"$(PY)" -m happier.table --runs "$(HAPPIER_RUNS)"
 table-happier-inat-full: $(addprefix happier-row-inat_full_,$(HAPPIER_MODELS)) ## HAPPIER table, iNat-full rows (GPU)
-	$(PY) -m happier.table --runs $(HAPPIER_RUNS)
+	"$(PY)" -m happier.table --runs "$(HAPPIER_RUNS)"
 table-happier-dyml-vehicle: $(addprefix happier-dyml-tests-dyml_vehicle_,$(HAPPIER_MODELS)) ## HAPPIER table, DyML-Vehicle (3 benchmarks, averaged)
-	$(PY) -m happier.table --runs $(HAPPIER_RUNS)
+	"$(PY)" -m happier.table --runs "$(HAPPIER_RUNS)"
 table-happier-dyml-animal: $(addprefix happier-dyml-tests-dyml_animal_,$(HAPPIER_MODELS)) ## HAPPIER table, DyML-Animal (3 benchmarks, averaged)
-	$(PY) -m happier.table --runs $(HAPPIER_RUNS)
+	"$(PY)" -m happier.table --runs "$(HAPPIER_RUNS)"
 table-happier-dyml-product: $(addprefix happier-row-dyml_product_,$(HAPPIER_MODELS)) ## HAPPIER table, DyML-Product (levels averaged)
-	$(PY) -m happier.table --runs $(HAPPIER_RUNS)
+	"$(PY)" -m happier.table --runs "$(HAPPIER_RUNS)"
 
 table-happier: table-happier-sop table-happier-inat-base table-happier-inat-full table-happier-dyml-vehicle table-happier-dyml-animal table-happier-dyml-product ## every HAPPIER paper table row (GPU, full datasets), then results/happier/table.md
 
 table-happier-collect: ## rebuild results/happier/table.md from the runs already in $(HAPPIER_RUNS)
-	$(PY) -m happier.table --runs $(HAPPIER_RUNS)
+	"$(PY)" -m happier.table --runs "$(HAPPIER_RUNS)"

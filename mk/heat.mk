@@ -4,14 +4,14 @@ HEAT_DATASETS ?= cifar10 cifar100 imagenet
 HEAT_ROWS ?= el gmm gmm_std
 HEAT_ARGS ?=
 
-.PHONY: demo-heat test-heat weights-heat data-heat features-heat-cifar10 features-heat-cifar100 features-heat-imagenet \
+.PHONY: demo-heat test-heat weights-heat features-heat-cifar10 features-heat-cifar100 features-heat-imagenet \
 	train-heat table-heat table-heat-eval bench-heat
 
 demo-heat: install data-fashion-mnist ## HEAT on Fashion-MNIST (CPU, ~2 min): writes results/demo/heat.{json,md}
-	$(PY) -m heat.demo --data-dir $(DATA_DIR)/fashion-mnist
+	"$(PY)" -m heat.demo --data-dir "$(DATA_DIR)/fashion-mnist"
 
 test-heat: install ## run the HEAT tests (tests/heat)
-	$(PY) -m pytest -q tests/heat $(ARGS)
+	"$(PY)" -m pytest -q tests/heat $(ARGS)
 
 weights-heat: ## say where the HEAT backbones come from and where they go under $(WEIGHTS_DIR)/heat
 	@echo "CIFAR ResNet-34 (authors' CE checkpoints, key model_state): the Dropbox zip linked in MarcLafon/heatood's README,"
@@ -22,37 +22,29 @@ weights-heat: ## say where the HEAT backbones come from and where they go under 
 	  cifar100/resnet34/cifar100-resnet34-multisteplr_randomresizedcrop_epoch_199.ckpt imagenet/resnet50-0676ba61.pth; do \
 	  if [ -f $(WEIGHTS_DIR)/heat/$$f ]; then echo "  [x] $$f"; else echo "  [ ] $$f"; fi; done
 
-data-heat: ## say where the HEAT ID/OOD sets go under $(DATA_DIR) (official layouts; see common/data/datasets/*.py)
-	@echo "CIFAR: cifar-10-batches-py/, cifar-100-python/ (cs.toronto.edu/~kriz); SVHN: svhn/test_32x32.mat (ufldl.stanford.edu/housenumbers)"
-	@echo "DTD: dtd/{images,labels}; Places365: places365/{places365_val.txt,val_256/}; LSUN: LSUN/<category>/*.jpg (val lmdbs exported)"
-	@echo "TinyImageNet: tiny-imagenet-200/; ImageNet: imagenet/{train,val}/<wnid>/; MOS OOD: ood_data/{iNaturalist,SUN,Places,dtd}/"
-	@for d in cifar-10-batches-py cifar-100-python svhn dtd places365 LSUN tiny-imagenet-200 imagenet/train imagenet/val \
-	  ood_data/iNaturalist ood_data/SUN ood_data/Places ood_data/dtd; do \
-	  if [ -e $(DATA_DIR)/$$d ]; then echo "  [x] $$d"; else echo "  [ ] $$d"; fi; done
-
 features-heat-cifar10: install ## extract + cache ResNet-34 features of CIFAR-10 and its 6 OOD sets (backbone run once)
-	$(PY) -m heat.extract experiment=heat/cifar10_gmm $(HEAT_ARGS)
+	"$(PY)" -m heat.extract experiment=heat/cifar10_gmm $(HEAT_ARGS)
 
 features-heat-cifar100: install ## extract + cache ResNet-34 features of CIFAR-100 and its 6 OOD sets
-	$(PY) -m heat.extract experiment=heat/cifar100_gmm $(HEAT_ARGS)
+	"$(PY)" -m heat.extract experiment=heat/cifar100_gmm $(HEAT_ARGS)
 
 features-heat-imagenet: install ## extract + cache ResNet-50 features of ImageNet (train streamed to memmaps) and the 4 MOS OOD sets
-	$(PY) -m heat.extract experiment=heat/imagenet_gmm $(HEAT_ARGS)
+	"$(PY)" -m heat.extract experiment=heat/imagenet_gmm $(HEAT_ARGS)
 
 train-heat: install ## train every HEAT row (HEAT_DATASETS x HEAT_ROWS) on cached features; checkpoints in $(HEAT_RUNS)/<row>
 	@set -e; for d in $(HEAT_DATASETS); do for r in $(HEAT_ROWS); do \
-	  $(PY) -m common.launch experiment=heat/$${d}_$${r} hydra.run.dir=$(HEAT_RUNS)/$${d}_$${r} $(HEAT_ARGS); \
+	  "$(PY)" -m common.launch experiment=heat/$${d}_$${r} "hydra.run.dir=$(HEAT_RUNS)/$${d}_$${r}" $(HEAT_ARGS); \
 	done; done
 
 table-heat: train-heat table-heat-eval ## train the HEAT rows, then the near/far tables (results/heat/<dataset>.md)
 
 table-heat-eval: install ## the near/far tables from cached features and the trained rows in $(HEAT_RUNS) (no training)
 	@set -e; for d in $(HEAT_DATASETS); do \
-	  $(PY) -m heat.evaluate experiment=heat/$${d}_eval \
-	    heat_eval.heat_checkpoints.HEAT-EL=$(HEAT_RUNS)/$${d}_el/checkpoints/last.ckpt \
-	    heat_eval.heat_checkpoints.HEAT-GMM=$(HEAT_RUNS)/$${d}_gmm/checkpoints/last.ckpt \
-	    heat_eval.heat_checkpoints.HEAT-GMM-std=$(HEAT_RUNS)/$${d}_gmm_std/checkpoints/last.ckpt $(HEAT_ARGS); \
+	  "$(PY)" -m heat.evaluate experiment=heat/$${d}_eval \
+	    "heat_eval.heat_checkpoints.HEAT-EL=$(HEAT_RUNS)/$${d}_el/checkpoints/last.ckpt" \
+	    "heat_eval.heat_checkpoints.HEAT-GMM=$(HEAT_RUNS)/$${d}_gmm/checkpoints/last.ckpt" \
+	    "heat_eval.heat_checkpoints.HEAT-GMM-std=$(HEAT_RUNS)/$${d}_gmm_std/checkpoints/last.ckpt" $(HEAT_ARGS); \
 	done
 
 bench-heat: install ## scorer fit/score throughput at CIFAR scale and the HEAT step time at batch 1024 (SCALE=1.0)
-	$(PY) benchmarks/bench_ood_scorers.py --scale $(or $(SCALE),1.0)
+	"$(PY)" benchmarks/bench_ood_scorers.py --scale $(or $(SCALE),1.0)

@@ -4,10 +4,10 @@ BENCH_METRICS_ARGS ?=
 .PHONY: bench-metrics bench-metrics-small test-metrics
 
 bench-metrics: ## time our retrieval metrics vs PML AccuracyCalculator on an SOP-like set (N=60,502, d=512); prints ratio_vs_pml
-	$(PY) benchmarks/bench_retrieval_metrics.py $(BENCH_METRICS_ARGS)
+	"$(PY)" benchmarks/bench_retrieval_metrics.py $(BENCH_METRICS_ARGS)
 
 bench-metrics-small: ## the same benchmark on 5,000 items (a quick check)
-	$(PY) benchmarks/bench_retrieval_metrics.py --n 5000
+	"$(PY)" benchmarks/bench_retrieval_metrics.py --n 5000
 
 test-metrics: ## run the metrics tests (retrieval, OOD, relevance, kNN)
-	$(PY) -m pytest -q tests/common/test_metrics_retrieval.py tests/common/test_metrics_ood.py tests/common/test_relevance.py tests/common/test_knn.py
+	"$(PY)" -m pytest -q tests/common/test_metrics_retrieval.py tests/common/test_metrics_ood.py tests/common/test_relevance.py tests/common/test_knn.py

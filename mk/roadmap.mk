@@ -10,24 +10,24 @@ roadmap_join = $(subst $(roadmap_space),$(roadmap_comma),$(foreach r,$(1),roadma
 .PHONY: table-roadmap table-roadmap-losses table-roadmap-tpami report-roadmap bench-roadmap demo-roadmap test-roadmap
 
 table-roadmap: ## ROADMAP NeurIPS main rows (SOP/CUB/iNat x R50/DeiT-S) as one multirun; ARGS="hydra/launcher=slurm ..."
-	$(PY) -m common.launch -m experiment=$(call roadmap_join,$(ROADMAP_ROWS)) $(ARGS)
+	"$(PY)" -m common.launch -m experiment=$(call roadmap_join,$(ROADMAP_ROWS)) $(ARGS)
 
 table-roadmap-losses: ## ROADMAP NeurIPS loss comparison rows (SupAP, Smooth-AP, FastAP, BlackBox-AP, SoftBin-AP)
-	$(PY) -m common.launch -m experiment=$(call roadmap_join,$(ROADMAP_LOSS_ROWS)) $(ARGS)
+	"$(PY)" -m common.launch -m experiment=$(call roadmap_join,$(ROADMAP_LOSS_ROWS)) $(ARGS)
 
 table-roadmap-tpami: ## SupRank (TPAMI) rows: ROADMAP 0.9/0.1, SupRecall, SupNDCG, triplet, MS, NSM
-	$(PY) -m common.launch -m experiment=$(call roadmap_join,$(ROADMAP_TPAMI_ROWS)) $(ARGS)
+	"$(PY)" -m common.launch -m experiment=$(call roadmap_join,$(ROADMAP_TPAMI_ROWS)) $(ARGS)
 
 report-roadmap: ## print published (results/roadmap/published.yaml) beside reproduced numbers found under logs/
-	$(PY) -m roadmap.report $(ARGS)
+	"$(PY)" -m roadmap.report $(ARGS)
 
 bench-roadmap: ## time + peak memory of our O(B^2) rank losses vs the B^3 formulation (B=128,256,384, d=512)
-	$(PY) benchmarks/bench_rank_losses.py $(ARGS)
+	"$(PY)" benchmarks/bench_rank_losses.py $(ARGS)
 
 demo-roadmap: data-fashion-mnist ## ROADMAP vs Smooth-AP vs triplet on Fashion-MNIST (CPU, ~2 min), table in results/demo/
-	$(PY) -m roadmap.demo $(ARGS)
+	"$(PY)" -m roadmap.demo $(ARGS)
 
 test-roadmap: ## run the roadmap tests (losses, memory, ranking, readers, samplers, configs)
-	$(PY) -m pytest -q tests/roadmap tests/common/test_ranking.py tests/common/test_sampler_sliding_window.py \
+	"$(PY)" -m pytest -q tests/roadmap tests/common/test_ranking.py tests/common/test_sampler_sliding_window.py \
 		tests/common/test_sampler_hierarchical.py tests/common/test_datasets_sop.py tests/common/test_datasets_cub.py \
 		tests/common/test_datasets_inat.py tests/common/test_datasets_inshop.py

@@ -3,19 +3,24 @@
 All losses take ``(embeddings [B, D], labels [B], ref_embeddings=None, ref_labels=None)``. Similarity is cosine
 (embeddings are L2-normalised here). With no reference, the batch is its own reference; with a reference (a
 memory), queries are the batch and references are ``ref_embeddings``.
+
+Zero embeddings: an embedding whose norm is below ``common.losses.numerics.NORM_EPS`` (1e-6) is handled, not refused:
+it is normalised to the zero vector (cosine 0 with every item) and receives no gradient, so one dead embedding in a
+batch neither changes the other items' values nor sends a ``1/eps`` gradient into the network
+(:func:`common.losses.numerics.l2_normalize`). fp16/bf16 inputs are computed in fp32 (:func:`fp32_forward`).
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from common.losses.numerics import fp32_forward, l2_normalize, upcast
 from common.ranking import label_match, valid_reference_mask
+
+__all__ = ["PairInputs", "fp32_forward", "prepare", "reference_mask", "zero_loss"]
 
 
 @dataclass
@@ -29,31 +34,6 @@ class PairInputs:
     scores: Tensor  # [Q, M] cosine similarities
     pos: Tensor  # [Q, M] bool, same label
     in_batch: bool  # True when the batch is its own reference (M = Q, item j = query j)
-
-
-LOW_PRECISION = (torch.float16, torch.bfloat16)
-
-
-def fp32_forward(forward: Callable) -> Callable:
-    """Decorator for ``forward(self, embeddings, labels, ref_embeddings=None, ref_labels=None)``: the loss runs with
-    autocast disabled and low-precision inputs cast to fp32.
-
-    Under AMP the original code computed the scores in fp16; rank sums over a large memory (tens of thousands of
-    terms up to ~200 each) overflow fp16, so every loss here is computed in fp32 (the gradient flows back to the
-    fp16 embeddings through the cast).
-    """
-
-    @functools.wraps(forward)
-    def wrapper(self, embeddings, labels, ref_embeddings=None, ref_labels=None):
-        device_type = embeddings.device.type if isinstance(embeddings, Tensor) else "cpu"
-        with torch.autocast(device_type=device_type, enabled=False):
-            if isinstance(embeddings, Tensor) and embeddings.dtype in LOW_PRECISION:
-                embeddings = embeddings.float()
-            if isinstance(ref_embeddings, Tensor) and ref_embeddings.dtype in LOW_PRECISION:
-                ref_embeddings = ref_embeddings.float()
-            return forward(self, embeddings, labels, ref_embeddings, ref_labels)
-
-    return wrapper
 
 
 def _check(embeddings: Tensor, labels: Tensor, name: str) -> Tensor:
@@ -88,9 +68,8 @@ def prepare(
     labels = _check(embeddings, labels, "")
     if (ref_embeddings is None) != (ref_labels is None):
         raise ValueError("give both ref_embeddings and ref_labels, or neither")
-    if embeddings.dtype in (torch.float16, torch.bfloat16):
-        embeddings = embeddings.float()
-    queries = F.normalize(embeddings, dim=1)
+    embeddings = upcast(embeddings)
+    queries = l2_normalize(embeddings, dim=1)
     if ref_embeddings is None:
         refs, r_labels, in_batch = queries, labels, True
     else:
@@ -99,7 +78,7 @@ def prepare(
             raise ValueError(
                 f"ref_embeddings have dim {ref_embeddings.shape[1]} but embeddings have dim {embeddings.shape[1]}"
             )
-        refs = F.normalize(ref_embeddings.to(queries.dtype), dim=1)
+        refs = l2_normalize(ref_embeddings.to(queries.dtype), dim=1)
         in_batch = False
     scores = queries @ refs.T
     return PairInputs(queries, refs, labels, r_labels, scores, label_match(labels, r_labels), in_batch)

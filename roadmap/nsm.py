@@ -4,7 +4,8 @@
 
 W is initialised U(-1/sqrt(D), 1/sqrt(D)). The proxies get their own learning rate through the module's
 ``loss_param_groups`` (configs/model/loss/nsm.yaml: Adam-style lr 10 as in SupRank). A proxy loss has no
-reference term: with ``ref_embeddings`` given (a memory) it returns a zero that stays in the graph.
+reference term: with ``ref_embeddings`` given (a memory) it returns a zero that stays in the graph, and so does an
+empty batch. A zero embedding is handled as in every roadmap loss (``roadmap._inputs``): logits 0, no gradient.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from common.losses.numerics import l2_normalize
 from roadmap._inputs import fp32_forward, prepare, zero_loss
 
 
@@ -41,12 +43,14 @@ class NormalizedSoftmaxLoss(nn.Module):
                 f"embeddings have dim {inp.queries.shape[1]} but the proxies have dim {self.proxies.shape[1]}; "
                 f"set embedding_dim to the model's embedding size"
             )
+        if inp.q_labels.numel() == 0:  # an empty batch: a zero that keeps the proxies in the graph
+            return inp.queries.sum() * 0.0 + self.proxies.sum() * 0.0
         if int(inp.q_labels.min()) < 0 or int(inp.q_labels.max()) >= self.num_classes:
             raise ValueError(
                 f"labels must lie in [0, {self.num_classes}) for {self.num_classes} proxies, got range "
                 f"[{int(inp.q_labels.min())}, {int(inp.q_labels.max())}]; set num_classes to the train class count"
             )
-        logits = inp.queries @ F.normalize(self.proxies.to(inp.queries.dtype), dim=1).T / self.temperature
+        logits = inp.queries @ l2_normalize(self.proxies.to(inp.queries.dtype), dim=1).T / self.temperature
         return F.cross_entropy(logits, inp.q_labels)
 
     def extra_repr(self) -> str:

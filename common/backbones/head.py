@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from common.backbones.timm_backbone import TimmBackbone
+from common.losses.numerics import l2_normalize
 
 
 class RetrievalHead(nn.Module):
@@ -42,7 +42,7 @@ class RetrievalHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.fc(self.norm(self.pool(x)))
-        return F.normalize(z, dim=-1) if self.normalize else z
+        return l2_normalize(z) if self.normalize else z  # a zero row stays 0 with a zero gradient
 
 
 class RetrievalNet(nn.Module):

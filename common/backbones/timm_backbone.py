@@ -3,9 +3,9 @@
 ``weights`` selects where the weights come from:
 
 - ``None``: random initialisation (tests, Fashion-MNIST demo);
-- ``"hub"``: timm's pretrained tag (needs internet or a filled HF cache; on compute nodes set ``HF_HUB_OFFLINE=1``
-  after ``make weights-timm NAME=<model>`` on a login node);
-- a file path (``.safetensors``, ``.pth``, ``.bin``): loaded through ``pretrained_cfg_overlay=dict(file=...)``.
+- ``"hub"``: timm's pretrained tag (needs internet or a filled HF cache); on compute nodes use a file instead;
+- a file path written by ``make weights-timm NAME=<model>.<tag>`` (on a login node, :mod:`common.backbones.weights`):
+  any ``.safetensors``, ``.pth`` or ``.bin`` file is loaded through ``pretrained_cfg_overlay=dict(file=...)``.
   A missing file raises :class:`WeightsNotFoundError` naming the file and the make target.
 """
 
@@ -39,7 +39,8 @@ def create_timm_model(
         raise WeightsNotFoundError(
             f"pretrained weights for timm model '{name}' were asked for, but '{path}' does not exist. "
             f"Fetch them on a machine with internet with `make weights-timm NAME={name}` (writes "
-            f"${{paths.weights_dir}}/timm/{name}.safetensors), or set `weights: null` for random init."
+            f"${{paths.weights_dir}}/timm/<model>.<tag>.safetensors, timm's default tag when NAME has none), "
+            f"or set `weights: null` for random init."
         )
     return timm.create_model(
         name,
@@ -49,17 +50,6 @@ def create_timm_model(
         in_chans=in_chans,
         **kwargs,
     )
-
-
-def fetch_timm_weights(name: str, out_dir: str | Path) -> Path:
-    """Download timm's pretrained weights for ``name`` and save them as ``out_dir/<name>.safetensors``."""
-    from safetensors.torch import save_file
-
-    model = timm.create_model(name, pretrained=True)
-    out = Path(out_dir) / f"{name}.safetensors"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out))
-    return out
 
 
 class TimmBackbone(nn.Module):
@@ -80,9 +70,3 @@ class TimmBackbone(nn.Module):
     def pool_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """ViT tokens ``[B, T, C]`` -> ``[B, C]`` with the model's own head pooling (CLS or average)."""
         return self.model.forward_head(tokens, pre_logits=True)
-
-
-if __name__ == "__main__":  # python -m common.backbones.timm_backbone NAME OUT_DIR
-    import sys
-
-    print(fetch_timm_weights(sys.argv[1], sys.argv[2]))

@@ -10,13 +10,17 @@ Sampling rules (``sampling=``):
   random_state=seed)`` on the whole train list: proportional to class size, so some classes may get 0 items.
 
 The chosen indices are written once to ``{split_dir}/shot_{K}-seed_{seed}-{sampling}.json`` (with the train-set size
-and a label checksum) and read back on later runs, so the seed selects the few-shot subset and it never drifts.
+and a label checksum) and read back on later runs, so the seed selects the few-shot subset and it never drifts. A
+file that cannot be read (not JSON, indices that are not distinct ints of the train set) is resampled with a warning;
+the draw is a function of the labels and the seed, so the result is the subset the file was written for.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +31,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 SAMPLINGS = ("coop_exact_k", "gallop_stratified")
+log = logging.getLogger(__name__)
 
 
 def _labels_np(labels) -> np.ndarray:
@@ -79,25 +84,44 @@ def split_file(split_dir: str | Path, shots: int, seed: int, sampling: str) -> P
     return Path(split_dir) / f"shot_{shots}-seed_{seed}-{sampling}.json"
 
 
+def _read_split_file(path: Path, y: np.ndarray) -> np.ndarray | None:
+    """The indices of the split file, None (with a warning) when it is unreadable, or a ``ValueError`` when it was
+    written for another train set."""
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as e:
+        log.warning("few-shot split file %s is unreadable (%s: %s): resampling it", path, type(e).__name__, e)
+        return None
+    if data.get("n_train") != len(y) or data.get("labels_sha1") != _checksum(y):
+        raise ValueError(
+            f"few-shot split file '{path}' was written for another train set ({data.get('n_train')} items, "
+            f"checksum {data.get('labels_sha1')}; now {len(y)} items, {_checksum(y)}). Point `split_dir` at a "
+            f"folder for this dataset, or delete the file to resample."
+        )
+    idx = data.get("indices")
+    if not (isinstance(idx, list) and all(type(i) is int and 0 <= i < len(y) for i in idx)) or len(set(idx)) < len(idx):
+        log.warning("few-shot split file %s: 'indices' are not distinct ints in 0..%d: resampling it", path, len(y) - 1)
+        return None
+    return np.asarray(idx, dtype=np.int64)
+
+
 def load_or_create_split(labels, shots: int, seed: int, sampling: str, split_dir: str | Path | None) -> np.ndarray:
     """Indices of the few-shot subset; read from the split file when it exists, else sampled and written there."""
     y = _labels_np(labels)
     if split_dir is None:
         return sample_few_shot(y, shots, seed, sampling)
     path = split_file(split_dir, shots, seed, sampling)
-    if path.is_file():
-        data = json.loads(path.read_text())
-        if data.get("n_train") != len(y) or data.get("labels_sha1") != _checksum(y):
-            raise ValueError(
-                f"few-shot split file '{path}' was written for another train set ({data.get('n_train')} items, "
-                f"checksum {data.get('labels_sha1')}; now {len(y)} items, {_checksum(y)}). Point `split_dir` at a "
-                f"folder for this dataset, or delete the file to resample."
-            )
-        return np.asarray(data["indices"], dtype=np.int64)
+    idx = _read_split_file(path, y) if path.is_file() else None
+    if idx is not None:
+        return idx
     idx = sample_few_shot(y, shots, seed, sampling)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"shots": shots, "seed": seed, "sampling": sampling, "n_train": len(y), "labels_sha1": _checksum(y)}
-    path.write_text(json.dumps({**payload, "indices": idx.tolist()}))
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps({**payload, "indices": idx.tolist()}))
+    os.replace(tmp, path)  # a crash mid-write never leaves half a file
     return idx
 
 

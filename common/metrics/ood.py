@@ -4,8 +4,10 @@ Conventions (specs/heat_gallop.md §2.2 and §9.1):
 
 * ``fpr95`` (HEAT, GalLoP; ID is the positive class): the threshold keeps 95 % of the ID set,
   ``thr = percentile(id_scores, 95)`` with numpy's default linear interpolation, and the FPR is the fraction of
-  OOD samples that are kept, ``mean(ood_scores < thr)`` (HEAT's ``ood_metrics.py``). This is the textbook
-  FPR@95%TPR with ID positive.
+  OOD samples that are kept, ``mean(ood_scores <= thr)``. This is the textbook FPR@95%TPR with ID positive. HEAT's
+  ``ood_metrics.py`` writes ``ood_scores < thr``; the two differ only for OOD scores exactly equal to the threshold,
+  which we count as kept (pessimistic, as sklearn's ``roc_curve`` does at that threshold). Otherwise a scorer that
+  gives every sample the same score would get FPR95 = 0 (a perfect score) beside AUROC 0.5; here it gets 1.
 * ``fpr95_ood_positive`` (OpenOOD v1.5, ``auc_and_fpr_recall``): OOD is the positive class; on sklearn's ROC curve of
   (OOD indicator, score), with its default ``drop_intermediate=True`` point thinning, take the first point whose
   TPR (on OOD) is ``>= 0.95`` and report its FPR (on ID). The two FPRs agree for symmetric score distributions and
@@ -35,7 +37,12 @@ __all__ = [
 def _as_scores(x, name: str) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().double().numpy()
-    arr = np.asarray(x, dtype=np.float64).reshape(-1)
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim != 1:
+        raise ValueError(
+            f"{name} must be 1-D (one score per sample, [N]); got shape {arr.shape}. Reduce per-class scores to one "
+            f"OOD score per sample first (e.g. the max softmax or an energy)."
+        )
     if arr.size == 0:
         raise ValueError(f"{name} is empty; pass at least one score")
     if np.isnan(arr).any():
@@ -76,9 +83,13 @@ def average_precision(pos_scores: np.ndarray, neg_scores: np.ndarray) -> float:
 
 
 def fpr_at_95_tpr_id(id_scores: np.ndarray, ood_scores: np.ndarray, tpr: float = 0.95) -> float:
-    """HEAT's FPR95 (ID positive): ``mean(ood < percentile(id, 100 tpr))`` with linear interpolation."""
+    """HEAT's FPR95 (ID positive): ``mean(ood <= percentile(id, 100 tpr))`` with linear interpolation.
+
+    An OOD score equal to the threshold counts as a false positive (see the module docstring), so tied scores never
+    look better than they are: all scores equal gives 1.0.
+    """
     thr = np.percentile(id_scores, 100.0 * tpr)
-    return float(np.mean(ood_scores < thr))
+    return float(np.mean(ood_scores <= thr))
 
 
 def fpr_at_95_tpr_ood(id_scores: np.ndarray, ood_scores: np.ndarray, tpr: float = 0.95) -> float:
@@ -111,6 +122,8 @@ def fpr_at_recall_closest(id_scores: np.ndarray, ood_scores: np.ndarray, recall:
 
 def ood_metrics(id_scores, ood_scores) -> dict[str, float]:
     """OOD metrics from 1-D ID and OOD scores (tensors or arrays; higher = more OOD), all in [0, 1].
+
+    Raises ``ValueError`` for input that is not 1-D, empty, or holds NaN or inf.
 
     Keys: ``fpr95`` (ID positive, HEAT/GalLoP), ``fpr95_ood_positive`` (OpenOOD v1.5), ``fpr95_closest``
     (Hendrycks/MCM routine), ``auroc``, ``aupr_in``, ``aupr_out``. See the module docstring for the conventions.

@@ -14,7 +14,6 @@ and weight decay given in ``loss_param_groups[name]``.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -27,13 +26,10 @@ from common.data.errors import check_labels
 from common.models.checkpoint_identity import CheckpointIdentityMixin
 from common.models.distributed import all_gather_no_grad, all_gather_with_grad, world_size
 from common.models.embedding_eval import EmbeddingEvalMixin
+from common.models.nonfinite import NonFiniteLossError, check_nan_policy, loss_is_finite
 from common.utils.hparams import plain
 
-log = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A loss came out NaN or Inf."""
+__all__ = ["NonFiniteLossError", "RetrievalModule"]
 
 
 class RetrievalModule(CheckpointIdentityMixin, EmbeddingEvalMixin, L.LightningModule):
@@ -89,8 +85,7 @@ class RetrievalModule(CheckpointIdentityMixin, EmbeddingEvalMixin, L.LightningMo
         # builtin types only in the checkpoint's hyper-parameters (torch.load(weights_only=True))
         loss_weights, loss_param_groups = plain(loss_weights), plain(loss_param_groups)
         eval_metrics, recall_at = tuple(plain(eval_metrics)), tuple(plain(recall_at))
-        if nan_policy not in ("raise", "skip"):
-            raise ValueError(f"nan_policy must be 'raise' or 'skip', got {nan_policy!r}")
+        check_nan_policy(nan_policy)
         if not losses:
             raise ValueError("RetrievalModule needs at least one loss in `model.losses`")
         self.save_hyperparameters(ignore=["net", "losses", "memory", "optimizer", "scheduler"], logger=False)
@@ -191,17 +186,7 @@ class RetrievalModule(CheckpointIdentityMixin, EmbeddingEvalMixin, L.LightningMo
                     all_gather_no_grad(idx) if idx is not None else None,
                 )
         total, parts = self.compute_loss(z, y, idx, memory_batch)
-        if not torch.isfinite(total):
-            where = f"epoch {self.current_epoch}, global step {self.global_step}, batch {batch_idx}"
-            bad = {k: float(v) for k, v in parts.items()}
-            if self.hparams.nan_policy == "raise":
-                raise NonFiniteLossError(
-                    f"non-finite loss at {where}: parts {bad}. Lower the learning rate, check the inputs, or set "
-                    f"`model.nan_policy=skip` to skip such batches (they are counted in train/skipped_batches)."
-                )
-            self.skipped_batches += 1
-            log.warning("skipping batch with non-finite loss at %s: %s", where, bad)
-            self.log("train/skipped_batches", float(self.skipped_batches))
+        if not loss_is_finite(self, total, parts, batch_idx, self.hparams.nan_policy):
             return None
         bs = z.shape[0]
         self.log("train/loss", total, prog_bar=True, batch_size=bs)

@@ -89,3 +89,37 @@ def test_nan_and_empty_inputs_are_rejected():
         ood_metrics(np.array([0.1]), np.array([]))
     with pytest.raises(ValueError, match="inf"):
         ood_metrics(np.array([0.1]), np.array([np.inf]))
+
+
+def test_all_scores_equal_is_chance_not_perfect():
+    """A constant scorer separates nothing: every FPR95 is 1 (not 0) beside AUROC 0.5."""
+    out = ood_metrics(np.full(10, 0.3), np.full(7, 0.3))
+    assert out["fpr95"] == 1.0 and out["fpr95_ood_positive"] == 1.0 and out["fpr95_closest"] == 1.0
+    assert out["auroc"] == 0.5
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fpr95_ties_at_threshold_match_sklearn_roc_point(seed):
+    """Integer scores, heavy ties: with 101 ID scores the 95th percentile is an ID score, so HEAT's FPR95 must be the
+    FPR of sklearn's ROC curve (ID positive, score -s) at exactly that threshold: OOD scores equal to it are kept."""
+    rng = np.random.default_rng(seed)
+    id_s = rng.integers(0, 6, 101).astype(float)
+    ood_s = rng.integers(3, 9, 200).astype(float)
+    thr = np.percentile(id_s, 95)
+    assert thr in id_s and thr in ood_s  # the case where the tie rule matters
+    y, s = _labels(id_s, ood_s)
+    fpr, _, thresholds = roc_curve(1 - y, -s, drop_intermediate=False)
+    assert ood_metrics(id_s, ood_s)["fpr95"] == pytest.approx(fpr[thresholds == -thr][0], abs=1e-12)
+
+
+@pytest.mark.parametrize("bad", [np.zeros((5, 2)), np.zeros((5, 1)), np.float64(0.2)])
+def test_non_1d_scores_are_rejected(bad):
+    with pytest.raises(ValueError, match=r"id_scores must be 1-D .*got shape"):
+        ood_metrics(bad, np.zeros(3))
+    with pytest.raises(ValueError, match=r"ood_scores must be 1-D"):
+        ood_metrics(np.zeros(3), torch.as_tensor(bad))
+
+
+def test_empty_id_scores_are_rejected():
+    with pytest.raises(ValueError, match="id_scores is empty"):
+        ood_metrics(torch.zeros(0), np.array([1.0]))

@@ -78,7 +78,7 @@ def test_read_split_zhou_rejects_bad_rows(tmp_path):
 
 
 def test_missing_coop_dataset_names_layout_and_make_target(tmp_path):
-    with pytest.raises(DatasetNotFoundError, match="data-coop") as e:
+    with pytest.raises(DatasetNotFoundError, match="`make data-coop-dtd`") as e:
         CoOpDataset(tmp_path, "dtd", "train")
     assert "split_zhou_DescribableTextures.json" in str(e.value)
     with pytest.raises(ValueError, match="unknown CoOp dataset"):
@@ -124,7 +124,7 @@ def test_imagenet_and_shifted_sets(tmp_path):
     for name in ("imagenet_a", "imagenet_r"):
         ds = ImageNetDG(tmp_path, name)
         assert ds.labels.tolist() == [0, 2] and ds.class_subset == [0, 2]
-    with pytest.raises(DatasetNotFoundError, match="data-coop"):
+    with pytest.raises(DatasetNotFoundError, match="`make data-imagenet-a`"):  # fetches classnames.txt and the set
         ImageNetDG(tmp_path / "nothing", "imagenet_a")
 
 

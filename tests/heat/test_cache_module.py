@@ -1,7 +1,6 @@
 import importlib.util
 import json
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -14,7 +13,7 @@ from heat.mlp import EnergyMLP
 from heat.module import HEATModule
 from heat.scorers.gaussian import GMM
 from heat.scorers.logits import EnergyLogits
-from tests.heat.helpers import make_features
+from tests.heat.helpers import cpu_trainer, make_features, tiny_heat_module
 
 
 def _tiny_resnet():
@@ -88,31 +87,12 @@ def test_heat_module_fast_dev_run_and_checkpoint(tmp_path, prior, proposal):
     train = make_features(n=64, d=6, c=3)
     test, ood = make_features(n=32, seed=1), make_features(n=32, seed=2, shift=3.0, labels=False)
     p = prior() if prior is EnergyLogits else prior(reg=1e-4)
-    module = HEATModule(
-        p,
-        EnergyMLP(6, hidden=16, n_hidden=2),
-        temperature_prior=10.0,
-        proposal=proposal,
-        proposal_from_batch_labels=True,
-        sgld_steps=3,
-        sgld_step_size=1e-2,
-        sgld_noise=1e-3,
-        l2=1.0,
-        lr=1e-3,
-    )
+    module = tiny_heat_module(p, proposal=proposal, proposal_from_batch_labels=True)
     has_metrics = importlib.util.find_spec("common.metrics.ood") is not None  # written by the metrics agent
     val = dict(val_id=test, val_ood=[ood]) if has_metrics else {}
     dm = FeatureDataModule(train, pooling="avg", batch_size=16, **val)
     w0 = [q.clone() for q in module.mlp.parameters()]
-    trainer = L.Trainer(
-        max_epochs=1,
-        limit_train_batches=3,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        default_root_dir=tmp_path,
-        num_sanity_val_steps=0,
-    )
+    trainer = cpu_trainer(default_root_dir=tmp_path)
     trainer.fit(module, datamodule=dm)
     assert module.prior.is_fitted
     assert any(not torch.equal(a, b) for a, b in zip(w0, module.mlp.parameters()))

@@ -77,3 +77,19 @@ def test_evaluate_scorers_groups_and_markdown():
     md = markdown(res, ["a", "far", "missing"])
     assert "| Energy |" in md and "n/a" in md
     assert torch.isfinite(MSP().score(train)).all()
+
+
+@pytest.mark.parametrize("row", sorted(ROWS))
+def test_extraction_covers_every_cached_set_the_datamodule_reads(row):
+    """Each feature set the datamodule reads (train, ID test, every OOD set) is one that the row's extraction
+    config writes, under the same dataset name and with a reader for that dataset (a typo such as `cifar1000` in
+    the CIFAR-100 rows used to leave the CIFAR-10 OOD set unextractable)."""
+    cfg = _compose(row)
+    data = OmegaConf.to_container(cfg.data, resolve=False)
+    wanted = {(s["dataset"], s["split"]) for s in [data["train"], data["val_id"], *data["val_ood"]]}
+    extracted = {(name, split) for name, splits in cfg.extract.datasets.items() for split in splits}
+    assert wanted <= extracted, f"not extracted: {sorted(wanted - extracted)}"
+    for name, splits in cfg.extract.datasets.items():
+        for spec in splits.values():
+            if spec._target_.endswith("cifar.CIFAR"):
+                assert spec.name == name

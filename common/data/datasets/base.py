@@ -60,15 +60,18 @@ class CorruptImageError(RuntimeError):
 
 
 class ImageListDataset(Dataset):
-    """Images on disk with integer labels (``[N]``, or ``[N, L]`` for a hierarchy).
+    """Images on disk with integer labels (``[N]``, or ``[N, L]`` for a hierarchy), or boolean multi-label ones.
 
     Args:
         paths: image file paths, one per item.
-        labels: int array ``[N]`` or ``[N, L]`` (column 0 = finest level).
+        labels: int array ``[N]`` or ``[N, L]`` (column 0 = finest level); with ``multilabel=True``, a boolean
+            multi-hot matrix ``[N, C]``.
         transform: applied to the RGB (or ``mode``) PIL image.
         on_error: ``"raise"`` (default) stops at the first unreadable file and names it; ``"skip"`` replaces it
             with the next readable item, counts the skip in :attr:`num_skipped` and logs the path.
         mode: PIL mode to convert to ("RGB" or "L").
+        multilabel: the labels are a boolean ``[N, C]`` matrix (multi-label relevance); off by default, so a
+            boolean array passed by mistake is still refused.
     """
 
     def __init__(
@@ -78,11 +81,14 @@ class ImageListDataset(Dataset):
         transform: Callable | None = None,
         on_error: str = "raise",
         mode: str = "RGB",
+        multilabel: bool = False,
     ) -> None:
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         self.paths = [str(p) for p in paths]
-        self.labels = check_labels(torch.as_tensor(np.asarray(labels)))
+        self.labels = check_labels(torch.as_tensor(np.asarray(labels)), allow_multilabel=multilabel)
+        if multilabel and self.labels.dtype != torch.bool:
+            raise ValueError(f"multilabel=True needs boolean [N, C] labels, got dtype {self.labels.dtype}")
         if len(self.paths) != len(self.labels):
             raise ValueError(f"{len(self.paths)} paths but {len(self.labels)} labels: the split file is inconsistent")
         self.transform = transform

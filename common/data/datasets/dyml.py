@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from common.data.datasets.base import ImageListDataset, relabel_columns
-from common.data.errors import require_path
+from common.data.errors import check_label_range, data_file_error, require_path
 
 DYML_BENCHMARKS: tuple[str, ...] = ("fine", "middle", "coarse")
 TRAIN_COLUMNS: tuple[tuple[str, ...], ...] = (("fine_id0.jpg", "fine_id"), ("middle_id",), ("coarse_id",))
@@ -54,6 +54,8 @@ def read_dyml_csv(path: str | Path, columns: Sequence[Sequence[str]]) -> tuple[l
     """``(fnames, int64 labels [N, len(columns)])`` from a DyML CSV.
 
     ``columns``: for each label column, the accepted header names (compared after stripping spaces).
+    Raises :class:`~common.data.errors.DataFileError` naming the file and the line for a row without a file name, a
+    label that is not an integer or is negative.
     """
     path = Path(path)
     with open(path, newline="") as f:
@@ -70,16 +72,22 @@ def read_dyml_csv(path: str | Path, columns: Sequence[Sequence[str]]) -> tuple[l
             raise ValueError(f"'{path}' lacks a column named any of {list(names)} (header {rows[0]}).")
         idx.append(found[0])
     fcol = header.index("fname")
-    fnames, labels = [], []
+    fnames, labels, lines = [], [], []
     for line_no, row in enumerate(rows[1:], start=2):
         if not row or all(not c.strip() for c in row):
             continue
+        if len(row) <= max(*idx, fcol) or not row[fcol].strip():
+            raise data_file_error(path, f"line {line_no}", f"{row} has no file name or too few fields", None)
         try:
             labels.append([int(row[i].strip()) for i in idx])
-        except (ValueError, IndexError):
-            raise ValueError(f"'{path}' line {line_no}: cannot read integer labels from {row}") from None
+        except ValueError:
+            raise data_file_error(path, f"line {line_no}", f"cannot read integer labels from {row}", None) from None
         fnames.append(row[fcol].strip())
-    return fnames, np.asarray(labels, dtype=np.int64).reshape(len(fnames), len(columns))
+        lines.append(line_no)
+    out = np.asarray(labels, dtype=np.int64).reshape(len(fnames), len(columns))
+    for c, names in enumerate(columns):
+        check_label_range(out[:, c], 0, np.iinfo(np.int64).max, path=path, field=f"column '{names[0]}'", lines=lines)
+    return fnames, out
 
 
 class DyMLDataset(ImageListDataset):

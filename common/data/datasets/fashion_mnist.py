@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from common.data.errors import DatasetNotFoundError, require_path
+from common.data.errors import DatasetNotFoundError, check_label_range, data_file_error, require_path
 
 FASHION_MNIST_CLASSES: tuple[str, ...] = (
     "T-shirt/top",
@@ -56,11 +56,16 @@ LAYOUT = "\n".join(f"  <root>/{f}[.gz]" for pair in _FILES.values() for f in pai
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-def read_idx(path: str | Path) -> np.ndarray:
+_TARGET = "data-fashion-mnist"
+
+
+def read_idx(path: str | Path, *, ndim: int | None = None, dtype_code: int | None = None) -> np.ndarray:
     """Read an IDX file (LeCun's MNIST format), gzip-compressed or not.
 
     Header: two zero bytes, a dtype code, the number of dimensions ``n``, then ``n`` big-endian uint32 sizes.
-    Raises ``ValueError`` naming the file when the header or the payload size is wrong (truncated download).
+    ``ndim`` / ``dtype_code`` (e.g. 3 / 0x08 for an images file) are what the caller expects, if given.
+    Raises :class:`~common.data.errors.DataFileError` naming the file and the header field when the header is wrong
+    (magic, dtype code, number of dimensions, sizes against the file length: a truncated download).
     """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
@@ -68,18 +73,39 @@ def read_idx(path: str | Path) -> np.ndarray:
         with opener(path, "rb") as f:
             data = f.read()
     except (OSError, EOFError) as e:
-        raise ValueError(f"cannot read IDX file '{path}': {e}. Delete it and run `make data-fashion-mnist`.") from e
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise ValueError(f"'{path}' is not an IDX file (bad magic number). Run `make data-fashion-mnist`.")
-    ndim = data[3]
-    dims = np.frombuffer(data, dtype=">u4", count=ndim, offset=4).astype(np.int64)
+        raise data_file_error(path, "reading", f"cannot read the IDX file ({e})", _TARGET) from e
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise data_file_error(path, "magic number", "not an IDX file (bad magic number)", _TARGET)
+    if data[2] not in _IDX_DTYPES:
+        raise data_file_error(path, "header byte 2 (dtype code)", f"unknown IDX dtype code 0x{data[2]:02X}", _TARGET)
+    if dtype_code is not None and data[2] != dtype_code:
+        raise data_file_error(
+            path,
+            "header byte 2 (dtype code)",
+            f"0x{data[2]:02X}, expected 0x{dtype_code:02X} (unsigned bytes)",
+            _TARGET,
+        )
+    n = data[3]
+    if ndim is not None and n != ndim:
+        raise data_file_error(path, "header byte 3 (number of dimensions)", f"{n}, expected {ndim}", _TARGET)
+    if len(data) < 4 + 4 * n:
+        raise data_file_error(
+            path,
+            "header",
+            f"says {n} dimensions ({4 + 4 * n} header bytes) but the file has {len(data)} bytes",
+            _TARGET,
+        )
+    dims = np.frombuffer(data, dtype=">u4", count=n, offset=4).astype(np.int64)
     dtype = np.dtype(_IDX_DTYPES[data[2]])
     expected = int(np.prod(dims)) * dtype.itemsize
-    payload = data[4 + 4 * ndim :]
+    payload = data[4 + 4 * n :]
     if len(payload) != expected:
-        raise ValueError(
-            f"IDX file '{path}' is truncated or corrupt: header says {tuple(dims)} ({expected} bytes), "
-            f"found {len(payload)} bytes. Delete it and run `make data-fashion-mnist`."
+        raise data_file_error(
+            path,
+            "sizes in the header",
+            f"truncated or corrupt: the header says {tuple(dims.tolist())} ({expected} bytes), found {len(payload)} "
+            f"bytes",
+            _TARGET,
         )
     return np.frombuffer(payload, dtype=dtype).reshape(tuple(dims)).astype(dtype.newbyteorder("="))
 
@@ -96,19 +122,36 @@ def _find(root: Path, stem: str) -> Path:
 
 
 def load_fashion_mnist(root: str | Path, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(images uint8 [N, 28, 28], labels int64 [N])`` for ``split`` in {"train", "test"}."""
+    """Return ``(images uint8 [N, 28, 28], labels int64 [N] in 0..9)`` for ``split`` in {"train", "test"}.
+
+    Checks each header (:func:`read_idx`: unsigned bytes, 3 / 1 dimensions, 28 x 28 images), that both files hold
+    the same number of items and that every label is a class id 0..9; errors name the file.
+    """
     if split not in _FILES:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    root = require_path(root, dataset="Fashion-MNIST", layout=LAYOUT, make_target="data-fashion-mnist")
+    root = require_path(root, dataset="Fashion-MNIST", layout=LAYOUT, make_target=_TARGET)
     img_file, lbl_file = (_find(root, s) for s in _FILES[split])
-    images, labels = read_idx(img_file), read_idx(lbl_file).astype(np.int64)
-    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise ValueError(f"Fashion-MNIST {split}: images {images.shape} and labels {labels.shape} do not match")
+    images = read_idx(img_file, ndim=3, dtype_code=0x08)
+    if images.shape[1:] != (28, 28):
+        raise data_file_error(
+            img_file, "sizes in the header", f"images of {images.shape[1:]}, expected 28 x 28", _TARGET
+        )
+    labels = read_idx(lbl_file, ndim=1, dtype_code=0x08).astype(np.int64)
+    if len(images) != len(labels):
+        raise data_file_error(
+            lbl_file, "size in the header", f"{len(labels)} labels but '{img_file}' holds {len(images)} images", _TARGET
+        )
+    check_label_range(
+        labels, 0, len(FASHION_MNIST_CLASSES) - 1, path=lbl_file, field="labels (0..9)", make_target=_TARGET
+    )
     return images, labels
 
 
 def hierarchical_labels(fine: np.ndarray) -> np.ndarray:
     """``[N]`` fine labels -> ``[N, 2]`` ``[class, group]`` labels (see the module docstring)."""
+    fine = np.asarray(fine)
+    if fine.size and (fine.min() < 0 or fine.max() >= len(FASHION_MNIST_HIERARCHY)):
+        raise ValueError(f"Fashion-MNIST class ids are 0..9, got values in [{fine.min()}, {fine.max()}]")
     groups = np.asarray(FASHION_MNIST_HIERARCHY, dtype=np.int64)[fine]
     return np.stack([fine, groups], axis=1)
 

@@ -1,6 +1,7 @@
 """ImageNet (few-shot source) and its shifted versions for domain generalisation: -V2, -Sketch, -A, -R.
 
-Layout under ``root`` (``${paths.data_dir}/coop``; CoOp's DATASETS.md, ``make data-coop``)::
+Layout under ``root`` (``${paths.data_dir}/coop``; CoOp's DATASETS.md; one target per set, :data:`MAKE_TARGETS`,
+named in the reader's errors; ``make data-coop`` fetches them all with GalLoP's other data)::
 
     imagenet/images/{train,val}/<wnid>/*.JPEG   imagenet/classnames.txt   ("<wnid> <class name>" per line)
     imagenetv2/imagenetv2-matched-frequency-format-val/<0..999>/*.jpeg   (folder = class index)
@@ -20,9 +21,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from common.data.datasets.base import ImageListDataset
-from common.data.errors import require_path
+from common.data.errors import data_file_error, require_path
 
-MAKE_TARGET = "data-coop"
+MAKE_TARGETS = {  # the `make` target that fetches each set (each also fetches imagenet/classnames.txt)
+    "imagenet": "data-coop-imagenet",
+    "imagenet_v2": "data-imagenet-v2",
+    "imagenet_sketch": "data-imagenet-sketch",
+    "imagenet_a": "data-imagenet-a",
+    "imagenet_r": "data-imagenet-r",
+}
 IMG_EXT = (".jpg", ".jpeg", ".png", ".JPEG", ".JPG", ".PNG")
 LAYOUTS = {
     "imagenet": "  <root>/imagenet/images/{train,val}/<wnid>/*.JPEG, <root>/imagenet/classnames.txt",
@@ -33,17 +40,24 @@ LAYOUTS = {
 }
 
 
-def read_classnames(root: str | Path) -> tuple[list[str], list[str]]:
+def read_classnames(root: str | Path, make_target: str = MAKE_TARGETS["imagenet"]) -> tuple[list[str], list[str]]:
     """``(wnids, names)`` in class order, from ``imagenet/classnames.txt`` or, if absent, the train folders +
-    ``open_clip.IMAGENET_CLASSNAMES``."""
+    ``open_clip.IMAGENET_CLASSNAMES``. Errors name ``make_target`` (the set being read: each target fetches
+    ``classnames.txt``)."""
     f = Path(root) / "imagenet" / "classnames.txt"
     if f.is_file():
         wnids, names = [], []
-        for ln in f.read_text().splitlines():
+        for n, ln in enumerate(f.read_text().splitlines(), 1):
             if ln.strip():
-                wnid, name = ln.strip().split(" ", 1)
+                wnid, _, name = ln.strip().partition(" ")
+                if not name.strip():
+                    raise data_file_error(
+                        f, f"line {n}", f"{ln.strip()!r}; expected '<wnid> <class name>'", make_target
+                    )
+                if wnid in wnids:
+                    raise data_file_error(f, f"line {n}", f"class {wnid!r} listed twice", make_target)
                 wnids.append(wnid)
-                names.append(name)
+                names.append(name.strip())
         return wnids, names
     import open_clip
 
@@ -51,7 +65,7 @@ def read_classnames(root: str | Path) -> tuple[list[str], list[str]]:
         Path(root) / "imagenet" / "images" / "train",
         dataset="ImageNet",
         layout=LAYOUTS["imagenet"],
-        make_target=MAKE_TARGET,
+        make_target=make_target,
     )
     wnids = sorted(p.name for p in train.iterdir() if p.is_dir())
     if len(wnids) != len(open_clip.IMAGENET_CLASSNAMES):
@@ -93,7 +107,7 @@ class ImageNetDG(ImageListDataset):
         if name not in LAYOUTS:
             raise ValueError(f"unknown ImageNet variant {name!r}; choose one of {sorted(LAYOUTS)}")
         root = Path(root)
-        wnids, names = read_classnames(root)
+        wnids, names = read_classnames(root, MAKE_TARGETS[name])
         by_wnid = {w: i for i, w in enumerate(wnids)}
         folder = {
             "imagenet": root
@@ -107,7 +121,7 @@ class ImageNetDG(ImageListDataset):
         }[name]
         if name == "imagenet" and split not in ("train", "test", "val"):
             raise ValueError(f"split must be train or test (val) for ImageNet, got {split!r}")
-        folder = require_path(folder, dataset=name, layout=LAYOUTS[name], make_target=MAKE_TARGET)
+        folder = require_path(folder, dataset=name, layout=LAYOUTS[name], make_target=MAKE_TARGETS[name])
         lut = {str(i): i for i in range(len(wnids))} if name == "imagenet_v2" else by_wnid
         paths, labels = _scan(folder, lut)
         self.class_names = names

@@ -38,12 +38,13 @@ import numpy as np
 import torch
 
 from common.data.datasets.base import ImageListDataset, remap_labels
-from common.data.errors import require_path
+from common.data.errors import data_file_error, int_field, require_path
 
 LAYOUT = """  <root>/Inat_dataset_splits/Inaturalist_{train,test}_set1.txt  (paths: train_val2018/<supercat>/<cat_id>/<img>.jpg)
   <root>/train_val2018/...                                      (images)
   <root>/train2018.json                                         (levels=7 only)"""
 MAKE_TARGET = "data-inat"
+NUM_CATEGORIES = 8142  # iNaturalist-2018 species, ids 0..8141
 SPLIT_FILES = {"train": "Inaturalist_train_set1.txt", "test": "Inaturalist_test_set1.txt"}
 SUPERCATEGORIES = (
     "Actinopterygii",
@@ -70,16 +71,41 @@ def read_inat_split(path: str | Path) -> list[str]:
     return [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()]
 
 
-def path_labels(rel_paths: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-    """(category id from ``path[-2]`` int64 ``[N]``, supercategory name from ``path[-3]``) of each split line."""
+def _line_of(path: str | Path, entry: str) -> str:
+    """ "line N" of the first line of ``path`` that holds ``entry`` (for error messages)."""
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if line.strip() == entry:
+            return f"line {n}"
+    return f"entry {entry!r}"
+
+
+def path_labels(rel_paths: Sequence[str], split_file: str | Path | None = None) -> tuple[np.ndarray, list[str]]:
+    """(category id from ``path[-2]`` int64 ``[N]``, supercategory name from ``path[-3]``) of each split line.
+
+    Category ids must be iNat-2018's, ``0..8141``. Errors name ``split_file`` and the line when it is given.
+    """
     parts = [p.replace("\\", "/").split("/") for p in rel_paths]
-    bad = [p for p in parts if len(p) < 3 or not p[-2].isdigit()]
-    if bad:
-        raise ValueError(
-            f"split line '{'/'.join(bad[0])}' does not look like train_val2018/<supercat>/<cat_id>/<img>.jpg "
-            f"(the parent folder must be the integer category id); use the Smooth-AP Inaturalist_*_set1.txt files"
+    bad = next((k for k, p in enumerate(parts) if len(p) < 3 or not p[-2].isdigit()), None)
+    problem = None
+    if bad is not None:
+        problem = (
+            f"'{rel_paths[bad]}' does not look like train_val2018/<supercat>/<cat_id>/<img>.jpg (the parent folder "
+            f"must be the integer category id); use the Smooth-AP Inaturalist_*_set1.txt files"
         )
-    return np.array([int(p[-2]) for p in parts], dtype=np.int64), [p[-3] for p in parts]
+    else:
+        species = np.array([int(p[-2]) for p in parts], dtype=np.int64)
+        out = np.flatnonzero(species >= NUM_CATEGORIES)
+        if out.size:
+            bad = int(out[0])
+            problem = (
+                f"category id {species[bad]} in '{rel_paths[bad]}' is outside iNat-2018's 0..{NUM_CATEGORIES - 1} "
+                f"({out.size} such lines)"
+            )
+    if problem is not None:
+        if split_file is None:
+            raise ValueError(f"split line {problem}")
+        raise data_file_error(split_file, _line_of(split_file, rel_paths[bad]), problem, MAKE_TARGET)
+    return species, [p[-3] for p in parts]
 
 
 def load_inat_taxonomy(
@@ -94,16 +120,26 @@ def load_inat_taxonomy(
     ``dataset`` and ``layout`` word the error raised when the file is missing.
     """
     path = require_path(json_path, dataset=dataset, layout=layout, make_target=MAKE_TARGET)
-    with open(path) as f:
-        categories = json.load(f).get("categories")
-    if not categories:
-        raise ValueError(f"'{path}' has no 'categories' list; use the official train2018.json.")
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except ValueError as e:
+        raise data_file_error(path, "reading", f"not valid JSON ({e})", MAKE_TARGET) from e
+    categories = data.get("categories") if isinstance(data, dict) else None
+    if not categories or not isinstance(categories, list):
+        raise data_file_error(
+            path, "field 'categories'", "missing or empty; use the official train2018.json", MAKE_TARGET
+        )
     taxonomy = {}
-    for cat in categories:
-        missing = [k for k in ("id", *TAXONOMY_RANKS) if k not in cat]
+    for k, cat in enumerate(categories):
+        where = f"categories[{k}]"
+        missing = [f for f in ("id", *TAXONOMY_RANKS) if not isinstance(cat, dict) or f not in cat]
         if missing:
-            raise ValueError(f"category {cat.get('id')} in '{path}' lacks the fields {missing}")
-        taxonomy[int(cat["id"])] = (str(cat["id"]), *(str(cat[k]) for k in TAXONOMY_RANKS))
+            raise data_file_error(path, where, f"lacks the fields {missing}", MAKE_TARGET)
+        cid = int_field(cat["id"], path=path, where=f"{where}.id", make_target=MAKE_TARGET)
+        if cid in taxonomy:
+            raise data_file_error(path, f"{where}.id", f"category id {cid} appears twice", MAKE_TARGET)
+        taxonomy[cid] = (str(cid), *(str(cat[f]) for f in TAXONOMY_RANKS))
     return taxonomy
 
 
@@ -172,7 +208,7 @@ class INaturalist2018(ImageListDataset):
             root / "Inat_dataset_splits" / SPLIT_FILES[split], dataset=ds, layout=LAYOUT, make_target=MAKE_TARGET
         )
         rel = read_inat_split(split_file)
-        species, supers = path_labels(rel)
+        species, supers = path_labels(rel, split_file)
         if levels == 1:
             original = species
         elif levels == 2:

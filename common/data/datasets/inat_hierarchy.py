@@ -104,7 +104,7 @@ class INatHierarchyDataset(ImageListDataset):
         root = require_path(root, dataset="iNaturalist-2018", layout=INAT_LAYOUT, make_target=MAKE_TARGET)
         rel = read_split(root, split)
         taxonomy = load_inat_taxonomy(root / "train2018.json", layout=INAT_LAYOUT)
-        species, _ = path_labels(rel)
+        species, _ = path_labels(rel, root / "Inat_dataset_splits" / SPLIT_FILES[split])
         original = inat_taxonomy_ids(species, taxonomy, rel)[:, :levels]
         labels, self.class_ids = remap_labels(original)
         self.original_labels = torch.as_tensor(original, dtype=torch.long)

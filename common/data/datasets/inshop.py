@@ -19,25 +19,40 @@ from pathlib import Path
 import numpy as np
 
 from common.data.datasets.base import ImageListDataset
-from common.data.errors import require_path
+from common.data.errors import data_file_error, int_field, require_path
 
 LAYOUT = """  <root>/list_eval_partition.txt   (count, header "image_name item_id evaluation_status", rows)
   <root>/img/<MEN|WOMEN>/<category>/<item_id>/<image>.jpg"""
 SPLITS = ("train", "query", "gallery")
+MAKE_TARGET = "data-inshop"
 
 
 def read_inshop_partition(path: str | Path) -> list[tuple[str, str, str]]:
-    """Rows ``(image_name, item_id, evaluation_status)`` of ``list_eval_partition.txt``."""
-    lines = [ln.split() for ln in Path(path).read_text().splitlines() if ln.strip()]
-    if len(lines) < 2 or lines[1][:3] != ["image_name", "item_id", "evaluation_status"]:
-        raise ValueError(f"{path}: expected a count line then 'image_name item_id evaluation_status'")
-    rows = [tuple(r) for r in lines[2:]]
-    bad = [r for r in rows if len(r) != 3 or r[2] not in SPLITS]
-    if bad:
-        raise ValueError(f"{path}: malformed row {bad[0]}")
-    if int(lines[0][0]) != len(rows):
-        raise ValueError(f"{path}: first line says {lines[0][0]} rows, found {len(rows)}")
-    return rows  # type: ignore[return-value]
+    """Rows ``(image_name, item_id, evaluation_status)`` of ``list_eval_partition.txt``.
+
+    Raises :class:`~common.data.errors.DataFileError` naming the file and the line for a bad count or header line, a
+    row without three fields, a status other than train/query/gallery, or an item id that is not ``id_<number>``.
+    """
+    numbered = [(n, ln.split()) for n, ln in enumerate(Path(path).read_text().splitlines(), 1) if ln.strip()]
+    if len(numbered) < 2 or numbered[1][1][:3] != ["image_name", "item_id", "evaluation_status"]:
+        raise data_file_error(
+            path, "lines 1-2", "expected a count line, then 'image_name item_id evaluation_status'", MAKE_TARGET
+        )
+    count = int_field(numbered[0][1][0], path=path, where=f"line {numbered[0][0]} (count)", make_target=MAKE_TARGET)
+    rows = []
+    for n, r in numbered[2:]:
+        if len(r) != 3 or r[2] not in SPLITS:
+            raise data_file_error(
+                path, f"line {n}", f"{' '.join(r)!r}; expected '<image> id_<number> <{'|'.join(SPLITS)}>'", MAKE_TARGET
+            )
+        if not (r[1].startswith("id_") and r[1][3:].isdigit()):
+            raise data_file_error(path, f"line {n}, field 'item_id'", f"{r[1]!r} is not id_<number>", MAKE_TARGET)
+        rows.append((r[0], r[1], r[2]))
+    if count != len(rows):
+        raise data_file_error(
+            path, f"line {numbered[0][0]} (count)", f"says {count} rows, found {len(rows)}", MAKE_TARGET
+        )
+    return rows
 
 
 class InShop(ImageListDataset):
@@ -63,7 +78,7 @@ class InShop(ImageListDataset):
         category = lambda name: "/".join(name.split("/")[1:3])
         cat_index = {c: i for i, c in enumerate(sorted({category(r[0]) for r in rows}))}
         rows = [r for r in rows if r[2] == split]
-        items = np.array([int(r[1].split("_")[-1]) for r in rows], dtype=np.int64)
+        items = np.array([int(r[1][3:]) for r in rows], dtype=np.int64)
         if levels == 1:
             labels = items
         else:

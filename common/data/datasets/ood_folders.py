@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from common.data.datasets.base import ImageListDataset
-from common.data.errors import require_path
+from common.data.errors import check_label_range, data_file_error, int_field, require_path
 
 IMG_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -45,7 +45,16 @@ class DTD(ImageListDataset):
             lst = require_path(
                 base / "labels" / f"{split}{partition}.txt", dataset="DTD", layout=self.LAYOUT, make_target="data-dtd"
             )
-            rel = [ln.strip() for ln in lst.read_text().splitlines() if ln.strip()]
+            numbered = [(n, ln.strip()) for n, ln in enumerate(lst.read_text().splitlines(), 1) if ln.strip()]
+            for n, r in numbered:
+                if r.split("/")[0] not in classes:
+                    raise data_file_error(
+                        lst,
+                        f"line {n}",
+                        f"{r!r} is not '<class>/<image>' with a class folder of '{images}'",
+                        "data-dtd",
+                    )
+            rel = [r for _, r in numbered]
         index = {c: i for i, c in enumerate(classes)}
         labels = [index[r.split("/")[0]] for r in rel]
         self.classes = classes
@@ -56,6 +65,7 @@ class Places365(ImageListDataset):
     """Places365-Standard small (256x256) validation set, labels 0..364."""
 
     LAYOUT = "  <root>/places365/places365_val.txt\n  <root>/places365/val_256/Places365_val_XXXXXXXX.jpg"
+    NUM_CLASSES = 365
 
     def __init__(self, root, transform=None, on_error: str = "raise", max_items: int | None = None):
         base = require_path(
@@ -64,13 +74,16 @@ class Places365(ImageListDataset):
         lst = require_path(
             base / "places365_val.txt", dataset="Places365", layout=self.LAYOUT, make_target="data-places365"
         )
-        rows = [ln.split() for ln in lst.read_text().splitlines() if ln.strip()][:max_items]
-        bad = [r for r in rows if len(r) != 2]
-        if bad:
-            raise ValueError(f"{lst}: lines must be '<file> <label>', got {' '.join(bad[0])!r}")
-        super().__init__(
-            [base / "val_256" / f for f, _ in rows], [int(c) for _, c in rows], transform=transform, on_error=on_error
+        numbered = [(n, ln.split()) for n, ln in enumerate(lst.read_text().splitlines(), 1) if ln.strip()][:max_items]
+        target = "data-places365"
+        for n, r in numbered:
+            if len(r) != 2:
+                raise data_file_error(lst, f"line {n}", f"{' '.join(r)!r}; expected '<file> <label>'", target)
+        labels = [int_field(r[1], path=lst, where=f"line {n}, label", make_target=target) for n, r in numbered]
+        check_label_range(
+            labels, 0, self.NUM_CLASSES - 1, path=lst, field="label", lines=[n for n, _ in numbered], make_target=target
         )
+        super().__init__([base / "val_256" / r[0] for _, r in numbered], labels, transform=transform, on_error=on_error)
 
 
 class LSUN(ImageListDataset):
@@ -114,9 +127,17 @@ class TinyImageNet(ImageListDataset):
                     labels += [index[w]] * len(imgs)
             else:
                 ann = require_path(base / "val" / "val_annotations.txt", **kw)
-                rows = [ln.split("\t") for ln in ann.read_text().splitlines() if ln.strip()]
-                paths = [base / "val" / "images" / r[0] for r in rows]
-                labels = [index[r[1]] for r in rows]
+                rows = [(n, ln.split("\t")) for n, ln in enumerate(ann.read_text().splitlines(), 1) if ln.strip()]
+                for n, r in rows:
+                    if len(r) < 2 or r[1] not in index:
+                        raise data_file_error(
+                            ann,
+                            f"line {n}",
+                            f"{r!r}: expected '<image>\\t<wnid>' with a wnid of wnids.txt",
+                            kw["make_target"],
+                        )
+                paths = [base / "val" / "images" / r[0] for _, r in rows]
+                labels = [index[r[1]] for _, r in rows]
         else:
             raise ValueError(f"TinyImageNet split must be train/val/test, got {split!r}")
         super().__init__(paths, labels, transform=transform, on_error=on_error)

@@ -19,31 +19,50 @@ from pathlib import Path
 import numpy as np
 
 from common.data.datasets.base import ImageListDataset
-from common.data.errors import require_path
+from common.data.errors import check_label_range, data_file_error, int_field, require_path
 
 LAYOUT = """  <root>/Ebay_train.txt, <root>/Ebay_test.txt   (header: image_id class_id super_class_id path)
   <root>/<category>_final/<image>.JPG          (paths relative to <root>)"""
 SPLIT_FILES = {"train": "Ebay_train.txt", "test": "Ebay_test.txt"}
+MAKE_TARGET = "data-sop"
+SOP_SUPER_CLASSES = 12  # bicycle, cabinet, chair, coffee maker, fan, kettle, lamp, mug, sofa, stapler, table, toaster
 
 
 def read_sop_split(path: str | Path) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Parse an ``Ebay_*.txt`` file: returns (relative paths, class ids - 1, super-class ids - 1)."""
-    lines = [ln.split() for ln in Path(path).read_text().splitlines() if ln.strip()]
-    if not lines:
-        raise ValueError(f"{path} is empty")
-    header = lines[0]
+    """Parse an ``Ebay_*.txt`` file: returns (relative paths, class ids - 1, super-class ids - 1).
+
+    Raises :class:`~common.data.errors.DataFileError` naming the file and the line when the header lacks a column,
+    a row has the wrong number of fields or a non-integer id, a class id is below 1 or a super-class id is outside
+    1..12.
+    """
+    numbered = [(n, ln.split()) for n, ln in enumerate(Path(path).read_text().splitlines(), 1) if ln.strip()]
+    if not numbered:
+        raise data_file_error(path, "line 1", "the file is empty", MAKE_TARGET)
+    header_line, header = numbered[0]
     need = ("class_id", "super_class_id", "path")
     if not all(h in header for h in need):
-        raise ValueError(f"{path}: header {header} lacks columns {need}; is this an official Ebay_*.txt file?")
+        raise data_file_error(
+            path, f"header (line {header_line})", f"{header} lacks the columns {need}; not an Ebay_*.txt", MAKE_TARGET
+        )
     col = {h: header.index(h) for h in need}
-    rows = lines[1:]
-    bad = [i + 2 for i, r in enumerate(rows) if len(r) != len(header)]
-    if bad:
-        raise ValueError(f"{path}: line(s) {bad[:5]} do not have {len(header)} columns")
-    paths = [r[col["path"]] for r in rows]
-    cls = np.array([int(r[col["class_id"]]) - 1 for r in rows], dtype=np.int64)
-    sup = np.array([int(r[col["super_class_id"]]) - 1 for r in rows], dtype=np.int64)
-    return paths, cls, sup
+    rows = numbered[1:]
+    for n, r in rows:
+        if len(r) != len(header):
+            raise data_file_error(path, f"line {n}", f"{len(r)} fields, expected {len(header)} ({header})", MAKE_TARGET)
+    lines = [n for n, _ in rows]
+    ids = {
+        h: np.array(
+            [
+                int_field(r[col[h]], path=path, where=f"line {n}, column '{h}'", make_target=MAKE_TARGET)
+                for n, r in rows
+            ],
+            dtype=np.int64,
+        )
+        for h in ("class_id", "super_class_id")
+    }
+    for h, high in (("class_id", np.iinfo(np.int64).max), ("super_class_id", SOP_SUPER_CLASSES)):
+        check_label_range(ids[h], 1, high, path=path, field=f"column '{h}'", lines=lines, make_target=MAKE_TARGET)
+    return [r[col["path"]] for _, r in rows], ids["class_id"] - 1, ids["super_class_id"] - 1
 
 
 class StanfordOnlineProducts(ImageListDataset):
