@@ -28,14 +28,20 @@ def _with_signal(cfg, step: int, signum: int, times: int = 1, stage: str = "trai
     return cfg
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("signum,step", [(signal.SIGTERM, 5), (signal.SIGINT, 2)])
-def test_signal_mid_epoch_resumes_to_the_same_metrics(tmp_path, signum, step):
-    full_metrics, full = run(_cfg(tmp_path / "full"))
+@pytest.mark.parametrize(
+    "signum,step,size",
+    [
+        (signal.SIGTERM, 5, 16),  # fast variant: 16x16 images
+        pytest.param(signal.SIGTERM, 5, 32, marks=pytest.mark.slow),
+        pytest.param(signal.SIGINT, 2, 32, marks=pytest.mark.slow),
+    ],
+)
+def test_signal_mid_epoch_resumes_to_the_same_metrics(tmp_path, signum, step, size):
+    full_metrics, full = run(_cfg(tmp_path / "full", image_size=size))
     cut = tmp_path / "cut"
     # the signal arrives while a batch trains (4 batches per epoch: step 2 is in epoch 0, step 5 in epoch 1)
     with pytest.raises(RunInterrupted) as e:
-        run(_with_signal(_cfg(cut), step=step, signum=signum))
+        run(_with_signal(_cfg(cut, image_size=size), step=step, signum=signum))
     assert e.value.code == 128 + signum and e.value.signum == signum
     last = cut / "checkpoints" / "last.ckpt"
     assert e.value.checkpoint == last and last.exists()
@@ -46,7 +52,7 @@ def test_signal_mid_epoch_resumes_to_the_same_metrics(tmp_path, signum, step):
     assert f"ckpt_path={last.resolve()}" in status["resume_command"]
     assert not (cut / "metrics.json").exists()
 
-    resumed_metrics, resumed = run(_cfg(cut, [f"ckpt_path={last}"]))
+    resumed_metrics, resumed = run(_cfg(cut, [f"ckpt_path={last}"], image_size=size))
     assert resumed["trainer"].global_step == full["trainer"].global_step == 8
     torch.testing.assert_close(_params(resumed), _params(full), rtol=0, atol=1e-6)
     for key in ("test/map@r", "test/recall@1"):
@@ -57,7 +63,7 @@ def test_signal_mid_epoch_resumes_to_the_same_metrics(tmp_path, signum, step):
 
 
 def test_second_ctrl_c_stops_at_once_without_checkpoint(tmp_path):
-    cfg = _with_signal(_cfg(tmp_path, ["trainer.max_epochs=1"]), step=1, signum=signal.SIGINT, times=2)
+    cfg = _with_signal(_cfg(tmp_path, ["trainer.max_epochs=1"], image_size=16), step=1, signum=signal.SIGINT, times=2)
     with pytest.raises(RunInterrupted) as e:
         run(cfg)
     assert e.value.code == 130 and e.value.checkpoint is None
@@ -71,7 +77,11 @@ def test_signal_outside_training_interrupts_at_once(tmp_path):
     signal handlers are restored afterwards."""
     before = signal.getsignal(signal.SIGTERM)
     cfg = _with_signal(
-        _cfg(tmp_path, ["trainer.max_epochs=1", "+trainer.limit_train_batches=1"]), 0, signal.SIGTERM, 1, "test"
+        _cfg(tmp_path, ["trainer.max_epochs=1", "+trainer.limit_train_batches=1"], image_size=16),
+        0,
+        signal.SIGTERM,
+        1,
+        "test",
     )
     with pytest.raises(RunInterrupted) as e:
         run(cfg)

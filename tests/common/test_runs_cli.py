@@ -11,9 +11,11 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from common.utils.runs import list_runs, read_status
@@ -102,6 +104,56 @@ def test_signalled_run_exits_non_zero_and_resumes_in_its_folder(tmp_path, signum
     assert resumed.status == "completed" and [a["status"] for a in status["attempts"]] == ["interrupted", "completed"]
     assert (resumed.path / ".hydra" / "resume_1" / "overrides.yaml").exists()
     assert json.loads((resumed.path / "metrics.json").read_text())["test/map@r"] is not None
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended (rc {proc.returncode}) before {path.name}:\n{_finish(proc)[1]}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"the run did not reach {path.name} within {timeout} s")
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_sigterm_from_outside_mid_epoch_resumes_to_the_uninterrupted_metrics(tmp_path):
+    """What SLURM does at a time limit: SIGTERM to every process of the job (DataLoader workers included) in the
+    middle of an epoch. The run saves a checkpoint and exits 143; the printed command resumes it in its folder, and
+    it ends with the weights and test metrics of the same run left alone."""
+    args = [*TINY, "data.num_workers=2", "+data.train_dataset.augment_noise=0.3"]
+    plain = _launch([*args, f"hydra.run.dir={tmp_path / 'plain'}"])  # the uninterrupted run, at the same time
+    marker = tmp_path / "reached_step_5"
+    wait = [
+        "+callbacks.wait._target_=tests.common.signals.WaitForSignalAt",
+        "+callbacks.wait.step=5",  # 4 batches per epoch: the second batch of epoch 1
+        f"+callbacks.wait.marker={marker}",
+    ]
+    cut = _launch([*args, f"paths.log_dir={tmp_path / 'logs'}", *wait], start_new_session=True)
+    _wait_for(marker, cut)
+    os.killpg(cut.pid, signal.SIGTERM)  # the whole process group, as SLURM signals every process of the job
+    rc, out = _finish(cut)
+    assert rc == 143, out
+    (run,) = list_runs(tmp_path / "logs")
+    assert run.status == "interrupted" and read_status(run.path)["signal"] == "SIGTERM"
+    assert torch.load(run.path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
+    command = out.split("Resume it", 1)[1].splitlines()[1].strip()
+    rc, out = _finish(_launch(shlex.split(command)[3:]))  # the waiting callback waits at step 5 only: not again
+    assert rc == 0, out
+    rc, out = _finish(plain)
+    assert rc == 0, out
+
+    (resumed,) = list_runs(tmp_path / "logs")
+    assert resumed.path == run.path and resumed.status == "completed"
+    ours, theirs = resumed.metrics(), json.loads((tmp_path / "plain" / "metrics.json").read_text())
+    tests = sorted(k for k in theirs if k.startswith("test/"))
+    assert tests and {k: ours[k] for k in tests} == {k: theirs[k] for k in tests}
+    a = torch.load(resumed.path / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(tmp_path / "plain" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 8
+    for key, value in b["state_dict"].items():
+        assert torch.equal(a["state_dict"][key], value), key
 
 
 FAKE_SCONTROL = """#!/bin/sh
