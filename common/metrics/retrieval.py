@@ -160,6 +160,10 @@ def _check_inputs(embeddings: Tensor, labels: Tensor, metrics: Sequence[str], re
         raise ValueError(
             f"labels have {labels.shape[0]} rows but embeddings {embeddings.shape[0]}; pass one label per item"
         )
+    if embeddings.shape[0] == 0:
+        raise ValueError(
+            "embeddings are empty (0 items): there is nothing to evaluate; check that the test set is not empty"
+        )
     label_kind(labels)
     if not torch.isfinite(embeddings).all():
         raise ValueError("embeddings contain NaN or inf; check the model output (e.g. fp16 overflow) before evaluating")
