@@ -12,12 +12,13 @@ published row from ``results/gallop/published.yaml``.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from pathlib import Path
 
 import numpy as np
 import yaml
+
+from common.utils.runs import completed_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = [
@@ -44,8 +45,9 @@ def collect(runs: str | Path) -> dict[tuple[str, int], dict[int, dict[str, float
     out: dict[tuple[str, int], dict[int, dict[str, float]]] = {}
     for f in sorted(runs.rglob("metrics.json")):
         m = _RUN.match(f.relative_to(runs).as_posix())
-        if m:
-            out.setdefault((m["row"], int(m["shots"])), {})[int(m["seed"])] = json.loads(f.read_text())
+        metrics = completed_metrics(f.parent) if m else None  # unfinished runs are skipped with a warning
+        if metrics is not None:
+            out.setdefault((m["row"], int(m["shots"])), {})[int(m["seed"])] = metrics
     return out
 
 

@@ -13,12 +13,12 @@ come from ``results/happier/published.yaml`` and are kept in their own column.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import yaml
 
 from common.data.datasets.dyml import DYML_BENCHMARKS, dyml_overall
+from common.utils.runs import completed_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = {
@@ -48,7 +48,9 @@ DYML_COLUMNS = (
 
 
 def _read(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.exists() else None
+    """The metrics of the run folder holding ``path`` (``metrics.json``) if that run completed; an unfinished run is
+    skipped with a warning (:func:`common.utils.runs.completed_metrics`)."""
+    return completed_metrics(path.parent)
 
 
 def row_metrics(runs: Path, dataset: str, model: str) -> dict | None:
@@ -84,7 +86,8 @@ def build_table(runs: Path, published: Path) -> str:
     pub = published_lookup(published)
     lines = ["# HAPPIER tables: our runs (left) and published numbers (right, with sources in published.yaml)", ""]
     lines.append(f"Runs read from `{runs}`; re-create with `make table-happier` (one `make table-happier-<dataset>`")
-    lines.append("per dataset). Values in percent. 'not run' = no metrics.json for that row yet.")
+    lines.append("per dataset). Values in percent. 'not run' = no completed run for that row yet (unfinished runs are")
+    lines.append("skipped, with a warning).")
     for key, ds in DATASETS.items():
         cols = DYML_COLUMNS if key.startswith("dyml") else GRADED_COLUMNS
         lines += [

@@ -1,18 +1,20 @@
 """``make report-roadmap``: published numbers (results/roadmap/published.yaml) beside our reproduced ones.
 
-Reproduced numbers are read from the run folders the launcher writes (``metrics.json`` next to
-``.hydra/config.yaml``) under ``--logs`` (default ``logs/``); for each row the newest run counts. Rows without a
+Reproduced numbers are read from the run folders the launcher writes (``metrics.json`` and ``status.json``) under
+``--logs`` (default ``logs/``); for each row the newest completed run counts (unfinished runs are skipped, with a
+warning). Rows without a
 run show "-". Published values are in percent; ours are converted to percent.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import yaml
+
+from common.utils.runs import completed_metrics, list_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = (("recall@1", "test/recall@1"), ("map@r", "test/map@r"))
@@ -25,19 +27,19 @@ def load_published(path: Path) -> dict[str, dict]:
 
 
 def find_runs(logs: Path) -> dict[str, tuple[float, dict[str, float], Path]]:
-    """``{row: (mtime, metrics, run dir)}`` for runs of ``experiment_name: roadmap/<row>``, newest per row."""
+    """``{row: (mtime, metrics, run dir)}`` for completed runs of ``experiment_name: roadmap/<row>``, newest per row.
+    Runs that failed, were interrupted or are still running are skipped with a warning naming them."""
     runs: dict[str, tuple[float, dict[str, float], Path]] = {}
-    for metrics_file in logs.rglob("metrics.json"):
-        cfg_file = metrics_file.parent / ".hydra" / "config.yaml"
-        if not cfg_file.exists():
+    for run in list_runs(logs):
+        if not (run.experiment or "").startswith("roadmap/"):
             continue
-        name = str((yaml.safe_load(cfg_file.read_text()) or {}).get("experiment_name", ""))
-        if not name.startswith("roadmap/"):
+        metrics = completed_metrics(run.path)
+        if metrics is None:
             continue
-        row = name.split("/", 1)[1]
-        mtime = metrics_file.stat().st_mtime
+        row = run.experiment.split("/", 1)[1]
+        mtime = run.metrics_file.stat().st_mtime
         if row not in runs or mtime > runs[row][0]:
-            runs[row] = (mtime, json.loads(metrics_file.read_text()), metrics_file.parent)
+            runs[row] = (mtime, metrics, run.path)
     return runs
 
 

@@ -15,7 +15,15 @@ from pathlib import Path
 import pytest
 
 from common.utils import run_folder as rf
-from common.utils.runs import list_runs, newest_checkpoint, read_run, read_status, write_metrics, write_status
+from common.utils.runs import (
+    completed_metrics,
+    list_runs,
+    newest_checkpoint,
+    read_run,
+    read_status,
+    write_metrics,
+    write_status,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -201,6 +209,21 @@ def test_runs_cli_prints_the_table(tmp_path, capsys):
     _fake_run(tmp_path / "a", "interrupted")
     main([str(tmp_path)])
     assert "interrupted" in capsys.readouterr().out
+
+
+def test_completed_metrics_skips_unfinished_runs_and_says_so(tmp_path, caplog):
+    done = _fake_run(tmp_path / "done", "completed", metrics={"test/map@r": 0.5})
+    assert completed_metrics(done) == {"test/map@r": 0.5}
+    # a run that failed after writing metrics.json (e.g. an undefined test metric) does not count
+    failed = _fake_run(tmp_path / "failed", "failed", metrics={"test/map@r": None})
+    stopped = _fake_run(tmp_path / "stopped", "interrupted", ckpt=True)
+    killed = _fake_run(tmp_path / "killed", "running", pid=_dead_pid())
+    assert completed_metrics(failed) is completed_metrics(stopped) is completed_metrics(killed) is None
+    assert f"skipped {failed}: the run is failed" in caplog.text
+    assert f"skipped {stopped}: the run is interrupted" in caplog.text
+    assert f"skipped {killed}: the run is failed (process" in caplog.text
+    caplog.clear()
+    assert completed_metrics(tmp_path / "never_run") is None and not caplog.text
 
 
 # ------------------------------------------------------------------------------------------------ resuming

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from common.utils.runs import write_status
 from gallop.tables import ROOT, collect, mean_std, render
 
 
@@ -40,7 +41,9 @@ def test_collect_and_render(tmp_path):
     )
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "metrics.json").write_text("{}")
-    runs = collect(tmp_path)
+    _write(tmp_path, "dtd_16shot", 16, 4, {"test/acc": 10.0})
+    write_status(tmp_path / "dtd_16shot" / "shots16" / "seed4", {"status": "failed", "error": "ValueError: x"})
+    runs = collect(tmp_path)  # the failed seed 4 is skipped (with a warning)
     assert set(runs) == {("dtd_16shot", 16), ("dtd_16shot", 4), ("imagenet_16shot", 16)}
     assert sorted(runs[("dtd_16shot", 16)]) == [1, 2, 3]
     text = render(tmp_path, ROOT / "results" / "gallop" / "published.yaml", "cmd")

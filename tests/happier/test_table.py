@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from common.utils.runs import write_status
 from happier import table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,3 +33,13 @@ def test_dyml_rows_are_averaged_like_the_paper(tmp_path: Path) -> None:
     assert "Average-mAP 37.0" in text  # the published number, in its own column
     assert "| CSL | `happier/sop_csl` | not run |" in text
     assert "| HAPPIER | `happier/sop_happier` | 55.00 |" in text and "R@1 81.0" in text
+
+
+def test_unfinished_rows_are_skipped_with_a_warning(tmp_path: Path, caplog) -> None:
+    _write(tmp_path, "sop_csl", {"test/hap": 0.1})
+    write_status(tmp_path / "sop_csl", {"status": "interrupted", "signal": "SIGTERM"})
+    assert table.row_metrics(tmp_path, "sop", "csl") is None
+    assert "the run is interrupted (stopped by SIGTERM)" in caplog.text
+    assert "| CSL | `happier/sop_csl` | not run |" in table.build_table(
+        tmp_path, ROOT / "results" / "happier" / "published.yaml"
+    )

@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from common.utils.runs import write_status
 from roadmap import demo, report
 from tests.common.test_datasets_cub import make_cub
 from tests.common.test_datasets_inat import make_inat
@@ -137,8 +138,10 @@ def _fake_run(base: Path, name: str, metrics: dict, overrides=()):
 def test_report_puts_published_beside_ours(tmp_path):
     _fake_run(tmp_path / "logs" / "a" / "0", "roadmap/sop_resnet50", {"test/recall@1": 0.8, "test/map@r": 0.5})
     _fake_run(tmp_path / "logs" / "b" / "0", "happier/other", {"test/recall@1": 0.1})
-    runs = report.find_runs(tmp_path / "logs")
-    assert list(runs) == ["sop_resnet50"]
+    _fake_run(tmp_path / "logs" / "c" / "0", "roadmap/sop_resnet50", {"test/recall@1": 0.1, "test/map@r": None})
+    write_status(tmp_path / "logs" / "c" / "0", {"status": "failed", "experiment": "roadmap/sop_resnet50"})
+    runs = report.find_runs(tmp_path / "logs")  # the newer failed run is skipped
+    assert list(runs) == ["sop_resnet50"] and runs["sop_resnet50"][2] == tmp_path / "logs" / "a" / "0"
     text = report.report(report.load_published(ROOT / "results" / "roadmap" / "published.yaml"), runs)
     line = next(ln for ln in text.splitlines() if ln.startswith("| sop_resnet50 |"))
     assert "| 83.1 | 80.0 | missing | 50.0 |" in line
