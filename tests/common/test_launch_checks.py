@@ -12,6 +12,7 @@ from omegaconf import open_dict
 from common.launch import UndefinedMetricError, cli, precheck, run
 from common.utils.config_check import ConfigError, check_overrides, check_types
 from common.utils.runs import read_status
+from tests.common.test_runs import _fake_run
 from tests.conftest import compose_train
 
 
@@ -86,6 +87,22 @@ def test_ckpt_path_last_without_runs_is_rejected_before_a_folder_exists(tmp_path
         precheck(["experiment=demo/fmnist_contrastive", "ckpt_path=last", f"paths.log_dir={tmp_path}"])
     with pytest.raises(ConfigError, match="no such file"):
         precheck(["ckpt_path=/no/such.ckpt"])
+
+
+def test_ckpt_path_last_continues_the_newest_run_in_its_folder(tmp_path):
+    runs = tmp_path / "demo" / "runs"
+    _fake_run(runs / "a", "completed", "demo/fmnist_contrastive", "2025-01-01T00:00:01+00:00", ckpt=True)
+    newest = _fake_run(runs / "b", "interrupted", "demo/fmnist_contrastive", "2025-01-01T00:00:02+00:00", ckpt=True)
+    _fake_run(runs / "c", "interrupted", "demo/other", "2025-01-01T00:00:03+00:00", ckpt=True)  # another experiment
+    out = precheck(["experiment=demo/fmnist_contrastive", "ckpt_path=last", f"paths.log_dir={tmp_path}"])
+    assert out[-3:] == [
+        f"ckpt_path={(newest / 'checkpoints' / 'last.ckpt').resolve()}",
+        f"hydra.run.dir={newest.resolve()}",
+        "hydra.output_subdir=.hydra/resume_1",
+    ]
+    # evaluating (train=false) the same checkpoint does not write into the run it comes from
+    out = precheck(["experiment=demo/fmnist_contrastive", "ckpt_path=last", "train=false", f"paths.log_dir={tmp_path}"])
+    assert not any(o.startswith("hydra.run.dir=") for o in out)
 
 
 # ------------------------------------------------------------------------------------------------ shell completion
