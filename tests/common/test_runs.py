@@ -4,6 +4,7 @@ metrics.json. Unit tests on folders written by hand (no training)."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -212,6 +213,7 @@ def test_runs_cli_prints_the_table(tmp_path, capsys):
 
 
 def test_completed_metrics_skips_unfinished_runs_and_says_so(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="common.utils.runs")  # whatever another test did to the root level
     done = _fake_run(tmp_path / "done", "completed", metrics={"test/map@r": 0.5})
     assert completed_metrics(done) == {"test/map@r": 0.5}
     # a run that failed after writing metrics.json (e.g. an undefined test metric) does not count

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,7 @@ def test_dyml_rows_are_averaged_like_the_paper(tmp_path: Path) -> None:
 
 
 def test_unfinished_rows_are_skipped_with_a_warning(tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="common.utils.runs")  # whatever another test did to the root level
     _write(tmp_path, "sop_csl", {"test/hap": 0.1})
     write_status(tmp_path / "sop_csl", {"status": "interrupted", "signal": "SIGTERM"})
     assert table.row_metrics(tmp_path, "sop", "csl") is None
