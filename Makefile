@@ -12,7 +12,7 @@ export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 
 
-.PHONY: report help install test test-slow test-all lint format demo clean clean-logs wandb-sync
+.PHONY: tables tables-wandb report help install test test-slow test-all lint format demo clean clean-logs wandb-sync
 
 help: ## list every target with one line each
 	@grep -hE '^[a-zA-Z0-9_%-]+:.*?## ' $(MAKEFILE_LIST) | sort | \
@@ -56,11 +56,17 @@ sweep-%: install ## Hydra multirun of configs/hparams_search/<name>.yaml, e.g. m
 slurm-dryrun: install ## print the sbatch job a SLURM launch would submit: make slurm-dryrun ARGS="experiment=... hydra/launcher=slurm_4gpu"
 	"$(PY)" -m common.slurm $(ARGS)
 
-report: install ## build results/report/index.html and REPORT.md from the demo and table runs (no wandb needed)
+tables: install ## every table of every method: the result records (results/records) beside published.yaml -> results/tables/
+	"$(PY)" -m common.results.collect $(ARGS)
+
+tables-wandb: install ## make tables, and log them as wandb Tables (offline unless WANDB_MODE=online; then make wandb-sync)
+	"$(PY)" -m common.results.collect --wandb $(ARGS)
+
+report: install ## build results/report/index.html and REPORT.md from the records, the tables and the demo outputs (no wandb needed)
 	"$(PY)" -m common.report.build
 
 wandb-sync: ## upload offline wandb runs under logs/ (needs `wandb login`)
-	"$(VENV)/bin/wandb" sync --sync-all logs/ || find logs -type d -name 'offline-run-*' -exec "$(VENV)/bin/wandb" sync {} \;
+	"$(PY)" -m common.utils.wandb_sync logs
 
 clean-logs: ## remove logs/
 	rm -rf logs

@@ -10,7 +10,7 @@ Test (``trainer.test``), on the datamodule's loaders ``[id, ood/*, domain/*]`` (
   ``common.metrics.ood.ood_metrics``, as ``test/ood/<set>/<score>/<metric>``, and their mean over sets as
   ``test/ood/avg/<score>/<metric>``. Three FPR95 conventions are logged (spec heat_gallop.md §9.1):
   ``fpr95_closest`` is **GalLoP's published FPR95** (the Hendrycks/MCM ``fpr_and_fdr_at_recall`` routine: ID positive,
-  FPR at the ID recall closest to 0.95; what ``gallop.tables`` reports); ``fpr95`` is HEAT's percentile version (ID
+  FPR at the ID recall closest to 0.95; what the GalLoP OOD table reports); ``fpr95`` is HEAT's percentile version (ID
   positive, ``mean(ood < percentile(id, 95))``); ``fpr95_ood_positive`` is OpenOOD v1.5's (OOD positive). The first
   two agree up to the choice of operating point, the third differs for asymmetric score distributions;
 - domain generalisation: ``test/dg/<set>/acc`` (a set with ``class_subset`` is scored on those classes only) and

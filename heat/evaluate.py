@@ -1,17 +1,20 @@
-"""The HEAT results table: baselines, priors, HEAT-* and the composition on cached features, near/far OOD.
+"""The HEAT evaluation: baselines, priors, HEAT-* and the composition on cached features, near/far OOD.
 
 ``python -m heat.evaluate experiment=heat/cifar10_eval`` (``make table-heat``). For one ID dataset it loads the cached
 train / test / OOD features of ``data`` (extract them with ``python -m heat.extract``), fits every scorer of
 ``heat_eval.baselines`` and the priors, restores the trained HEAT rows from ``heat_eval.heat_checkpoints`` (missing ones
 are skipped and named), composes them (beta = ``heat_eval.beta``), and scores each OOD set with
-``common.metrics.ood.ood_metrics``. Output: per-set and near/far means of FPR95 (ID positive, HEAT's convention), FPR95
-with OOD positive (OpenOOD v1.5) and AUROC, as JSON and a markdown table in ``heat_eval.out_dir``.
+``common.metrics.ood.ood_metrics``. Output: per-set, near/far and all-set ("average", HEAT's own mean) values of FPR95
+(ID positive, HEAT's convention), FPR95 with OOD positive (OpenOOD v1.5) and AUROC: one result record per scorer
+(``common.results.record``, row ``<row>_<scorer>``, metric keys ``<ood set>/<fpr95|fpr95_ood_positive|auroc>``) and
+the raw numbers as JSON in ``heat_eval.out_dir``. ``make tables`` turns the records into the table.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -20,7 +23,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import common.config.resolvers  # noqa: F401
+from common.callbacks.result_record import command_line
 from common.metrics.ood import ood_metrics
+from common.results.record import write_record
 from heat.datamodule import load_features
 from heat.features import Features
 from heat.module import HEATModule
@@ -51,13 +56,26 @@ def evaluate_scorers(
     return out
 
 
-def markdown(results: dict, columns: list[str]) -> str:
-    head = "| scorer | " + " | ".join(f"{c} FPR95 / FPR95-OOD+ / AUROC" for c in columns) + " |"
-    lines = [head, "|---" * (len(columns) + 1) + "|"]
-    for name, per in results.items():
-        cells = [" / ".join(f"{100 * per[c][k]:.1f}" for k in KEYS) if c in per else "n/a" for c in columns]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def write_records(cfg: DictConfig, results: dict, wall_time_s: float) -> list[str]:
+    """One result record per scorer: table ``cfg.table``, row ``<cfg.row>_<scorer>``, metrics ``<set>/<key>``."""
+    backbone = OmegaConf.select(cfg, "extract.backbone_name") or OmegaConf.select(cfg, "extract.backbone.name")
+    rows = []
+    for scorer, per in results.items():
+        metrics = {f"{group}/{k}": float(v) for group, m in per.items() for k, v in m.items() if k in KEYS}
+        rec = write_record(
+            method="heat",
+            table=str(cfg.table),
+            row=f"{cfg.row}_{scorer}",
+            seed=cfg.get("seed"),
+            metrics=metrics,
+            dataset=str(cfg.heat_eval.name),
+            backbone=None if backbone is None else str(backbone),
+            command=command_line(),
+            wall_time_s=wall_time_s,
+            run_dir=None,
+        )
+        rows.append(rec.row)
+    return rows
 
 
 def load_heat_row(experiment: str, ckpt: str) -> HEATModule:
@@ -70,6 +88,7 @@ def load_heat_row(experiment: str, ckpt: str) -> HEATModule:
 
 
 def run(cfg: DictConfig) -> dict:
+    start = time.monotonic()
     ev, data = cfg.heat_eval, cfg.data
     train = load_features(OmegaConf.to_container(data.train, resolve=True), data.cache_dir)
     id_test = load_features(OmegaConf.to_container(data.val_id, resolve=True), data.cache_dir)
@@ -89,21 +108,19 @@ def run(cfg: DictConfig) -> dict:
     scorers.update(heat)
     if len(heat) == len(ev.heat_rows):
         scorers["HEAT"] = Combine(list(heat.values()), beta=ev.beta, stats_batch_size=ev.stats_batch_size).fit(train)
-    groups = {"near": list(ev.near), "far": list(ev.far)}
+    groups = {"near": list(ev.near), "far": list(ev.far), "average": list(data.ood_names)}
     res = evaluate_scorers(scorers, id_test, ood, groups)
-    columns = [*data.ood_names, "near", "far"]
     out_dir = Path(ev.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cmd = f"python -m heat.evaluate experiment={cfg.experiment_name}"
+    cmd = command_line()
     (out_dir / f"{ev.name}.json").write_text(
         json.dumps({"command": cmd, "missing_heat_rows": missing, "results": res}, indent=2)
     )
-    md = (
-        f"# HEAT table, {ev.name}\n\nCommand: `{cmd}`. Values x100: FPR95 (ID positive, HEAT) / FPR95 (OOD positive, "
-        f"OpenOOD v1.5) / AUROC. Missing HEAT rows: {', '.join(missing) or 'none'}.\n\n{markdown(res, columns)}\n"
+    if cfg.get("table") and cfg.get("row"):
+        write_records(cfg, res, round(time.monotonic() - start, 3))
+    log.info(
+        "HEAT evaluation of %s: %d scorers; missing HEAT rows: %s", ev.name, len(res), ", ".join(missing) or "none"
     )
-    (out_dir / f"{ev.name}.md").write_text(md)
-    print(md)
     return res
 
 

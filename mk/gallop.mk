@@ -12,7 +12,7 @@ demo-gallop: ## GalLoP vs CoOp vs zero-shot CLIP on few-shot Fashion-MNIST (+ GL
 test-gallop: ## the GalLoP and CLIP-backbone tests
 	"$(PY)" -m pytest -q tests/gallop tests/common/test_clip_backbone.py
 
-table-gallop: ## 16-shot GalLoP on the 11 datasets x seeds $(GALLOP_SEEDS), then results/gallop/table.md (mean ± std)
+table-gallop: ## 16-shot GalLoP on the 11 datasets x seeds $(GALLOP_SEEDS), then the tables (results/tables/gallop.md, mean ± std)
 	@set -e; for d in $(GALLOP_DATASETS); do for s in $(GALLOP_SEEDS); do \
 	  "$(PY)" -m common.launch experiment=gallop/$${d}_16shot seed=$$s "hydra.run.dir=$(GALLOP_RUNS)/$${d}_16shot/shots16/seed$$s" $(GALLOP_ARGS); \
 	done; done
@@ -35,8 +35,8 @@ table-gallop-baselines: ## CoOp (16 shots) and zero-shot CLIP on ImageNet with D
 	"$(PY)" -m common.launch experiment=gallop/imagenet_zeroshot "hydra.run.dir=$(GALLOP_RUNS)/imagenet_zeroshot/shots0/seed1" $(GALLOP_ARGS)
 	$(MAKE) table-gallop-render
 
-table-gallop-render: ## rebuild results/gallop/table.md from the runs in $(GALLOP_RUNS)
-	"$(PY)" -m gallop.tables --runs "$(GALLOP_RUNS)" --out results/gallop/table.md
+table-gallop-render: ## rebuild the GalLoP tables (results/tables/gallop.md, mean ± std over seeds) from the records
+	"$(PY)" -m common.results.collect --method gallop
 
 bench-gallop: ## time a GalLoP step: value path in the last block (ours) vs every block (original), ViT-B/16 on CPU
 	"$(PY)" benchmarks/bench_gallop_step.py --batch 32 --classes 100 --threads 2

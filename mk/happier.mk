@@ -24,19 +24,19 @@ happier-dyml-tests-%: happier-row-% ## a DyML-Vehicle/Animal row, then its middl
 	done
 
 table-happier-sop: $(addprefix happier-row-sop_,$(HAPPIER_MODELS)) ## HAPPIER table, SOP rows (GPU; data-sop, weights-timm)
-	"$(PY)" -m happier.table --runs "$(HAPPIER_RUNS)"
+	"$(PY)" -m common.results.collect --method happier
 table-happier-inat-base: $(addprefix happier-row-inat_base_,$(HAPPIER_MODELS)) ## HAPPIER table, iNat-base rows (GPU)
-	"$(PY)" -m happier.table --runs "$(HAPPIER_RUNS)"
+	"$(PY)" -m common.results.collect --method happier
 table-happier-inat-full: $(addprefix happier-row-inat_full_,$(HAPPIER_MODELS)) ## HAPPIER table, iNat-full rows (GPU)
-	"$(PY)" -m happier.table --runs "$(HAPPIER_RUNS)"
+	"$(PY)" -m common.results.collect --method happier
 table-happier-dyml-vehicle: $(addprefix happier-dyml-tests-dyml_vehicle_,$(HAPPIER_MODELS)) ## HAPPIER table, DyML-Vehicle (3 benchmarks, averaged)
-	"$(PY)" -m happier.table --runs "$(HAPPIER_RUNS)"
+	"$(PY)" -m common.results.collect --method happier
 table-happier-dyml-animal: $(addprefix happier-dyml-tests-dyml_animal_,$(HAPPIER_MODELS)) ## HAPPIER table, DyML-Animal (3 benchmarks, averaged)
-	"$(PY)" -m happier.table --runs "$(HAPPIER_RUNS)"
+	"$(PY)" -m common.results.collect --method happier
 table-happier-dyml-product: $(addprefix happier-row-dyml_product_,$(HAPPIER_MODELS)) ## HAPPIER table, DyML-Product (levels averaged)
-	"$(PY)" -m happier.table --runs "$(HAPPIER_RUNS)"
+	"$(PY)" -m common.results.collect --method happier
 
-table-happier: table-happier-sop table-happier-inat-base table-happier-inat-full table-happier-dyml-vehicle table-happier-dyml-animal table-happier-dyml-product ## every HAPPIER paper table row (GPU, full datasets), then results/happier/table.md
+table-happier: table-happier-sop table-happier-inat-base table-happier-inat-full table-happier-dyml-vehicle table-happier-dyml-animal table-happier-dyml-product ## every HAPPIER paper table row (GPU, full datasets), then the tables (results/tables/happier.md)
 
-table-happier-collect: ## rebuild results/happier/table.md from the runs already in $(HAPPIER_RUNS)
-	"$(PY)" -m happier.table --runs "$(HAPPIER_RUNS)"
+table-happier-collect: ## rebuild the HAPPIER tables (results/tables/happier.md) from the records
+	"$(PY)" -m common.results.collect --method happier

@@ -36,15 +36,16 @@ train-heat: install ## train every HEAT row (HEAT_DATASETS x HEAT_ROWS) on cache
 	  "$(PY)" -m common.launch experiment=heat/$${d}_$${r} "hydra.run.dir=$(HEAT_RUNS)/$${d}_$${r}" $(HEAT_ARGS); \
 	done; done
 
-table-heat: train-heat table-heat-eval ## train the HEAT rows, then the near/far tables (results/heat/<dataset>.md)
+table-heat: train-heat table-heat-eval ## train the HEAT rows, then evaluate them (one record per scorer) and make the tables (results/tables/heat.md)
 
-table-heat-eval: install ## the near/far tables from cached features and the trained rows in $(HEAT_RUNS) (no training)
+table-heat-eval: install ## evaluate every scorer on cached features + the trained rows in $(HEAT_RUNS) (records), then the tables
 	@set -e; for d in $(HEAT_DATASETS); do \
 	  "$(PY)" -m heat.evaluate experiment=heat/$${d}_eval \
 	    "heat_eval.heat_checkpoints.HEAT-EL=$(HEAT_RUNS)/$${d}_el/checkpoints/last.ckpt" \
 	    "heat_eval.heat_checkpoints.HEAT-GMM=$(HEAT_RUNS)/$${d}_gmm/checkpoints/last.ckpt" \
 	    "heat_eval.heat_checkpoints.HEAT-GMM-std=$(HEAT_RUNS)/$${d}_gmm_std/checkpoints/last.ckpt" $(HEAT_ARGS); \
 	done
+	"$(PY)" -m common.results.collect --method heat
 
 bench-heat: install ## scorer fit/score throughput at CIFAR scale and the HEAT step time at batch 1024 (SCALE=1.0)
 	"$(PY)" benchmarks/bench_ood_scorers.py --scale $(or $(SCALE),1.0)

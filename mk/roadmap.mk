@@ -11,15 +11,18 @@ roadmap_join = $(subst $(roadmap_space),$(roadmap_comma),$(foreach r,$(1),roadma
 
 table-roadmap: ## ROADMAP NeurIPS main rows (SOP/CUB/iNat x R50/DeiT-S) as one multirun; ARGS="hydra/launcher=slurm ..."
 	"$(PY)" -m common.launch -m experiment=$(call roadmap_join,$(ROADMAP_ROWS)) $(ARGS)
+	"$(PY)" -m common.results.collect --method roadmap
 
 table-roadmap-losses: ## ROADMAP NeurIPS loss comparison rows (SupAP, Smooth-AP, FastAP, BlackBox-AP, SoftBin-AP)
 	"$(PY)" -m common.launch -m experiment=$(call roadmap_join,$(ROADMAP_LOSS_ROWS)) $(ARGS)
+	"$(PY)" -m common.results.collect --method roadmap
 
 table-roadmap-tpami: ## SupRank (TPAMI) rows: ROADMAP 0.9/0.1, SupRecall, SupNDCG, triplet, MS, NSM
 	"$(PY)" -m common.launch -m experiment=$(call roadmap_join,$(ROADMAP_TPAMI_ROWS)) $(ARGS)
+	"$(PY)" -m common.results.collect --method roadmap
 
-report-roadmap: ## print published (results/roadmap/published.yaml) beside reproduced numbers found under logs/
-	"$(PY)" -m roadmap.report $(ARGS)
+report-roadmap: ## the ROADMAP / SupRank tables from the records beside results/roadmap/published.yaml (results/tables/roadmap.md)
+	"$(PY)" -m common.results.collect --method roadmap
 
 bench-roadmap: ## time + peak memory of our O(B^2) rank losses vs the B^3 formulation (B=128,256,384, d=512)
 	"$(PY)" benchmarks/bench_rank_losses.py $(ARGS)

@@ -52,6 +52,12 @@ def make_tiny_fashion_mnist(root: Path, per_class: int = 6, seed: int = 0) -> Pa
     return root
 
 
+@pytest.fixture(autouse=True)
+def _records_in_tmp(monkeypatch, tmp_path_factory) -> None:
+    """Result records of test runs go to a temporary folder, never into results/records."""
+    monkeypatch.setenv("RESULTS_RECORDS_DIR", str(tmp_path_factory.mktemp("records")))
+
+
 @pytest.fixture
 def tiny_fmnist(tmp_path: Path) -> Path:
     """A data_dir holding ``fashion-mnist/`` with tiny IDX files."""

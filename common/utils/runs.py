@@ -21,8 +21,7 @@ A resumed run (``ckpt_path=<run>/checkpoints/...``) or a requeued SLURM job cont
 an attempt. Folders written before ``status.json`` existed are read as ``completed`` when they hold ``metrics.json``
 and as ``failed`` otherwise; a ``running`` run whose process is gone from this machine reads as ``failed``.
 
-Collectors read metrics through :func:`completed_metrics` (one folder), which skips a run that is not ``completed``
-with a warning naming its status and why, or use :func:`list_runs` (or :func:`read_run`) the same way::
+Collectors use :func:`list_runs` (or :func:`read_run` on one folder) and skip what is not ``completed``, saying so::
 
     for run in list_runs("logs", experiment="roadmap/sop_resnet50"):
         if run.status != "completed":
@@ -37,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import os
 import socket
@@ -51,7 +49,6 @@ __all__ = [
     "STATUSES",
     "STATUS_FILE",
     "RunInfo",
-    "completed_metrics",
     "list_runs",
     "newest_checkpoint",
     "read_run",
@@ -59,8 +56,6 @@ __all__ = [
     "write_metrics",
     "write_status",
 ]
-
-log = logging.getLogger(__name__)
 
 STATUS_FILE = "status.json"
 STATUSES = ("running", "completed", "failed", "interrupted")
@@ -191,25 +186,6 @@ def read_run(run_dir: str | Path) -> RunInfo | None:
         status = "failed"
         reason = f"process {last.get('pid')} on {last.get('host')} is gone without recording an end (killed?)"
     return RunInfo(run_dir, status, rec.get("experiment"), rec.get("started"), reason)
-
-
-def completed_metrics(run_dir: str | Path) -> dict[str, float | None] | None:
-    """``metrics.json`` of the run in ``run_dir`` when that run completed, else None.
-
-    None without a word when ``run_dir`` holds no run; with a warning (naming the folder, its status and the reason)
-    when it holds a run that failed, was interrupted or is still running, or a completed run without readable
-    metrics. This is how the table collectors skip unfinished runs and say so.
-    """
-    run = read_run(run_dir)
-    if run is None:
-        return None
-    if run.status != "completed":
-        log.warning("skipped %s: the run is %s%s", run.path, run.status, f" ({run.reason})" if run.reason else "")
-        return None
-    metrics = run.metrics()
-    if metrics is None:
-        log.warning("skipped %s: the run completed but its metrics.json is missing or unreadable", run.path)
-    return metrics
 
 
 def _run_dirs(root: Path) -> Iterator[Path]:

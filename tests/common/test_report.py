@@ -1,4 +1,5 @@
-"""`make report`: the report builder, its plots, and the HTML rendered by headless Chromium."""
+"""`make report`: the report builder (records -> paper tables, demos), its plots, and the HTML rendered by headless
+Chromium."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from sklearn.metrics import precision_recall_curve
 from common.report.build import build
 from common.report.markdown import to_html
 from common.report.plots import interpolated_pr_curve
+from common.results.record import write_record
 
 
 def test_pr_curve_matches_sklearn_per_query_interpolation():
@@ -35,9 +37,10 @@ def test_pr_curve_matches_sklearn_per_query_interpolation():
 
 
 def test_markdown_tables_and_lists():
-    html = to_html("# T\n\n| a | b |\n|---|---|\n| 1 | `x` |\n\n- one\n- **two**\n\ntext [l](u)")
+    html = to_html('# T\n\n| a | b |\n|---|---|\n| 1 | `x` |\n\n- one\n- **two**\n\ntext [l](u)\n\n<a id="k"></a>\n')
     assert "<table>" in html and "<td><code>x</code></td>" in html
     assert "<li><strong>two</strong></li>" in html and '<a href="u">l</a>' in html
+    assert '<a id="k"></a>' in html  # the anchors that the summary links to pass through
 
 
 def _fixture(tmp_path: Path) -> tuple[Path, Path]:
@@ -62,21 +65,39 @@ def _fixture(tmp_path: Path) -> tuple[Path, Path]:
     plots.training_curves_png({"x": ([0, 1], [1, 0])}, demo / "gallop_heatmap.png", "t", "y")
     (results / "roadmap").mkdir(parents=True)
     (results / "roadmap" / "published.yaml").write_text(
-        "source: arXiv 2110.01445 Table 1\nsop:\n  columns: [R@1, mAP@R]\n  ROADMAP: [83.1, null]\n"
+        "method: roadmap\npaper: ROADMAP\nsources: {t1: arXiv 2110.01445 Table 1}\nnotes: [a note]\ntables:\n"
+        "  main:\n    title: Main table\n    source: t1\n"
+        "    columns: [{name: R@1, metric: recall@1}, {name: mAP@R, metric: map@r}]\n"
+        "    rows:\n      sop: {label: ROADMAP SOP, published: {R@1: 83.1}}\n"
+        "      cub: {label: ROADMAP CUB, published: {R@1: 68.5}}\n"
     )
+    records = tmp_path / "records"
+    for seed, r1 in ((0, 0.80), (1, 0.84)):
+        write_record(
+            method="roadmap", table="main", row="sop", seed=seed, metrics={"recall@1": r1}, records_dir=records
+        )
+    write_record(method="roadmap", table="demo", row="fmnist", seed=0, metrics={"map@r": 0.5}, records_dir=records)
     return demo, results
 
 
 def test_report_builds_tables_pictures_and_honest_claims(tmp_path):
     demo, results = _fixture(tmp_path)
     out = tmp_path / "report"
-    summary = build(demo, out, results)
+    summary = build(demo, out, results, tmp_path / "records")
     md = (out / "REPORT.md").read_text()
-    assert "| roadmap | 0.81 |" in md and "does NOT agree" in md and "arXiv 2110.01445" in md
-    assert "| ROADMAP | 83.1 |  |" in md
+    assert "| roadmap | 0.81 |" in md and "does NOT agree" in md and "arXiv 2110.01445 Table 1" in md
+    # the paper table from the records: mean ± std over the two seeds, published, delta, markers
+    assert "| ROADMAP SOP (`sop`) | ours | 82.00 ± 2.00 (n=2) | not logged |" in md
+    assert "| | published | 83.1 | MISSING |" in md and "| | Δ | -1.10 |  |" in md
+    assert "| ROADMAP CUB (`cub`) | ours | NO RECORD | NO RECORD |" in md
+    assert "| roadmap | [Main table](#roadmap-main) | 1 / 4 | 2 |" in md  # the summary line links to the table
+    assert "| fmnist (`fmnist`) | ours | 0.50 ± 0.00 (n=1) |" in md  # the demo's record, under its demo
+    assert md.index("## Summary") < md.index("#### Main table") < md.index('<a id="demo-roadmap">')
     assert "No demo result yet: run `make demo-happier`" in md
     page = (out / "index.html").read_text()
-    assert page.count("<table>") >= 2
+    assert page.count("<table>") >= 4
+    for link in re.findall(r'href="#([^"]+)"', page):
+        assert f'id="{link}"' in page, link
     imgs = re.findall(r'<img[^>]+src="([^"]+)"', page)
     assert set(imgs) == set(summary["images"]) and len(imgs) == 5  # PR, hist, ROC, training, heatmap
     for src in imgs:
@@ -87,7 +108,7 @@ def test_report_builds_tables_pictures_and_honest_claims(tmp_path):
 def test_report_renders_in_headless_chromium(tmp_path):
     demo, results = _fixture(tmp_path)
     out = tmp_path / "report"
-    build(demo, out, results)
+    build(demo, out, results, tmp_path / "records")
     cmd = [
         "chromium",
         "--headless",
@@ -107,3 +128,4 @@ def test_report_renders_in_headless_chromium(tmp_path):
     loaded = re.search(r'data-images-loaded="(\d+)"', dom)
     total = re.search(r'data-images-total="(\d+)"', dom)
     assert loaded and total and int(loaded.group(1)) == int(total.group(1)) == 5
+    assert re.search(r'data-links-broken="0"', dom)  # every summary link lands on its table

@@ -4,7 +4,6 @@ metrics.json. Unit tests on folders written by hand (no training)."""
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import re
@@ -17,7 +16,6 @@ import pytest
 
 from common.utils import run_folder as rf
 from common.utils.runs import (
-    completed_metrics,
     list_runs,
     newest_checkpoint,
     read_run,
@@ -210,22 +208,6 @@ def test_runs_cli_prints_the_table(tmp_path, capsys):
     _fake_run(tmp_path / "a", "interrupted")
     main([str(tmp_path)])
     assert "interrupted" in capsys.readouterr().out
-
-
-def test_completed_metrics_skips_unfinished_runs_and_says_so(tmp_path, caplog):
-    caplog.set_level(logging.WARNING, logger="common.utils.runs")  # whatever another test did to the root level
-    done = _fake_run(tmp_path / "done", "completed", metrics={"test/map@r": 0.5})
-    assert completed_metrics(done) == {"test/map@r": 0.5}
-    # a run that failed after writing metrics.json (e.g. an undefined test metric) does not count
-    failed = _fake_run(tmp_path / "failed", "failed", metrics={"test/map@r": None})
-    stopped = _fake_run(tmp_path / "stopped", "interrupted", ckpt=True)
-    killed = _fake_run(tmp_path / "killed", "running", pid=_dead_pid())
-    assert completed_metrics(failed) is completed_metrics(stopped) is completed_metrics(killed) is None
-    assert f"skipped {failed}: the run is failed" in caplog.text
-    assert f"skipped {stopped}: the run is interrupted" in caplog.text
-    assert f"skipped {killed}: the run is failed (process" in caplog.text
-    caplog.clear()
-    assert completed_metrics(tmp_path / "never_run") is None and not caplog.text
 
 
 # ------------------------------------------------------------------------------------------------ resuming

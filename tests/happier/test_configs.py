@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from common.results.published import load_published
 from happier import demo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,13 +80,14 @@ def test_demo_configs_and_table() -> None:
 
 
 def test_published_yaml_has_sources_and_marks_missing() -> None:
-    pub = yaml.safe_load((ROOT / "results" / "happier" / "published.yaml").read_text())
-    for entry in pub["numbers"]:
-        assert entry["source"], entry
-        assert (entry["value"] is None) == (entry["status"] == "missing"), entry
-    found = {(e["dataset"], e["metric"], e["model"]): e["value"] for e in pub["numbers"] if e["value"] is not None}
-    assert found[("DyML-Vehicle", "Average-mAP", "HAPPIER")] == 37.0
-    assert found[("SOP", "R@1", "HAPPIER")] == 81.0
+    pub = load_published(ROOT / "results" / "happier" / "published.yaml")
+    for table in pub.tables.values():
+        for row in table.rows.values():
+            if any(v is not None for v in row.published.values()):
+                assert pub.cite(row.source).startswith("https://"), row  # every found value names its source
+    assert pub.tables["dyml_vehicle"].rows["dyml_vehicle_happier"].published["Average-mAP"] == 37.0
+    assert pub.tables["sop"].rows["sop_happier"].published["R@1"] == 81.0
+    assert pub.tables["sop"].rows["sop_happier"].published["H-AP"] is None  # MISSING, never guessed
 
 
 def test_proxies_get_their_own_param_group_and_are_checkpointed() -> None:

@@ -1,4 +1,4 @@
-"""End to end on a fixture CIFAR tree: heat.extract (backbone once) -> cached features -> heat.evaluate table."""
+"""End to end on a fixture CIFAR tree: heat.extract (backbone once) -> cached features -> heat.evaluate records."""
 
 import json
 
@@ -8,6 +8,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import common.config.resolvers  # noqa: F401
+from common.results.record import load_records
 from heat.datamodule import FeatureDataModule
 from heat.evaluate import run
 from heat.extract import extract_all
@@ -15,7 +16,8 @@ from tests.heat.test_configs_eval import CONFIG_DIR
 from tests.heat.test_readers import _cifar_batch
 
 
-def test_extract_then_evaluate(tmp_path):
+def test_extract_then_evaluate(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESULTS_RECORDS_DIR", str(tmp_path / "records"))
     base = tmp_path / "data" / "cifar-10-batches-py"
     for i in range(1, 6):
         _cifar_batch(base / f"data_batch_{i}", 12, [j % 3 for j in range(12)], seed=i)
@@ -61,4 +63,9 @@ def test_extract_then_evaluate(tmp_path):
     assert res["msp"]["near"]["auroc"] == pytest.approx(res["msp"]["cifar100"]["auroc"])
     out = json.loads((tmp_path / "results" / "cifar10.json").read_text())
     assert len(out["missing_heat_rows"]) == 3 and "HEAT-GMM" in out["missing_heat_rows"][1]
-    assert "FPR95 (OOD positive" in (tmp_path / "results" / "cifar10.md").read_text()
+    records = {r.row: r for r in load_records(tmp_path / "records")}
+    assert set(records) == {f"cifar10_{s}" for s in res}  # one record per scorer, row <row>_<scorer>
+    knn = records["cifar10_knn"]
+    assert (knn.method, knn.table, knn.dataset) == ("heat", "cifar10", "cifar10")
+    assert knn.metrics["cifar100/auroc"] == pytest.approx(res["knn"]["cifar100"]["auroc"])
+    assert knn.metrics["average/fpr95"] == pytest.approx(res["knn"]["cifar100"]["fpr95"])  # one set: its own mean

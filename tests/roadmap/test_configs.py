@@ -1,4 +1,4 @@
-"""Experiment rows, loss/data configs, published.yaml, the report and the demo helpers."""
+"""Experiment rows, loss/data configs, published.yaml and the demo helpers."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from common.utils.runs import write_status
-from roadmap import demo, report
+from common.results.published import load_published
+from roadmap import demo
 from tests.common.test_datasets_cub import make_cub
 from tests.common.test_datasets_inat import make_inat
 from tests.common.test_datasets_inshop import make_inshop
@@ -106,17 +106,14 @@ def test_data_configs_build_on_fixture_trees(tmp_path, data):
 
 
 def test_published_yaml_covers_every_row_and_quotes_sources():
-    pub = yaml.safe_load((ROOT / "results" / "roadmap" / "published.yaml").read_text())
-    rows = {r for t, rs in pub.items() if t != "sources" for r in rs}
-    assert set(PAPER_ROWS) <= rows
-    for table, entries in pub.items():
-        if table == "sources":
-            continue
-        for row, entry in entries.items():
-            for key in ("recall@1", "map@r"):
-                v = entry[key]
-                assert v == "missing" or (isinstance(v, float) and entry.get("source") in pub["sources"]), row
-    assert pub["roadmap_neurips2021"]["sop_resnet50"]["recall@1"] == 83.1
+    pub = load_published(ROOT / "results" / "roadmap" / "published.yaml")
+    rows = {r for t in pub.tables.values() for r in t.rows}
+    assert {r for r in PAPER_ROWS if "current_supap" not in r} <= rows  # current_supap: not a paper row
+    for table in pub.tables.values():
+        for row in table.rows.values():
+            for value in row.published.values():
+                assert value is None or row.source in pub.sources, row
+    assert pub.tables["main"].rows["sop_resnet50"].published == {"R@1": 83.1, "mAP@R": None}
 
 
 def test_make_targets_name_existing_rows():
@@ -133,19 +130,6 @@ def _fake_run(base: Path, name: str, metrics: dict, overrides=()):
     (base / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"experiment_name": name}))
     (base / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(list(overrides)))
     (base / "metrics.json").write_text(json.dumps(metrics))
-
-
-def test_report_puts_published_beside_ours(tmp_path):
-    _fake_run(tmp_path / "logs" / "a" / "0", "roadmap/sop_resnet50", {"test/recall@1": 0.8, "test/map@r": 0.5})
-    _fake_run(tmp_path / "logs" / "b" / "0", "happier/other", {"test/recall@1": 0.1})
-    _fake_run(tmp_path / "logs" / "c" / "0", "roadmap/sop_resnet50", {"test/recall@1": 0.1, "test/map@r": None})
-    write_status(tmp_path / "logs" / "c" / "0", {"status": "failed", "experiment": "roadmap/sop_resnet50"})
-    runs = report.find_runs(tmp_path / "logs")  # the newer failed run is skipped
-    assert list(runs) == ["sop_resnet50"] and runs["sop_resnet50"][2] == tmp_path / "logs" / "a" / "0"
-    text = report.report(report.load_published(ROOT / "results" / "roadmap" / "published.yaml"), runs)
-    line = next(ln for ln in text.splitlines() if ln.startswith("| sop_resnet50 |"))
-    assert "| 83.1 | 80.0 | missing | 50.0 |" in line
-    assert "| cub_resnet50 | 68.5 | - | missing | - | - |" in text
 
 
 def test_demo_helpers(tmp_path):
