@@ -50,7 +50,7 @@ class _Quadratic(torch.nn.Module):
         super().__init__()
         self.c = c
 
-    def energy(self, z, y=None):
+    def energy(self, z, y=None, prepared=False):
         return 0.5 * (z - self.c).pow(2).sum(-1)
 
 
