@@ -65,9 +65,9 @@ def test_trainable_tensors_checked_strictly_for_non_strict_modules():
 
 
 def test_every_method_module_records_its_class():
-    from common.models.classifier import ImageClassifier
     from common.models.retrieval_module import RetrievalModule
     from gallop.module import GalLoPModule
+    from heat.classifier import ImageClassifier
     from heat.module import HEATModule
 
     for cls in (RetrievalModule, HEATModule, GalLoPModule, ImageClassifier):

@@ -13,6 +13,7 @@ import torch
 from omegaconf import open_dict
 
 from common.launch import run
+from common.losses.base import RetrievalLoss
 from common.models.retrieval_module import NonFiniteLossError, RetrievalModule
 from common.utils.config_check import ConfigError, check_overrides, group_options
 from tests.conftest import CONFIG_DIR, compose_train
@@ -90,7 +91,7 @@ def test_short_run_logs_to_csv_and_offline_wandb(tmp_path, tiny_fmnist, monkeypa
     import wandb
 
     wandb.finish()
-    from common.utils.wandb_offline import read_offline_run
+    from tests.helpers.wandb_offline import read_offline_run
 
     runs = list(tmp_path.rglob("offline-run-*"))
     assert len(runs) == 1, "no offline wandb run written"
@@ -127,9 +128,9 @@ def _module(tmp_path, tiny_fmnist, policy):
     return hydra.utils.instantiate(cfg.model)
 
 
-class _NaNLoss(torch.nn.Module):
-    def forward(self, z, y, ref_embeddings=None, ref_labels=None):
-        return z.sum() * float("nan")
+class _NaNLoss(RetrievalLoss):
+    def compute(self, inputs):
+        return inputs.embeddings.sum() * float("nan")
 
 
 def test_nan_loss_raises_with_indices_or_skips(tmp_path, tiny_fmnist):

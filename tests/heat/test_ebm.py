@@ -4,7 +4,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from heat.losses import contrastive_divergence_loss
+from heat.contrastive_divergence import contrastive_divergence_loss
 from heat.mlp import EnergyMLP, num_parameters
 from heat.scorers.combine import Combine, compose
 from heat.scorers.gaussian import GMM

@@ -147,7 +147,7 @@ def _np_mlp(mlp: EnergyMLP, x: np.ndarray) -> np.ndarray:
 
 
 def test_cd_loss_divides_the_residual_energy_by_t():
-    from heat.losses import contrastive_divergence_loss
+    from heat.contrastive_divergence import contrastive_divergence_loss
 
     torch.manual_seed(0)
     mlp = EnergyMLP(4, hidden=8, n_hidden=1, tie_hidden=False).double()
