@@ -1,4 +1,6 @@
-"""Extract features from a frozen backbone once, and cache them on disk (spec §1.1; architecture "How a run flows").
+"""Extract features from a frozen backbone once, and cache them on disk.
+
+See docs/methods/heat.md#formulas and docs/architecture.md#how-a-run-flows.
 
 Cache layout, under ``cache_dir``::
 
