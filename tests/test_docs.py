@@ -70,10 +70,10 @@ def _resolve_dotted(name: str) -> object:
 
 def test_the_pages_exist():
     names = {p.relative_to(DOCS).as_posix() for p in PAGES}
-    expected = {"README.md", "architecture.md", "metrics.md", "runs.md"} | {
+    expected = {"README.md", "architecture.md", "metrics.md"} | {
         f"methods/{m}.md" for m in ("roadmap", "happier", "heat", "gallop")
     }
-    assert expected <= names
+    assert (expected | {"runs.md"}) <= names
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(DOCS).as_posix())
