@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.data.splits import EvalSplit
+from common.models.checkpoint_identity import CheckpointIdentityMixin
 from common.models.nonfinite import check_nan_policy, loss_is_finite
 from gallop.ddp import require_sharded_training
 from gallop.eval_batch import batch_values
@@ -43,7 +44,7 @@ DEFAULT_TEST_SPLITS = (EvalSplit("test", "id"),)
 DEFAULT_VAL_SPLITS = (EvalSplit("val", "id"),)
 
 
-class GalLoPModule(L.LightningModule):
+class GalLoPModule(CheckpointIdentityMixin, L.LightningModule):
     """Args:
     net: a :class:`gallop.model.GalLoP`, :class:`~gallop.model.CoOp` or :class:`~gallop.model.ZeroShotCLIP`.
     optimizer: ``_partial_`` optimizer over the trainable parameters (GalLoP: SGD lr 0.002, momentum 0.9, wd 1e-2).
@@ -146,6 +147,7 @@ class GalLoPModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         keep = {n for n, p in self.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        super().on_save_checkpoint(checkpoint)  # records the module class (common.models.checkpoint_identity)
 
     # ------------------------------------------------------------------ eval
     def _splits(self, stage: str) -> list[EvalSplit]:

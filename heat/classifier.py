@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from common.models.checkpoint_identity import CheckpointIdentityMixin
+
 
 def _conv_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
@@ -49,7 +51,7 @@ class SmallCNN(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-class ImageClassifier(L.LightningModule):
+class ImageClassifier(CheckpointIdentityMixin, L.LightningModule):
     """Cross-entropy training of ``backbone`` (images -> logits) on batches ``{"image", "label"}`` or tuples.
 
     Args:

@@ -41,6 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from common.data.splits import EvalSplit, splits_of_kind
+from common.models.checkpoint_identity import CheckpointIdentityMixin
 from common.models.nonfinite import check_nan_policy, loss_is_finite
 from heat.contrastive_divergence import contrastive_divergence_loss
 from heat.features import Features
@@ -68,7 +69,7 @@ class DistributedNotSupportedError(RuntimeError):
     """HEAT was asked to run with more than one process (see the module docstring for why it refuses)."""
 
 
-class HEATModule(L.LightningModule):
+class HEATModule(CheckpointIdentityMixin, L.LightningModule):
     """Train a residual EBM on top of a prior scorer.
 
     Args:

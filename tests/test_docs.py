@@ -25,7 +25,7 @@ PACKAGES = ("common", "roadmap", "happier", "heat", "gallop")
 PATH_ROOTS = (*PACKAGES, "configs", "tests", "benchmarks", "mk", "results", "docs")
 TOP_FILES = ("Makefile", "pyproject.toml", "README.md")
 # Pages linked from docs/README.md that other branches add; drop a name here once its page is merged.
-PAGES_FROM_OTHER_BRANCHES = {"runs.md"}
+PAGES_FROM_OTHER_BRANCHES: set[str] = set()
 
 SPAN = re.compile(r"`([^`\n]+)`")
 _ROOTS, _PKGS = "|".join(PATH_ROOTS), "|".join(PACKAGES)
@@ -73,7 +73,7 @@ def test_the_pages_exist():
     expected = {"README.md", "architecture.md", "metrics.md"} | {
         f"methods/{m}.md" for m in ("roadmap", "happier", "heat", "gallop")
     }
-    assert expected <= names
+    assert (expected | {"runs.md"}) <= names
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(DOCS).as_posix())

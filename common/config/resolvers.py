@@ -2,6 +2,8 @@
 
 - ``${eval:'1 + 2'}``: a Python expression over literals (used for derived sizes such as ``batch // m``).
 - ``${method_of:roadmap/sop_resnet50}``: the method part of an experiment name (for wandb tags and groups).
+- ``${run_dir:logs/demo/runs}``: a new, unique run folder under a parent (time to the millisecond and the process id;
+  the SLURM job inside a SLURM job): :func:`common.utils.run_folder.new_run_dir`. Cached: one value per config.
 - ``${job_type_of:${train}}``: the wandb job type, ``train`` when the run fits a model, ``eval`` when it only tests.
 - ``${group_of:${method},${table},${experiment_name}}``: the wandb group, ``<method>/<table>`` for a paper-table run,
   else the experiment's name (so the seeds of one experiment share a group).
@@ -21,6 +23,12 @@ def _safe_eval(expr: str):
 
 def _method_of(experiment: str | None) -> str:
     return str(experiment).split("/")[0] if experiment else "none"
+
+
+def _run_dir(parent: str) -> str:
+    from common.utils.run_folder import new_run_dir
+
+    return new_run_dir(parent)
 
 
 def _job_type_of(train: bool | None) -> str:
@@ -51,6 +59,8 @@ def register() -> None:
     for name, fn in _RESOLVERS.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
+    if not OmegaConf.has_resolver("run_dir"):
+        OmegaConf.register_new_resolver("run_dir", _run_dir, use_cache=True)
 
 
 register()

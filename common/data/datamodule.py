@@ -100,11 +100,13 @@ class RetrievalDataModule(L.LightningDataModule):
         )
 
     def _batches_done(self) -> int:
-        """Batches of the current epoch already trained on (read when a checkpoint is written)."""
+        """Batches of the current epoch already trained on (read when a checkpoint is written); an epoch cut short by
+        ``limit_train_batches`` counts as the whole epoch once its batches are done (the resume starts the next)."""
         trainer = getattr(self, "trainer", None)
         if trainer is None:
             return 0
-        return trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return done if done < trainer.num_training_batches else max(done, len(self.train_batch_sampler))
 
     def val_dataloader(self):
         return self._loader(self.val_dataset) if self.val_dataset is not None else []

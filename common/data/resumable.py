@@ -36,6 +36,12 @@ class SeededBatchSampler(Sampler[list[tuple[int, int]]]):
     def epoch(self) -> int:
         return getattr(self.batch_sampler, "epoch", 0)
 
+    @property
+    def sampler(self) -> SeededBatchSampler:
+        """Itself: Lightning advances the epoch of a loader through ``loader.batch_sampler.sampler.set_epoch`` (not
+        ``loader.batch_sampler.set_epoch``), so without this every epoch would replay the order of the first."""
+        return self
+
     def set_epoch(self, epoch: int) -> None:
         if hasattr(self.batch_sampler, "set_epoch"):
             self.batch_sampler.set_epoch(epoch)
@@ -107,5 +113,14 @@ class ResumableDataLoader(DataLoader):
         }
 
     def load_state_dict(self, state: dict) -> None:
-        if isinstance(self.batch_sampler, SeededBatchSampler):
-            self.batch_sampler.skip_next(state.get("batches_done", 0))
+        """Restore the epoch and skip its done batches. Lightning builds (and prefetches from) the resumed iterator
+        before it sets the epoch, so both are set here; a state saved at the end of an epoch resumes at the start of
+        the next one."""
+        sampler = self.batch_sampler
+        if not isinstance(sampler, SeededBatchSampler):
+            return
+        epoch, done = int(state.get("epoch", sampler.epoch)), int(state.get("batches_done", 0))
+        if done >= len(sampler):
+            epoch, done = epoch + 1, 0
+        sampler.set_epoch(epoch)
+        sampler.skip_next(done)

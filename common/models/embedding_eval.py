@@ -4,6 +4,8 @@ order, call :func:`common.metrics.retrieval.evaluate_retrieval` and log every me
 
 from __future__ import annotations
 
+import logging
+import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -11,6 +13,8 @@ import numpy as np
 import torch
 
 from common.models.distributed import gather_by_index
+
+log = logging.getLogger(__name__)
 
 
 class EmbeddingEvalMixin:
@@ -73,6 +77,7 @@ class EmbeddingEvalMixin:
                 )
                 results.update({f"level{level}/{k}": v for k, v in per.items()})
         self.last_eval_results = {f"{stage}/{k}": float(v) for k, v in results.items()}
+        _warn_undefined(stage, self.last_eval_results, num_queries=len(parts[0][0]), num_items=len(emb))
         self.log_dict(self.last_eval_results, sync_dist=False)
         return self.last_eval_results
 
@@ -88,3 +93,21 @@ class EmbeddingEvalMixin:
 
     def on_test_epoch_end(self) -> None:
         self._eval_epoch_end("test")
+
+
+def _warn_undefined(stage: str, results: dict[str, float], num_queries: int, num_items: int) -> None:
+    """Say so when metrics are undefined (NaN): no query had a relevant item in the gallery."""
+    undefined = sorted(k for k, v in results.items() if math.isnan(v))
+    if not undefined:
+        return
+    skipped = results.get(f"{stage}/num_skipped_queries")
+    why = f"{int(skipped)} of {num_queries} queries" if skipped is not None else "the queries"
+    log.warning(
+        "%s: %d metrics are undefined (%s): %s have no relevant item in the gallery (%d items evaluated). The test "
+        "set is too small or has one item per class.",
+        stage,
+        len(undefined),
+        ", ".join(undefined),
+        why,
+        num_items,
+    )

@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from common.data.errors import check_labels
 from common.losses.base import RetrievalLoss, fp32_region, prepare_inputs
+from common.models.checkpoint_identity import CheckpointIdentityMixin
 from common.models.distributed import all_gather_no_grad, all_gather_with_grad, world_size
 from common.models.embedding_eval import EmbeddingEvalMixin
 from common.models.nonfinite import NonFiniteLossError, check_nan_policy, loss_is_finite
@@ -35,7 +36,7 @@ from common.utils.hparams import plain
 __all__ = ["NonFiniteLossError", "RetrievalModule"]
 
 
-class RetrievalModule(EmbeddingEvalMixin, L.LightningModule):
+class RetrievalModule(CheckpointIdentityMixin, EmbeddingEvalMixin, L.LightningModule):
     """Args:
     net: a :class:`~common.backbones.head.RetrievalNet` (images -> L2-normalised embeddings).
     losses: ``{name: loss module}``.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import rich
@@ -24,10 +25,11 @@ def print_config_tree(cfg: DictConfig, resolve: bool = False) -> None:
     rich.print(tree)
 
 
-def print_metrics_table(metrics: Mapping[str, float], title: str = "metrics") -> None:
+def print_metrics_table(metrics: Mapping[str, float | None], title: str = "metrics") -> None:
     table = rich.table.Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k in sorted(metrics):
-        table.add_row(k, f"{metrics[k]:.4f}")
+        v = metrics[k]
+        table.add_row(k, f"{v:.4f}" if v is not None and math.isfinite(v) else "undefined")
     rich.print(table)

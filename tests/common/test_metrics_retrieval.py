@@ -376,6 +376,8 @@ def test_bad_inputs_raise_clear_errors():
         evaluate_retrieval(x, torch.zeros(5))
     with pytest.raises(ValueError, match="query_idx"):
         evaluate_retrieval(x, torch.zeros(5, dtype=torch.long), query_idx=torch.tensor([7]))
+    with pytest.raises(ValueError, match="embeddings are empty"):  # was ZeroDivisionError
+        evaluate_retrieval(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long))
 
 
 # ----------------------------------------------------------------------------------------------------------------

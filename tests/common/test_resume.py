@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import lightning as L
 import pytest
 import torch
 from omegaconf import open_dict
@@ -10,13 +11,16 @@ from common.launch import run
 from tests.conftest import compose_train
 
 
-def _cfg(out, extra=()):
+def _cfg(out, extra=(), image_size: int = 32):
+    """Two epochs of 4 batches on synthetic images, a checkpoint after every step. ``image_size=16`` runs about 4x
+    faster (the fast variants of the resume tests)."""
     cfg = compose_train(
         ["data=synthetic", "logger=csv", "trainer.max_epochs=2", "+trainer.enable_progress_bar=false", *extra], out
     )
     with open_dict(cfg):
         cfg.model.net.backbone.in_chans = 3
         cfg.model.net.embed_dim = 16
+        cfg.data.train_dataset.size = cfg.data.test_dataset.size = image_size
         cfg.data.batch_size = 16  # 64 items: 4 batches per epoch
         cfg.data.train_dataset.augment_noise = 0.3
         cfg.callbacks.model_checkpoint.every_n_train_steps = 1
@@ -30,14 +34,23 @@ def _params(objs):
 
 
 @pytest.mark.slow
-def test_resume_mid_epoch_matches_uninterrupted(tmp_path):
-    full_metrics, full = run(_cfg(tmp_path / "full"))
-    # stop after 3 of the 4 steps of epoch 0, then resume from last.ckpt
-    run(_cfg(tmp_path / "cut", ["+trainer.max_steps=3", "test=false"]))
+@pytest.mark.parametrize(
+    "cut,extra",
+    [
+        (3, []),  # mid epoch 0
+        (4, []),  # the last batch of epoch 0
+        (6, []),  # mid epoch 1: the resumed loader must be in epoch 1, not replay epoch 0's order
+        (3, ["+trainer.limit_train_batches=3"]),  # an epoch ended by limit_train_batches
+    ],
+)
+def test_resume_mid_epoch_matches_uninterrupted(tmp_path, cut, extra):
+    full_metrics, full = run(_cfg(tmp_path / "full", extra))
+    # stop after `cut` steps, then resume from last.ckpt
+    run(_cfg(tmp_path / "cut", [f"+trainer.max_steps={cut}", "test=false", *extra]))
     last = tmp_path / "cut" / "checkpoints" / "last.ckpt"
     assert last.exists()
-    resumed_metrics, resumed = run(_cfg(tmp_path / "cut", [f"ckpt_path={last}"]))
-    assert resumed["trainer"].global_step == full["trainer"].global_step == 8
+    resumed_metrics, resumed = run(_cfg(tmp_path / "cut", [f"ckpt_path={last}", *extra]))
+    assert resumed["trainer"].global_step == full["trainer"].global_step == (6 if extra else 8)
     torch.testing.assert_close(_params(resumed), _params(full), rtol=0, atol=1e-6)
     for key in ("test/map@r", "test/recall@1"):
         assert resumed_metrics[key] == full_metrics[key]
@@ -57,6 +70,51 @@ def test_resume_needs_the_skip(tmp_path):
     finally:
         ResumableDataLoader.load_state_dict = original
     assert not torch.allclose(_params(resumed), _params(full), atol=1e-6)
+
+
+class _Indices(L.Callback):
+    def __init__(self) -> None:
+        self.seen: list[list[int]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.seen.append(batch["index"].tolist())
+
+
+def test_every_epoch_draws_a_new_order(tmp_path):
+    """Lightning advances the loader's epoch (through ``batch_sampler.sampler.set_epoch``): epoch 1 does not replay
+    the batches and augmentations of epoch 0."""
+    import hydra
+
+    cfg = _cfg(tmp_path, ["test=false", "+trainer.limit_train_batches=2"])
+    recorder = _Indices()
+    with open_dict(cfg):
+        del cfg.callbacks
+    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=[recorder], logger=False, enable_checkpointing=False)
+    trainer.fit(hydra.utils.instantiate(cfg.model), datamodule=hydra.utils.instantiate(cfg.data))
+    assert len(recorder.seen) == 4
+    assert recorder.seen[:2] != recorder.seen[2:]
+
+
+def test_loader_state_restores_the_epoch():
+    from common.data.datasets.synthetic import SyntheticImages
+    from common.data.resumable import ResumableDataLoader, SeededBatchSampler, SeededItems
+    from common.data.samplers import RandomBatchSampler
+
+    def loader():
+        sampler = SeededBatchSampler(RandomBatchSampler(16, 4, seed=3), seed=5)
+        return ResumableDataLoader(SeededItems(SyntheticImages(num_classes=4, per_class=4)), batch_sampler=sampler)
+
+    reference = loader()
+    reference.batch_sampler.set_epoch(2)
+    epoch2 = [b["index"].tolist() for b in reference]
+    reference.batch_sampler.set_epoch(3)
+    epoch3 = [b["index"].tolist() for b in reference]
+    mid = loader()
+    mid.load_state_dict({"epoch": 2, "batches_done": 1})  # a fresh process, mid epoch 2
+    assert [b["index"].tolist() for b in mid] == epoch2[1:]
+    done = loader()
+    done.load_state_dict({"epoch": 2, "batches_done": 4})  # saved at the end of epoch 2
+    assert [b["index"].tolist() for b in done] == epoch3
 
 
 def test_seeded_batches_skip_and_item_seeds():
