@@ -75,7 +75,8 @@ class GalLoPModule(L.LightningModule):
         heatmap_images: int = 4,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net"], logger=False)
+        # the optimizer and scheduler factories stay out of the checkpoint (a partial is not a weights-only value)
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
         self.net = net
         self.topk = list(topk)
         self.dropout = prompt_dropout

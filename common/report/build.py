@@ -20,6 +20,7 @@ demos. The HTML references images by relative path, so it opens from disk with n
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -290,7 +291,11 @@ window.addEventListener("load", () => {{
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--demo", default=str(ROOT / "results" / "demo"))
-    parser.add_argument("--out", default=str(ROOT / "results" / "report"))
+    parser.add_argument(
+        "--out",
+        default=os.environ.get("RESULTS_REPORT_DIR") or str(ROOT / "results" / "report"),
+        help="output folder (default: $RESULTS_REPORT_DIR or results/report)",
+    )
     parser.add_argument(
         "--records", default=None, help="records folder (default: $RESULTS_RECORDS_DIR or results/records)"
     )
