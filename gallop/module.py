@@ -75,8 +75,9 @@ class GalLoPModule(L.LightningModule):
         heatmap_images: int = 4,
     ) -> None:
         super().__init__()
-        # the optimizer and scheduler factories stay out of the checkpoint (a partial is not a weights-only value)
-        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
+        # only plain values go into the checkpoint: a partial or a ListConfig (Hydra's lists) cannot be read back by
+        # a weights-only load, which `trainer.test(ckpt_path=...)` does
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "topk", "class_names"], logger=False)
         self.net = net
         self.topk = list(topk)
         self.dropout = prompt_dropout
