@@ -299,7 +299,11 @@ def write_coop(root: Path, per_class: int = 4, n_classes: int = 3) -> None:
         # Stanford Cars' split rows start with cars_train/ or cars_test/ (its image_dir is the dataset folder)
         prefix = {s: (f"cars_{'test' if s == 'test' else 'train'}/" if name == "stanford_cars" else "") for s in SPLITS}
         rows = {
-            s: [[f"{prefix[s]}class_{c}/{s}_{k}.jpg", c, f"class {c}"] for c in range(n_classes) for k in range(per_class)]
+            s: [
+                [f"{prefix[s]}class_{c}/{s}_{k}.jpg", c, f"class {c}"]
+                for c in range(n_classes)
+                for k in range(per_class)
+            ]
             for s in SPLITS
         }
         for split_rows in rows.values():

@@ -20,8 +20,8 @@ demos. The HTML references images by relative path, so it opens from disk with n
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path

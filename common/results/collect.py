@@ -15,9 +15,9 @@ Writes ``<out>/<method>.md`` per method and ``<out>/tables.json`` (what ``make r
 from __future__ import annotations
 
 import argparse
-import os
 import json
 import math
+import os
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
