@@ -22,7 +22,7 @@ from open_clip.transformer import ResidualAttentionBlock
 
 import gallop.clip_local as cl
 from common.backbones.clip import build_clip
-from gallop.losses import gallop_loss
+from gallop.global_local_loss import gallop_loss
 from gallop.model import GalLoP
 
 _value_path = cl.block_value_path

@@ -118,7 +118,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     losses = {
-        "SupAP": (supap_b3, SupAP(offset=1.44), SupAP(offset=1.44, chunk_size=args.chunk)),
+        "SupAP": (supap_b3, SupAP(), SupAP(chunk_size=args.chunk)),
         "SmoothAP": (smoothap_b3, SmoothAP(), SmoothAP(chunk_size=args.chunk)),
     }
     print(f"device={device} threads={args.threads} d={args.dim} m={args.m} repeats={args.repeats} chunk={args.chunk}")

@@ -78,46 +78,9 @@ def sigmoid_step(x: Tensor, tau: float = 0.01) -> Tensor:
     return tau_sigmoid(x, tau)
 
 
-def supap_step(
-    x: Tensor,
-    tau: float | Sequence[float] = 0.01,
-    rho: float = 100.0,
-    delta: float | None = 0.05,
-    start: float = 0.5,
-    offset: float | None = None,
-    linear_mode: str = "x_minus_delta",
-) -> Tensor:
-    """SupAP's upper bound ``H^-`` of the Heaviside step on negatives (ROADMAP, Ramzi et al. 2021, Eq. 4).
-
-        H^-(x) = sigma(x / tau_n)                 x <= 0
-               = start + sigma(x / tau_p)         0 < x <= delta
-               = rho * (x - delta) + offset       x > delta     (linear_mode="x_minus_delta", code after PR #13)
-               = rho * x + offset                 x > delta     (linear_mode="x", the NeurIPS-era code)
-
-    Args:
-        tau: temperature, or a pair ``(tau_n, tau_p)`` for x <= 0 and x > 0 (the original ``"taun_taup"``).
-        delta: end of the sigmoid part; ``None`` means the linear branch starts at 0: ``rho * x + offset`` for x > 0.
-        offset: value of the linear branch at its start; ``None`` makes it continuous:
-            ``sigma(delta / tau_p) + start`` (``0.5 + start`` when ``delta`` is None).
-        linear_mode: ``"x_minus_delta"`` (current code, the paper's Eq. 4) or ``"x"`` (pre-fix code).
-
-    With ``start >= 0.5`` and ``offset >= 1`` this is >= H(x) for every x != 0, hence rank^- >= rank.
-    """
-    if linear_mode not in LINEAR_MODES:
-        raise ValueError(f"linear_mode must be one of {LINEAR_MODES}, got {linear_mode!r}")
-    if isinstance(tau, (tuple, list)):
-        tau_n, tau_p = float(tau[0]), float(tau[1])
-    else:
-        tau_n = tau_p = float(tau)
-    if offset is None:
-        offset = (1.0 / (1.0 + math.exp(-min(max(delta / tau_p, -50.0), 50.0))) if delta is not None else 0.5) + start
-    neg_part = tau_sigmoid(x, tau_n)
-    if delta is None:
-        linear = rho * x + offset
-        return torch.where(x <= 0, neg_part, linear)
-    mid_part = start + tau_sigmoid(x, tau_p)
-    linear = rho * (x - delta) + offset if linear_mode == "x_minus_delta" else rho * x + offset
-    return torch.where(x <= 0, neg_part, torch.where(x <= delta, mid_part, linear))
+def supap_step(x: Tensor, **params) -> Tensor:
+    """``SupAPStep(**params)(x)``: the function form of :class:`SupAPStep` (same arguments, same defaults)."""
+    return SupAPStep(**params)(x)
 
 
 class Heaviside:
@@ -145,34 +108,65 @@ class Sigmoid:
         return f"Sigmoid(tau={self.tau})"
 
 
+@dataclass(frozen=True)
 class SupAPStep:
-    """Callable form of :func:`supap_step`; arguments as there."""
+    """SupAP's upper bound ``H^-`` of the Heaviside step on negatives (ROADMAP, Ramzi et al. 2021, Eq. 4).
 
-    def __init__(
-        self,
-        tau: float | Sequence[float] = 0.01,
-        rho: float = 100.0,
-        delta: float | None = 0.05,
-        start: float = 0.5,
-        offset: float | None = None,
-        linear_mode: str = "x_minus_delta",
-    ) -> None:
-        if linear_mode not in LINEAR_MODES:
-            raise ValueError(f"linear_mode must be one of {LINEAR_MODES}, got {linear_mode!r}")
-        taus = tau if isinstance(tau, (tuple, list)) else (tau,)
-        if any(float(t) <= 0 for t in taus):
-            raise ValueError(f"tau must be > 0, got {tau}")
-        self.tau = tuple(float(t) for t in tau) if isinstance(tau, (tuple, list)) else float(tau)
-        self.rho, self.delta, self.start, self.offset, self.linear_mode = rho, delta, start, offset, linear_mode
+        H^-(x) = sigma(x / tau_n)                 x <= 0
+               = start + sigma(x / tau_p)         0 < x <= delta
+               = rho * (x - delta) + offset       x > delta     (linear_mode="x_minus_delta", code after PR #13)
+               = rho * x + offset                 x > delta     (linear_mode="x", the NeurIPS-era code)
+
+    The one object that every SupAP-type loss takes (``SupAP``, ``SupRecall``, ``SupNDCG``, ``SupHAP``: argument
+    ``step``), with the one set of defaults. The defaults are the values of the ROADMAP SOP/CUB and HAPPIER paper
+    configs (tau 0.01, rho 100, delta 0.05, start 0.5, offset 1.44, the current linear branch); the iNat configs
+    use ``start=0.0, offset=1.0``; the NeurIPS rows ``linear_mode="x"``.
+
+    Args:
+        tau: temperature, or a pair ``(tau_n, tau_p)`` for x <= 0 and x > 0 (the original ``"taun_taup"``).
+        delta: end of the sigmoid part; ``None`` means the linear branch starts at 0: ``rho * x + offset`` for x > 0.
+        offset: value of the linear branch at its start; ``None`` makes it continuous:
+            ``sigma(delta / tau_p) + start`` (``0.5 + start`` when ``delta`` is None), the original class default,
+            which no paper config uses.
+        linear_mode: ``"x_minus_delta"`` (current code, the paper's Eq. 4) or ``"x"`` (pre-fix code).
+
+    With ``start >= 0.5`` and ``offset >= 1`` this is >= H(x) for every x != 0, hence rank^- >= rank.
+    """
+
+    tau: float | tuple[float, float] = 0.01
+    rho: float = 100.0
+    delta: float | None = 0.05
+    start: float = 0.5
+    offset: float | None = 1.44
+    linear_mode: str = "x_minus_delta"
+
+    def __post_init__(self) -> None:
+        if self.linear_mode not in LINEAR_MODES:
+            raise ValueError(f"linear_mode must be one of {LINEAR_MODES}, got {self.linear_mode!r}")
+        tau = float(self.tau) if isinstance(self.tau, (int, float)) else tuple(float(t) for t in self.tau)
+        if any(t <= 0 for t in (tau if isinstance(tau, tuple) else (tau,))):
+            raise ValueError(f"tau must be > 0, got {self.tau}")
+        object.__setattr__(self, "tau", tau)  # a YAML list arrives as a ListConfig: store plain floats
 
     def __call__(self, x: Tensor) -> Tensor:
-        return supap_step(x, self.tau, self.rho, self.delta, self.start, self.offset, self.linear_mode)
+        tau_n, tau_p = self.tau if isinstance(self.tau, tuple) else (self.tau, self.tau)
+        offset = self.offset
+        if offset is None:
+            offset = (_sigmoid(self.delta / tau_p) if self.delta is not None else 0.5) + self.start
+        neg_part = tau_sigmoid(x, tau_n)
+        if self.delta is None:
+            return torch.where(x <= 0, neg_part, self.rho * x + offset)
+        mid_part = self.start + tau_sigmoid(x, tau_p)
+        if self.linear_mode == "x_minus_delta":
+            linear = self.rho * (x - self.delta) + offset
+        else:
+            linear = self.rho * x + offset
+        return torch.where(x <= 0, neg_part, torch.where(x <= self.delta, mid_part, linear))
 
-    def __repr__(self) -> str:
-        return (
-            f"SupAPStep(tau={self.tau}, rho={self.rho}, delta={self.delta}, start={self.start}, "
-            f"offset={self.offset}, linear_mode={self.linear_mode!r})"
-        )
+
+def _sigmoid(z: float) -> float:
+    """``sigma(z)`` of a Python float with the argument clamped to [-50, 50], like :func:`tau_sigmoid`."""
+    return 1.0 / (1.0 + math.exp(-min(max(z, -50.0), 50.0)))
 
 
 # --------------------------------------------------------------------------------------------------------------

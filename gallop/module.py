@@ -1,7 +1,7 @@
 """The GalLoP LightningModule (also runs CoOp and zero-shot CLIP: the ``net`` decides).
 
 Training (spec heat_gallop.md §4): ``L = CE(s * g_kept, y) + mean_m CE(s * topk_reduce(l)_m, y)`` with the frozen CLIP logit
-scale ``s`` (``gallop.losses.gallop_loss``); CoOp: ``CE(s * g, y)``. Only the prompts and ``local_proj`` train.
+scale ``s`` (``gallop.global_local_loss.gallop_loss``); CoOp: ``CE(s * g, y)``. Only the prompts and ``local_proj`` train.
 
 Test (``trainer.test``), on the datamodule's loaders ``[id, ood/*, domain/*]`` (``common.data.fewshot``):
 - ``test/acc``: top-1 of ``softmax(s (g_hat + l_hat) / 2)`` (global only for CoOp), plus ``test/acc_global`` and
@@ -45,7 +45,7 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from common.models.distributed import gather_by_index
-from gallop.losses import gallop_loss, prompt_dropout, topk_reduce
+from gallop.global_local_loss import gallop_loss, prompt_dropout, topk_reduce
 from gallop.scores import ood_scores, predict_proba
 
 log = logging.getLogger(__name__)

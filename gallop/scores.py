@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import torch
 
-from gallop.losses import topk_reduce
+from gallop.global_local_loss import topk_reduce
 
 
 def predict_proba(

@@ -8,7 +8,9 @@ One learnable proxy per *fine* class, each tagged with the full hierarchy row of
     loss   = sum_l loss_l            (reduction="sum"; "mean" averages over levels)
 
 The positive term is always the item's own fine proxy (y_b = labels[b, 0]), reused at every level. A row with no
-negative proxy at level l (every proxy shares its label) contributes 0.
+negative proxy at level l (every proxy shares its label) contributes 0. Proxies, seeding, the label-range check and
+the zeros (no memory term; an empty batch keeps the proxies in the graph) are those of every proxy loss
+(:class:`common.losses.proxy.ProxyLoss`).
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.losses.numerics import fp32_forward, l2_normalize
-from happier._checks import check_embeddings_and_labels
+from common.losses.base import LossInputs
+from common.losses.proxy import ProxyLoss, proxy_generator
 
 
-class CSLLoss(nn.Module):
+class CSLLoss(ProxyLoss):
     """Hierarchical proxy loss with per-level margins.
 
     Args:
@@ -57,7 +59,7 @@ class CSLLoss(nn.Module):
         self.margins = [float(m) for m in margins]
         self.scale = float(scale)
         self.reduction = reduction
-        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        gen = proxy_generator(seed)
         self.proxies = nn.Parameter(torch.randn(num_proxies, embedding_size, generator=gen) / embedding_size**0.5)
         # label rows of the proxies; -1 = not seen yet. Persistent: saved in checkpoints.
         self.register_buffer("proxy_labels", torch.full((num_proxies, len(self.margins)), -1, dtype=torch.long))
@@ -73,43 +75,26 @@ class CSLLoss(nn.Module):
                 f"labels must be [N, {len(self.margins)}] (one column per margin); got {tuple(labels.shape)}."
             )
         fine = labels[:, 0]
-        if fine.min() < 0 or fine.max() >= self.num_proxies:
-            raise ValueError(
-                f"fine labels must lie in 0..{self.num_proxies - 1}, got [{int(fine.min())}, {int(fine.max())}]; "
-                f"set num_proxies to the number of fine training classes."
-            )
+        self.check_classes(fine, "fine labels")
         self.proxy_labels[fine] = labels
 
-    @fp32_forward
-    def forward(
-        self,
-        embeddings: torch.Tensor,
-        labels: torch.Tensor,
-        ref_embeddings: torch.Tensor | None = None,
-        ref_labels: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Scalar loss over the batch; ``ref_*`` is not used by a proxy loss."""
-        labels = check_embeddings_and_labels(embeddings, labels)
-        num_levels = len(self.margins)
-        if labels.shape[1] != num_levels:
+    def check_labels(self, inputs: LossInputs) -> None:
+        if inputs.labels.shape[1] != len(self.margins):
             raise ValueError(
-                f"labels have {labels.shape[1]} level(s) but {num_levels} margins were given; pass one margin "
-                f"per level."
+                f"labels have {inputs.labels.shape[1]} level(s) but {len(self.margins)} margins were given; pass one "
+                f"margin per level."
             )
-        s = l2_normalize(embeddings) @ l2_normalize(self.proxies.to(embeddings.dtype)).T  # [B, P]
-        if len(labels) == 0:
-            return s.sum() * 0.0
+
+    def proxy_loss(self, inputs: LossInputs) -> torch.Tensor:
+        labels = inputs.labels
         fine = labels[:, 0]
-        if fine.min() < 0 or fine.max() >= self.num_proxies:
-            raise ValueError(
-                f"fine labels must lie in 0..{self.num_proxies - 1}, got [{int(fine.min())}, {int(fine.max())}]."
-            )
+        self.check_classes(fine, "fine labels")
         with torch.no_grad():
             unknown = self.proxy_labels[fine, 0] < 0
             if unknown.any():
                 self.proxy_labels[fine[unknown]] = labels[unknown]
 
-        logits = self.scale * s
+        logits = self.scale * self.cosines(inputs)  # [B, P]
         pos = logits.gather(1, fine[:, None]).squeeze(1)  # [B]
         per_level = []
         for level, margin in enumerate(self.margins):

@@ -32,13 +32,12 @@ in chunks of ``chunk_size`` pairs under activation checkpointing: O(chunk x M) i
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from common.losses.numerics import fp32_forward, l2_normalize
+from common.losses.base import LossInputs, RetrievalLoss, fp32_region, prepare_inputs
 from common.metrics.relevance import num_levels as count_levels
 from common.metrics.relevance import relevance_table, shared_levels
-from common.ranking import heaviside, pairwise_rank_sums, supap_step, valid_reference_mask
-from happier._checks import check_embeddings_and_labels
+from common.ranking import SupAPStep, heaviside, pairwise_rank_sums
 
 
 def hrank_step(x: Tensor, beta: float = 25.0, gamma: float = 0.5, leak: float = 10.0) -> Tensor:
@@ -54,12 +53,13 @@ def hrank_step(x: Tensor, beta: float = 25.0, gamma: float = 0.5, leak: float = 
     return torch.where(x > 0, pos, leak * x)
 
 
-class SupHAP(nn.Module):
+class SupHAP(RetrievalLoss):
     """Sup-H-AP loss ``mean_q (1 - H-AP_q)``; see the module docstring for the formula.
 
     Args:
-        tau, rho, delta, start, offset, linear_mode: H^- parameters (``common.ranking.supap_step``). HAPPIER's
-            configs: tau=0.01, rho=100, delta=0.05, start=0.5, offset=1.44 (iNat: start=0, offset=1.0).
+        step: the H^- step for items of strictly lower level (:class:`common.ranking.SupAPStep`; default
+            ``SupAPStep()``: HAPPIER's SOP/DyML values tau=0.01, rho=100, delta=0.05, start=0.5, offset=1.44; iNat:
+            ``SupAPStep(start=0.0, offset=1.0)``).
         with_hrank: use the smooth H-rank step on strictly higher levels (beta=25, gamma=0.5, leak=10).
         relevance: "pop" (HAPPIER's default) or "map"; alpha its parameter (a float for pop, L weights for map).
         include_query: the query counts as its own item when the batch is its own reference (original behaviour).
@@ -68,14 +68,11 @@ class SupHAP(nn.Module):
             activation checkpointing, when all pairs fit).
     """
 
+    supports_multilabel = True
+
     def __init__(
         self,
-        tau: float = 0.01,
-        rho: float = 100.0,
-        delta: float | None = 0.05,
-        start: float = 0.5,
-        offset: float | None = 1.44,
-        linear_mode: str = "x_minus_delta",
+        step: SupAPStep | None = None,
         with_hrank: bool = False,
         beta: float = 25.0,
         gamma: float = 0.5,
@@ -88,10 +85,7 @@ class SupHAP(nn.Module):
         max_chunk_elements: int = 1 << 22,
     ) -> None:
         super().__init__()
-        if tau <= 0:
-            raise ValueError(f"tau must be > 0, got {tau}")
-        self.tau, self.rho, self.delta, self.start, self.offset = tau, rho, delta, start, offset
-        self.linear_mode = linear_mode
+        self.step = step if step is not None else SupAPStep()
         self.with_hrank, self.beta, self.gamma, self.leak = with_hrank, beta, gamma, leak
         self.relevance, self.alpha = relevance, alpha
         self.include_query, self.exact, self.chunk_size = include_query, exact, chunk_size
@@ -99,9 +93,7 @@ class SupHAP(nn.Module):
 
     def lower_step(self, x: Tensor) -> Tensor:
         """Step for items of strictly lower level than the ranked item: H^- (or H when ``exact``)."""
-        if self.exact:
-            return heaviside(x)
-        return supap_step(x, self.tau, self.rho, self.delta, self.start, self.offset, self.linear_mode)
+        return heaviside(x) if self.exact else self.step(x)
 
     def higher_hrank_step(self, x: Tensor) -> Tensor:
         """H-rank step for items of strictly higher level: H, or :func:`hrank_step` with ``with_hrank``."""
@@ -109,7 +101,6 @@ class SupHAP(nn.Module):
             return hrank_step(x, self.beta, self.gamma, self.leak)
         return heaviside(x)
 
-    @fp32_forward
     def per_query_hap(
         self,
         embeddings: Tensor,
@@ -118,33 +109,18 @@ class SupHAP(nn.Module):
         ref_labels: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Smooth H-AP of each query: ``(hap [B], has_relevant [B])``."""
-        labels = check_embeddings_and_labels(embeddings, labels, allow_multilabel=True)
-        if (ref_embeddings is None) != (ref_labels is None):
-            raise ValueError("give both ref_embeddings and ref_labels (a memory), or neither")
-        in_batch = ref_embeddings is None
-        if in_batch:
-            ref_embeddings, ref_labels = embeddings, labels
-        else:
-            ref_labels = check_embeddings_and_labels(
-                ref_embeddings, ref_labels, name="ref_embeddings", allow_multilabel=True
-            )
-            if (
-                ref_labels.shape[1] != labels.shape[1]
-                or ref_labels.dtype != labels.dtype
-                or ref_embeddings.shape[1] != embeddings.shape[1]
-            ):
-                raise ValueError(
-                    f"the memory must match the batch: labels {tuple(labels.shape)} vs {tuple(ref_labels.shape)}, "
-                    f"embeddings {tuple(embeddings.shape)} vs {tuple(ref_embeddings.shape)}"
-                )
+        device_type = embeddings.device.type if isinstance(embeddings, Tensor) else "cpu"
+        with fp32_region(device_type):
+            return self.hap(prepare_inputs(embeddings, labels, ref_embeddings, ref_labels))
+
+    def hap(self, inputs: LossInputs) -> tuple[Tensor, Tensor]:
+        """Smooth H-AP of each query on prepared inputs: ``(hap [Q], has_relevant [Q])``."""
+        labels, ref_labels, scores = inputs.labels, inputs.ref_labels, inputs.scores  # scores [Q, M]
         num_levels = count_levels(labels)
-        scores = l2_normalize(embeddings) @ l2_normalize(ref_embeddings).T  # [B, M]
-        levels = shared_levels(labels, ref_labels)  # [B, M] in 0..L
-        valid = valid_reference_mask(
-            scores.shape[0], scores.shape[1], exclude_self=in_batch and not self.include_query, device=scores.device
-        )
-        table = relevance_table(levels, num_levels, self.relevance, self.alpha, valid)  # [B, L+1]
-        rel = table.gather(1, levels).to(scores.dtype)  # [B, M]
+        levels = shared_levels(labels, ref_labels)  # [Q, M] in 0..L
+        valid = inputs.reference_mask(self.include_query)
+        table = relevance_table(levels, num_levels, self.relevance, self.alpha, valid)  # [Q, L+1]
+        rel = table.gather(1, levels).to(scores.dtype)  # [Q, M]
         items = valid & (rel > 0)
         q_idx, i_idx = items.nonzero(as_tuple=True)
 
@@ -180,16 +156,9 @@ class SupHAP(nn.Module):
         has_rel = norm > 0
         return total / norm.clamp(min=torch.finfo(norm.dtype).tiny), has_rel
 
-    @fp32_forward
-    def forward(
-        self,
-        embeddings: Tensor,
-        labels: Tensor,
-        ref_embeddings: Tensor | None = None,
-        ref_labels: Tensor | None = None,
-    ) -> Tensor:
+    def compute(self, inputs: LossInputs) -> Tensor:
         """``mean_q (1 - H-AP_q)`` over the queries that have at least one relevant item (0 if none has)."""
-        hap, has_rel = self.per_query_hap(embeddings, labels, ref_embeddings, ref_labels)
+        hap, has_rel = self.hap(inputs)
         if not has_rel.any():
-            return (embeddings * 0).sum()
+            return inputs.zero()
         return (1.0 - hap[has_rel]).mean()

@@ -167,10 +167,11 @@ def train_ebm(
     seed: int,
     batch_size: int,
     curve: LossCurve | None = None,
+    sgld_prior_gradient: str = "euclidean",
 ) -> HEATModule:
     L.seed_everything(seed, workers=True)
     mlp = EnergyMLP(train.pooled(pooling).shape[1], hidden=EBM_HIDDEN, n_hidden=4, tie_hidden=True)
-    module = HEATModule(prior, mlp, milestones=(10_000,), **cfg)
+    module = HEATModule(prior, mlp, milestones=(10_000,), sgld_prior_gradient=sgld_prior_gradient, **cfg)
     dm = FeatureDataModule(train, pooling=pooling, batch_size=batch_size, seed=seed)
     trainer = L.Trainer(
         max_steps=steps,
@@ -229,6 +230,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--epochs", type=int, default=3, help="classifier epochs")
     ap.add_argument("--ebm-steps", type=int, default=150, help="EBM optimisation steps per prior")
     ap.add_argument("--ebm-batch", type=int, default=256)
+    ap.add_argument(
+        "--sgld-prior-gradient",
+        choices=("euclidean", "tangent"),
+        default="euclidean",
+        help="HEATModule.sgld_prior_gradient (euclidean = the released code)",
+    )
     # one thread by default: on a loaded 2-core machine, 2 OpenMP threads made the small SGLD matmuls ~10x slower
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
@@ -282,7 +289,15 @@ def main(argv: list[str] | None = None) -> dict:
     for key, (pname, pooling) in {"el": ("EL", "avg"), "gmm": ("GMM", "avg"), "gmm_std": ("GMM-std", "std")}.items():
         curve = LossCurve()
         heat[f"HEAT-{pname}"] = train_ebm(
-            priors[pname], train, pooling, EBM[key], args.ebm_steps, args.seed, args.ebm_batch, curve
+            priors[pname],
+            train,
+            pooling,
+            EBM[key],
+            args.ebm_steps,
+            args.seed,
+            args.ebm_batch,
+            curve,
+            sgld_prior_gradient=args.sgld_prior_gradient,
         )
         curve.write_csv(args.out_dir / "artifacts" / f"heat_curve_{pname}.csv")  # contrastive-divergence loss
     timings["heat_training"] = time.perf_counter() - t
@@ -312,6 +327,7 @@ def main(argv: list[str] | None = None) -> dict:
         "classifier_test_accuracy": acc,
         "ebm_settings": EBM,
         "ebm_steps": args.ebm_steps,
+        "sgld_prior_gradient": args.sgld_prior_gradient,
         "results": res,
         "composition_beats_every_single_scorer": beats,
         "timings_s": timings,

@@ -2,12 +2,17 @@
 
 ``python -m heat.evaluate experiment=heat/cifar10_eval`` (``make table-heat``). For one ID dataset it loads the cached
 train / test / OOD features of ``data`` (extract them with ``python -m heat.extract``), fits every scorer of
-``heat_eval.baselines`` and the priors, restores the trained HEAT rows from ``heat_eval.heat_checkpoints`` (missing ones
+``heat_eval.baselines`` and ``heat_eval.priors``, restores the trained HEAT rows from ``heat_eval.heat_checkpoints`` (missing ones
 are skipped and named), composes them (beta = ``heat_eval.beta``), and scores each OOD set with
 ``common.metrics.ood.ood_metrics``. Output: per-set, near/far and all-set ("average", HEAT's own mean) values of FPR95
 (ID positive, HEAT's convention), FPR95 with OOD positive (OpenOOD v1.5) and AUROC: one result record per scorer
 (``common.results.record``, row ``<row>_<scorer>``, metric keys ``<ood set>/<fpr95|fpr95_ood_positive|auroc>``) and
 the raw numbers as JSON in ``heat_eval.out_dir``. ``make tables`` turns the records into the table.
+
+The prior rows "EL", "GMM" and "GMM-std" are the paper's stand-alone priors as the released code scores them (the
+energy of the logits; the minimum squared Mahalanobis distance, SSD+, on L2-normalised avg / std features); the
+mixture energies that HEAT-GMM / HEAT-GMM-std correct are the separate rows "GMM-energy" and "GMM-std-energy". All are
+configured in ``heat_eval.priors``.
 """
 
 from __future__ import annotations
@@ -30,11 +35,11 @@ from heat.datamodule import load_features
 from heat.features import Features
 from heat.module import HEATModule
 from heat.scorers.combine import Combine
-from heat.scorers.gaussian import GMM, GMMStd
-from heat.scorers.logits import EnergyLogits
 
 log = logging.getLogger(__name__)
 KEYS = ("fpr95", "fpr95_ood_positive", "auroc")
+#: the paper's "Average" column: the mean over every OOD set of the table (HEAT's CIFAR tables average all 6)
+AVERAGE = "average"
 
 
 def evaluate_scorers(
@@ -97,7 +102,7 @@ def run(cfg: DictConfig) -> dict:
         for n, s in zip(data.ood_names, data.val_ood)
     }
     scorers = {n: hydra.utils.instantiate(c).fit(train) for n, c in ev.baselines.items()}
-    scorers.update({"EL": EnergyLogits().fit(train), "GMM": GMM().fit(train), "GMM-std": GMMStd().fit(train)})
+    scorers.update({n: hydra.utils.instantiate(c).fit(train) for n, c in ev.priors.items()})
     heat, missing = {}, []
     for name, row in ev.heat_rows.items():
         ckpt = ev.heat_checkpoints.get(name)
@@ -108,7 +113,7 @@ def run(cfg: DictConfig) -> dict:
     scorers.update(heat)
     if len(heat) == len(ev.heat_rows):
         scorers["HEAT"] = Combine(list(heat.values()), beta=ev.beta, stats_batch_size=ev.stats_batch_size).fit(train)
-    groups = {"near": list(ev.near), "far": list(ev.far), "average": list(data.ood_names)}
+    groups = {"near": list(ev.near), "far": list(ev.far), AVERAGE: list(data.ood_names)}
     res = evaluate_scorers(scorers, id_test, ood, groups)
     out_dir = Path(ev.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

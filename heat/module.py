@@ -4,9 +4,10 @@ One module trains the residual energy ``E_theta`` of one prior (EL, GMM or GMM-s
 
 1. real features ``x`` (L2-normalised when the prior is; spec §1.1);
 2. proposals ``z0`` (N(0, I) or the fitted GMM), projected (ReLU, L2);
-3. ``K`` SGLD steps on the hybrid energy ``E_prior / T_prior + E_theta / T`` (frozen parameters) -> ``z_K``;
+3. ``K`` SGLD steps on the hybrid energy ``E_prior / T_prior + E_theta / T`` (frozen parameters) -> ``z_K``; the
+   prior's gradient is taken in R^D at the sample, as released (``sgld_prior_gradient``);
 4. negatives ``[z_K; z0]`` (2B rows, the released code's choice);
-5. the CD loss with the L2 energy penalty on ``E_theta`` only; Adam with betas (0, 0.999), MultiStepLR.
+5. the CD loss with the L2 energy penalty on ``E_theta / T`` only; Adam with betas (0, 0.999), MultiStepLR.
 
 The fitted prior is a submodule (its statistics are buffers, so checkpoints hold it). If it is not fitted when training
 starts, :meth:`setup` fits it on ``trainer.datamodule.train_features``. :meth:`score` gives the OOD score of Features:
@@ -36,8 +37,8 @@ import torch
 from torch import Tensor, nn
 
 from common.models.nonfinite import check_nan_policy, loss_is_finite
+from heat.contrastive_divergence import contrastive_divergence_loss
 from heat.features import Features
-from heat.losses import contrastive_divergence_loss
 from heat.scorers.base import chunked, l2_normalize
 from heat.sgld import HybridEnergy, Proposal, project, sgld
 
@@ -53,11 +54,15 @@ class HEATModule(L.LightningModule):
         prior: a prior scorer with ``energy(z, y=None)``, ``pooling`` and ``normalize`` (``EnergyLogits``, ``GMM``,
             ``GMMStd``), fitted or not.
         mlp: the residual network (``heat.mlp.EnergyMLP``).
-        temperature_prior, temperature: ``T_prior`` and ``T`` of the hybrid energy.
+        temperature_prior, temperature: ``T_prior`` and ``T`` of the hybrid energy; the CD loss uses ``E_theta / T``
+            as the released code does.
         proposal: "random_normal", "base_dist" or "base_dist_temp"; ``proposal_from_batch_labels`` draws GMM
             components from the batch labels (``sample_from_batch_statistics``).
         sgld_steps, sgld_step_size, sgld_noise: ``K``, ``eta_0`` and ``eps_0`` (schedules end at a tenth of each).
         sgld_relu: project samples with ReLU (features are post-ReLU).
+        sgld_prior_gradient: "euclidean" (the released code: the prior's gradient in R^D at the sample) or "tangent"
+            (the prior re-normalises the sample, so its gradient is projected on the sphere's tangent); see
+            :class:`heat.sgld.HybridEnergy`. Only changes SGLD for a normalising prior (GMM, GMM-std).
         simplified_mahalanobis: negatives use the class-conditional prior energy of their sampled component (ImageNet).
         l2: the energy penalty ``lambda``; eps_data: std of the data noise.
         lr, betas, milestones, gamma: Adam and MultiStepLR (per epoch).
@@ -78,6 +83,7 @@ class HEATModule(L.LightningModule):
         sgld_step_size: float = 1e-4,
         sgld_noise: float = 5e-3,
         sgld_relu: bool = True,
+        sgld_prior_gradient: str = "euclidean",
         simplified_mahalanobis: bool = False,
         l2: float = 10.0,
         eps_data: float = 1e-4,
@@ -94,7 +100,7 @@ class HEATModule(L.LightningModule):
         self.save_hyperparameters(ignore=["prior", "mlp"])
         self.prior, self.mlp = prior, mlp
         # not registered as a child: prior and mlp are already submodules (no duplicated checkpoint entries)
-        self.__dict__["hybrid"] = HybridEnergy(prior, mlp, temperature_prior, temperature)
+        self.__dict__["hybrid"] = HybridEnergy(prior, mlp, temperature_prior, temperature, sgld_prior_gradient)
         self.proposal = Proposal(proposal, from_batch_labels=proposal_from_batch_labels)
         self._scores: dict[str, dict[int, list[Tensor]]] = {}
         for p in self.prior.parameters():
@@ -178,7 +184,8 @@ class HEATModule(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> Tensor | None:
         real = self.prepare(batch["z"])
         neg, _ = self.negatives(real, batch.get("y"))
-        loss, logs = contrastive_divergence_loss(self.mlp, real, neg, self.hparams.l2, self.hparams.eps_data)
+        hp = self.hparams
+        loss, logs = contrastive_divergence_loss(self.mlp, real, neg, hp.l2, hp.eps_data, temperature=hp.temperature)
         if not loss_is_finite(self, loss, logs, batch_idx, self.hparams.nan_policy):
             return None
         self.log("train/loss", loss, prog_bar=True, batch_size=len(real))

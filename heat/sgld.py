@@ -24,17 +24,40 @@ def polynomial_schedule(start: float, t: int | Tensor, total: int, end: float | 
     return (start - end) * (1.0 - t / total) ** power + end
 
 
-class HybridEnergy(nn.Module):
-    """``E(z) = E_prior(z) / T_prior + E_theta(z) / T`` for a fitted prior scorer (with ``energy(z, y=None)``)."""
+PRIOR_GRADIENTS = ("euclidean", "tangent")
 
-    def __init__(self, prior: nn.Module, mlp: nn.Module, temperature_prior: float = 1.0, temperature: float = 1.0):
+
+class HybridEnergy(nn.Module):
+    """``E(z) = E_prior(z) / T_prior + E_theta(z) / T`` for a fitted prior scorer (with ``energy(z, y, prepared)``).
+
+    ``z`` is always prepared (L2-normalised when the prior normalises: real features by the module, SGLD samples by
+    :func:`project`). ``prior_gradient`` says how the prior sees it, which changes ``grad_z E`` but not ``E``:
+
+    - ``"euclidean"`` (the released code, default): the prior energy of ``z`` as given, so ``grad_z E_prior`` is the
+      full gradient of the Gaussian mixture in R^D, radial part included;
+    - ``"tangent"``: the prior re-normalises ``z`` first, so its gradient is projected on the tangent of the unit
+      sphere, ``(I - z z^T) grad`` at ``|z| = 1`` (the gradient of the energy restricted to the sphere).
+    """
+
+    def __init__(
+        self,
+        prior: nn.Module,
+        mlp: nn.Module,
+        temperature_prior: float = 1.0,
+        temperature: float = 1.0,
+        prior_gradient: str = "euclidean",
+    ):
         super().__init__()
+        if prior_gradient not in PRIOR_GRADIENTS:
+            raise ValueError(f"prior_gradient must be one of {PRIOR_GRADIENTS}, got {prior_gradient!r}")
         self.prior, self.mlp = prior, mlp
         self.temperature_prior, self.temperature = temperature_prior, temperature
+        self.prior_gradient = prior_gradient
 
     def parts(self, z: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """``(E_prior(z) / T_prior, E_theta(z) / T)``, each ``[N]``."""
-        prior = self.prior.energy(z, y).to(z.dtype) / self.temperature_prior
+        """``(E_prior(z) / T_prior, E_theta(z) / T)``, each ``[N]``, of prepared ``z`` ``[N, D]``."""
+        prepared = self.prior_gradient == "euclidean"
+        prior = self.prior.energy(z, y, prepared=prepared).to(z.dtype) / self.temperature_prior
         return prior, self.mlp(z) / self.temperature
 
     def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:

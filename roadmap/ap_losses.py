@@ -17,57 +17,47 @@ O(chunk x M) with ``chunk_size`` (see :mod:`common.ranking`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from torch import Tensor
 
-from torch import Tensor, nn
-
-from common.ranking import (
-    LINEAR_MODES,
-    Sigmoid,
-    StepFn,
-    SupAPStep,
-    ap_ranks,
-    average_precision_from_ranks,
-    heaviside,
-)
-from roadmap._inputs import fp32_forward, prepare, reference_mask, zero_loss
+from common.losses.base import LossInputs, RetrievalLoss
+from common.ranking import RankOutput, Sigmoid, StepFn, SupAPStep, ap_ranks, average_precision_from_ranks, heaviside
 
 RETURN_TYPES = ("1-mAP", "mAP")
 
 
-class _RankAPLoss(nn.Module):
-    """Shared forward of the AP surrogates; subclasses define the step functions."""
+class RankLoss(RetrievalLoss):
+    """A loss on the ranks of every (query, positive) pair: ``neg_step`` / ``pos_step`` and the chunking.
+
+    Shared by the AP surrogates here and by the SupRank losses (:mod:`roadmap.suprank`).
+    """
 
     neg_step: StepFn
     pos_step: StepFn
 
-    def __init__(self, include_query: bool = True, chunk_size: int | None = None, return_type: str = "1-mAP"):
+    def __init__(self, include_query: bool = True, chunk_size: int | None = None) -> None:
         super().__init__()
-        if return_type not in RETURN_TYPES:
-            raise ValueError(f"return_type must be one of {RETURN_TYPES}, got {return_type!r}")
         self.include_query = include_query
         self.chunk_size = chunk_size
+
+    def ranks(self, inputs: LossInputs) -> RankOutput:
+        """rank and rank+ of every (query, positive) pair (:func:`common.ranking.ap_ranks`)."""
+        valid = inputs.reference_mask(self.include_query)
+        return ap_ranks(inputs.scores, inputs.pos, valid, self.neg_step, self.pos_step, chunk_size=self.chunk_size)
+
+
+class _RankAPLoss(RankLoss):
+    """Shared forward of the AP surrogates; subclasses define the step functions."""
+
+    def __init__(self, include_query: bool = True, chunk_size: int | None = None, return_type: str = "1-mAP"):
+        super().__init__(include_query, chunk_size)
+        if return_type not in RETURN_TYPES:
+            raise ValueError(f"return_type must be one of {RETURN_TYPES}, got {return_type!r}")
         self.return_type = return_type
 
-    def average_precision(
-        self, embeddings: Tensor, labels: Tensor, ref_embeddings: Tensor | None = None, ref_labels: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """Per-query surrogate AP ``[B]`` and a ``[B]`` bool mask of the queries that have positives."""
-        inp = prepare(embeddings, labels, ref_embeddings, ref_labels)
-        valid = reference_mask(inp, self.include_query)
-        ranks = ap_ranks(inp.scores, inp.pos, valid, self.neg_step, self.pos_step, chunk_size=self.chunk_size)
-        return average_precision_from_ranks(ranks)
-
-    @fp32_forward
-    def forward(
-        self, embeddings: Tensor, labels: Tensor, ref_embeddings: Tensor | None = None, ref_labels: Tensor | None = None
-    ) -> Tensor:
-        inp = prepare(embeddings, labels, ref_embeddings, ref_labels)
-        valid = reference_mask(inp, self.include_query)
-        ranks = ap_ranks(inp.scores, inp.pos, valid, self.neg_step, self.pos_step, chunk_size=self.chunk_size)
-        ap, has_pos = average_precision_from_ranks(ranks)
+    def compute(self, inputs: LossInputs) -> Tensor:
+        ap, has_pos = average_precision_from_ranks(self.ranks(inputs))
         if not bool(has_pos.any()):
-            return zero_loss(inp)
+            return inputs.zero()
         map_ = ap[has_pos].mean()
         return 1.0 - map_ if self.return_type == "1-mAP" else map_
 
@@ -76,31 +66,22 @@ class SupAP(_RankAPLoss):
     """SupAP: exact step on positives, upper bound H^- on negatives (ROADMAP, Ramzi et al. NeurIPS 2021, Eq. 4).
 
     Args:
-        tau, rho, delta, start, offset: H^- parameters (:func:`common.ranking.supap_step`). Class defaults follow
-            the current code (offset None = continuous); the paper configs pass ``offset=1.44`` (SOP, CUB) or
-            ``offset=1.0, start=0.0`` (iNat).
-        linear_mode: ``"x_minus_delta"`` = rho (x - delta) + offset (current code, Eq. 4) or ``"x"`` = rho x + offset
-            (code before ROADMAP PR #13, the likely NeurIPS setting).
+        step: the H^- step (:class:`common.ranking.SupAPStep`; default ``SupAPStep()``: the SOP/CUB paper values,
+            offset 1.44, current linear branch). iNat configs: ``SupAPStep(start=0.0, offset=1.0)``; the NeurIPS
+            rows: ``SupAPStep(linear_mode="x")``.
         include_query: count the query as its own positive in-batch (original behaviour).
         chunk_size: number of (query, positive) pairs per chunk; ``None`` = all at once.
     """
 
     def __init__(
         self,
-        tau: float | Sequence[float] = 0.01,
-        rho: float = 100.0,
-        delta: float | None = 0.05,
-        start: float = 0.5,
-        offset: float | None = None,
-        linear_mode: str = "x_minus_delta",
+        step: SupAPStep | None = None,
         include_query: bool = True,
         chunk_size: int | None = None,
         return_type: str = "1-mAP",
     ) -> None:
         super().__init__(include_query, chunk_size, return_type)
-        if linear_mode not in LINEAR_MODES:
-            raise ValueError(f"linear_mode must be one of {LINEAR_MODES}, got {linear_mode!r}")
-        self.neg_step = SupAPStep(tau, rho, delta, start, offset, linear_mode)
+        self.neg_step = step if step is not None else SupAPStep()
         self.pos_step = heaviside
 
     def extra_repr(self) -> str:

@@ -12,10 +12,10 @@ et al. 2020, Eq. 5, with lambda = 4): ``grad = -(r(x) - r(x + lambda * grad_out)
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.autograd import Function
 
-from roadmap._inputs import fp32_forward, prepare, reference_mask, zero_loss
+from common.losses.base import LossInputs, RetrievalLoss
 
 _LOW = -1.0e4  # score given to excluded / negative items so that they rank below every cosine score
 
@@ -44,24 +44,20 @@ class BlackBoxRank(Function):
         return -(rank - rank_prime) / (ctx.lam + 1e-8), None
 
 
-class BlackBoxAP(nn.Module):
+class BlackBoxAP(RetrievalLoss):
     """1 - mAP with blackbox-differentiated ranks. ``lam`` = 4, ``margin`` = 0.02 (ROADMAP config)."""
 
     def __init__(self, lam: float = 4.0, margin: float = 0.02, include_query: bool = True) -> None:
         super().__init__()
         self.lam, self.margin, self.include_query = lam, margin, include_query
 
-    @fp32_forward
-    def forward(
-        self, embeddings: Tensor, labels: Tensor, ref_embeddings: Tensor | None = None, ref_labels: Tensor | None = None
-    ) -> Tensor:
-        inp = prepare(embeddings, labels, ref_embeddings, ref_labels)
-        valid = reference_mask(inp, self.include_query)
+    def compute(self, inp: LossInputs) -> Tensor:
+        valid = inp.reference_mask(self.include_query)
         pos = inp.pos & valid
         n_pos = pos.sum(1)
         has_pos = n_pos > 0
         if not bool(has_pos.any()):
-            return zero_loss(inp)
+            return inp.zero()
         scores = inp.scores
         if self.margin > 0 and self.training:
             y = pos.to(scores.dtype)

@@ -3,7 +3,7 @@
 Runs the real launcher once as a Hydra multirun over the loss group (one process, three jobs)::
 
     python -m common.launch -m experiment=roadmap/demo_fmnist \
-        model/loss@model.losses.main=roadmap,roadmap_smoothap,roadmap_triplet hydra.sweep.dir=<dir>
+        model/loss=roadmap,roadmap_smoothap,roadmap_triplet hydra.sweep.dir=<dir>
 
 then reads each job's ``metrics.json`` and writes ``results/demo/roadmap.json`` (all numbers) and
 ``results/demo/roadmap.md`` (the table and the command), and prints the table.
@@ -25,7 +25,7 @@ from common.report.artifacts import export_retrieval_run
 
 ROOT = Path(__file__).resolve().parents[1]
 LOSSES = {"roadmap": "ROADMAP (SupAP + calibration)", "roadmap_smoothap": "Smooth-AP", "roadmap_triplet": "Triplet"}
-GROUP = "model/loss@model.losses.main"
+GROUP = "model/loss"
 
 
 def job_dirs(sweep_dir: Path) -> dict[str, Path]:

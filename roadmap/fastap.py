@@ -14,12 +14,12 @@ all (query, reference) pairs count. Memory: (num_bins + 1) x Q x M.
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from roadmap._inputs import fp32_forward, prepare, reference_mask, zero_loss
+from common.losses.base import LossInputs, RetrievalLoss
 
 
-class FastAP(nn.Module):
+class FastAP(RetrievalLoss):
     """FastAP with ``num_bins`` histogram bins (10 in the ROADMAP config)."""
 
     def __init__(self, num_bins: int = 10) -> None:
@@ -28,18 +28,14 @@ class FastAP(nn.Module):
             raise ValueError(f"num_bins must be >= 1, got {num_bins}")
         self.num_bins = int(num_bins)
 
-    @fp32_forward
-    def forward(
-        self, embeddings: Tensor, labels: Tensor, ref_embeddings: Tensor | None = None, ref_labels: Tensor | None = None
-    ) -> Tensor:
-        inp = prepare(embeddings, labels, ref_embeddings, ref_labels)
-        valid = reference_mask(inp, include_query=False)
+    def compute(self, inp: LossInputs) -> Tensor:
+        valid = inp.reference_mask(include_query=False)
         pos = (inp.pos & valid).to(inp.scores.dtype)  # [Q, M]
         neg = (~inp.pos & valid).to(inp.scores.dtype)
         n_pos = pos.sum(1)
         has_pos = n_pos > 0
         if not bool(has_pos.any()):
-            return zero_loss(inp)
+            return inp.zero()
         dist = (2.0 - 2.0 * inp.scores).clamp(min=0.0)  # [Q, M], squared L2 of unit vectors
         delta = 4.0 / self.num_bins
         centres = torch.linspace(0.0, 4.0, self.num_bins + 1, dtype=dist.dtype, device=dist.device)

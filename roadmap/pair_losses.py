@@ -1,4 +1,5 @@
-"""Pair/triplet baselines as thin wrappers around pytorch-metric-learning, with our signature.
+"""Pair/triplet baselines: pytorch-metric-learning losses and miners behind the house contract
+(:class:`common.losses.pml_adapter.PMLLoss`).
 
 * :class:`TripletLoss` (Schroff et al. 2015): relu(s_an - s_ap + margin) on cosine similarities, margin 0.05
   (SupRank config), over semi-hard triplets (0 < s_ap - s_an <= margin) or all triplets; averaged over the
@@ -15,58 +16,37 @@ from __future__ import annotations
 from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning import miners as pml_miners
 from pytorch_metric_learning.distances import CosineSimilarity
-from torch import Tensor, nn
 
-from roadmap._inputs import fp32_forward, prepare
+from common.losses.pml_adapter import PMLLoss
 
 TRIPLET_MINING = ("semihard", "hard", "easy", "all")
 
 
-class TripletLoss(nn.Module):
+class TripletLoss(PMLLoss):
     """Triplet margin loss on cosine similarity with a PML ``TripletMarginMiner`` (default semi-hard)."""
 
     def __init__(self, margin: float = 0.05, mining: str = "semihard") -> None:
-        super().__init__()
         if mining not in TRIPLET_MINING:
             raise ValueError(f"mining must be one of {TRIPLET_MINING}, got {mining!r}")
+        super().__init__(
+            pml_losses.TripletMarginLoss(margin=margin, distance=CosineSimilarity()),
+            pml_miners.TripletMarginMiner(margin=margin, type_of_triplets=mining, distance=CosineSimilarity()),
+        )
         self.margin, self.mining = margin, mining
-        self.loss = pml_losses.TripletMarginLoss(margin=margin, distance=CosineSimilarity())
-        self.miner = pml_miners.TripletMarginMiner(margin=margin, type_of_triplets=mining, distance=CosineSimilarity())
-
-    @fp32_forward
-    def forward(
-        self, embeddings: Tensor, labels: Tensor, ref_embeddings: Tensor | None = None, ref_labels: Tensor | None = None
-    ) -> Tensor:
-        inp = prepare(embeddings, labels, ref_embeddings, ref_labels)
-        if inp.in_batch:
-            triplets = self.miner(inp.queries, inp.q_labels)
-            return self.loss(inp.queries, inp.q_labels, triplets)
-        triplets = self.miner(inp.queries, inp.q_labels, inp.refs, inp.r_labels)
-        return self.loss(inp.queries, inp.q_labels, triplets, ref_emb=inp.refs, ref_labels=inp.r_labels)
 
     def extra_repr(self) -> str:
         return f"margin={self.margin}, mining={self.mining!r}"
 
 
-class MultiSimilarityLoss(nn.Module):
+class MultiSimilarityLoss(PMLLoss):
     """Multi-similarity loss with the MS miner (PML ``MultiSimilarityLoss`` + ``MultiSimilarityMiner``)."""
 
     def __init__(self, alpha: float = 2.0, beta: float = 50.0, base: float = 0.5, epsilon: float = 0.1) -> None:
-        super().__init__()
+        super().__init__(
+            pml_losses.MultiSimilarityLoss(alpha=alpha, beta=beta, base=base),
+            pml_miners.MultiSimilarityMiner(epsilon=epsilon) if epsilon is not None else None,
+        )
         self.alpha, self.beta, self.base, self.epsilon = alpha, beta, base, epsilon
-        self.loss = pml_losses.MultiSimilarityLoss(alpha=alpha, beta=beta, base=base)
-        self.miner = pml_miners.MultiSimilarityMiner(epsilon=epsilon) if epsilon is not None else None
-
-    @fp32_forward
-    def forward(
-        self, embeddings: Tensor, labels: Tensor, ref_embeddings: Tensor | None = None, ref_labels: Tensor | None = None
-    ) -> Tensor:
-        inp = prepare(embeddings, labels, ref_embeddings, ref_labels)
-        ref = {} if inp.in_batch else {"ref_emb": inp.refs, "ref_labels": inp.r_labels}
-        pairs = None
-        if self.miner is not None:
-            pairs = self.miner(inp.queries, inp.q_labels, *((inp.refs, inp.r_labels) if ref else ()))
-        return self.loss(inp.queries, inp.q_labels, pairs, **ref)
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, beta={self.beta}, base={self.base}, epsilon={self.epsilon}"

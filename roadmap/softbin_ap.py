@@ -12,9 +12,9 @@ loss = 1 - mean_q AP_q over queries with positives. Memory: Q x nq x M.
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from roadmap._inputs import fp32_forward, prepare, reference_mask, zero_loss
+from common.losses.base import LossInputs, RetrievalLoss
 
 
 def soft_bins(scores: Tensor, nq: int, lo: float, hi: float) -> Tensor:
@@ -29,7 +29,7 @@ def soft_bins(scores: Tensor, nq: int, lo: float, hi: float) -> Tensor:
     return torch.minimum(left, right).clamp(min=0.0)
 
 
-class SoftBinAP(nn.Module):
+class SoftBinAP(RetrievalLoss):
     """1 - mAP from soft-binned histograms; ``nq`` = 20 bins on [-1, 1] (ROADMAP config)."""
 
     def __init__(self, nq: int = 20, lo: float = -1.0, hi: float = 1.0, include_query: bool = True) -> None:
@@ -38,16 +38,12 @@ class SoftBinAP(nn.Module):
             raise ValueError(f"need nq >= 2 and hi > lo, got nq={nq}, lo={lo}, hi={hi}")
         self.nq, self.lo, self.hi, self.include_query = nq, lo, hi, include_query
 
-    @fp32_forward
-    def forward(
-        self, embeddings: Tensor, labels: Tensor, ref_embeddings: Tensor | None = None, ref_labels: Tensor | None = None
-    ) -> Tensor:
-        inp = prepare(embeddings, labels, ref_embeddings, ref_labels)
-        valid = reference_mask(inp, self.include_query).to(inp.scores.dtype)
+    def compute(self, inp: LossInputs) -> Tensor:
+        valid = inp.reference_mask(self.include_query).to(inp.scores.dtype)
         pos = inp.pos.to(inp.scores.dtype) * valid
         has_pos = pos.sum(1) > 0
         if not bool(has_pos.any()):
-            return zero_loss(inp)
+            return inp.zero()
         q = soft_bins(inp.scores, self.nq, self.lo, self.hi)  # [Q, nq, M]
         counts = (q * valid[:, None, :]).sum(2)  # [Q, nq]
         pos_counts = (q * pos[:, None, :]).sum(2)

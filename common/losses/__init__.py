@@ -1,1 +1,2 @@
-"""Loss building blocks shared by several methods."""
+"""The loss layer shared by the retrieval methods: the loss contract (``base``), numerics, proxy losses and the
+pytorch-metric-learning adapter."""

@@ -1,9 +1,9 @@
 """Numerics every embedding loss shares: fp32 computation, and an L2 normalisation a zero embedding cannot blow up.
 
-* :func:`fp32_forward` runs a loss's ``forward`` with autocast off and fp16/bf16 inputs cast to fp32. Rank sums over a
-  memory (tens of thousands of terms up to ~200 each) overflow fp16, and mixed inputs (an fp32 batch against a fp16
-  memory, fp16 embeddings against fp32 proxies) would not even multiply. The gradient flows back to the low-precision
-  tensors through the cast.
+* :func:`upcast` casts fp16/bf16 inputs to fp32; the loss contract (:mod:`common.losses.base`) applies it and runs
+  every loss with autocast off. Rank sums over a memory (tens of thousands of terms up to ~200 each) overflow fp16,
+  and mixed inputs (an fp32 batch against a fp16 memory, fp16 embeddings against fp32 proxies) would not even
+  multiply. The gradient flows back to the low-precision tensors through the cast.
 * :func:`l2_normalize` is ``F.normalize`` except for rows whose norm is below ``eps``: those have no direction, so
   they come out as the zero vector (a cosine of 0 with everything, as ``F.normalize`` gives) **with zero gradient**.
   ``F.normalize`` divides such a row by its ``eps`` of ``1e-12`` instead, so one all-zero embedding in a batch sends a
@@ -14,13 +14,10 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 
-__all__ = ["LOW_PRECISION", "NORM_EPS", "fp32_forward", "l2_normalize", "upcast"]
+__all__ = ["LOW_PRECISION", "NORM_EPS", "l2_normalize", "upcast"]
 
 LOW_PRECISION = (torch.float16, torch.bfloat16)
 NORM_EPS = 1e-6
@@ -29,19 +26,6 @@ NORM_EPS = 1e-6
 def upcast(x: Tensor | None) -> Tensor | None:
     """fp16/bf16 tensors as fp32; anything else unchanged."""
     return x.float() if isinstance(x, Tensor) and x.dtype in LOW_PRECISION else x
-
-
-def fp32_forward(forward: Callable) -> Callable:
-    """Decorator for ``forward(self, embeddings, labels, ref_embeddings=None, ref_labels=None)``: the loss runs with
-    autocast disabled and low-precision ``embeddings`` / ``ref_embeddings`` cast to fp32 (see the module docstring)."""
-
-    @functools.wraps(forward)
-    def wrapper(self, embeddings, labels, ref_embeddings=None, ref_labels=None):
-        device_type = embeddings.device.type if isinstance(embeddings, Tensor) else "cpu"
-        with torch.autocast(device_type=device_type, enabled=False):
-            return forward(self, upcast(embeddings), labels, upcast(ref_embeddings), ref_labels)
-
-    return wrapper
 
 
 def l2_normalize(x: Tensor, dim: int = -1, eps: float = NORM_EPS) -> Tensor:

@@ -7,9 +7,12 @@ Total loss of a step (``w`` = ``loss_weights``, ``M`` = memory, active from its 
 
     L = sum_name w[name] * loss[name](z, y)  +  M.weight * sum_name w[name] * loss[name](z, y, z_M, y_M)
 
-Every loss has the signature ``loss(embeddings [B, D], labels [B] or [B, L], ref_embeddings=None, ref_labels=None)``.
-Losses that own parameters (proxies of NSM, HAPPIER's cluster loss, CSL) get their own param group, with the lr
-and weight decay given in ``loss_param_groups[name]``.
+Every loss has the signature ``loss(embeddings [B, D], labels [B] or [B, L], ref_embeddings=None, ref_labels=None)``;
+the retrieval losses follow :mod:`common.losses.base`, so the batch is checked, cast to fp32 and turned into one
+cosine matrix once per step (and once more against the memory), which every term then reads. A method's combined
+loss (ROADMAP = SupAP + calibration, HAPPIER = Sup-H-AP + clustering) is this weighted sum, and each term is logged
+as ``train/<name>``. Losses that own parameters (the proxies of NSM / HAPPIER's clustering term, CSL) get their own
+param group, with the lr and weight decay given in ``loss_param_groups[name]``.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from common.data.errors import check_labels
+from common.losses.base import RetrievalLoss, fp32_region, prepare_inputs
 from common.models.distributed import all_gather_no_grad, all_gather_with_grad, world_size
 from common.models.embedding_eval import EmbeddingEvalMixin
 from common.models.nonfinite import NonFiniteLossError, check_nan_policy, loss_is_finite
@@ -90,11 +94,18 @@ class RetrievalModule(EmbeddingEvalMixin, L.LightningModule):
         self.save_hyperparameters(ignore=["net", "losses", "memory", "optimizer", "scheduler"], logger=False)
         self.net = net
         self.losses = nn.ModuleDict(dict(losses))
+        foreign = [name for name, loss in self.losses.items() if not isinstance(loss, RetrievalLoss)]
+        if foreign:
+            raise TypeError(
+                f"losses {foreign} are not retrieval losses: subclass common.losses.base.RetrievalLoss, or wrap a "
+                f"pytorch-metric-learning loss in common.losses.pml_adapter.PMLLoss"
+            )
         weights = dict(loss_weights or {})
         unknown = set(weights) - set(self.losses)
         if unknown:
             raise ValueError(f"loss_weights name unknown losses {sorted(unknown)}; losses are {sorted(self.losses)}")
         self.loss_weights = {name: float(weights.get(name, 1.0)) for name in self.losses}
+        self.register_load_state_dict_pre_hook(_remap_wrapped_loss_keys)
         self.memory = memory
         if memory is not None:  # identical on every rank by construction (see above): no broadcast from rank 0
             DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
@@ -153,23 +164,26 @@ class RetrievalModule(EmbeddingEvalMixin, L.LightningModule):
         """
         parts: dict[str, torch.Tensor] = {}
         total = z.new_zeros(())
-        for name, loss_fn in self.losses.items():
-            value = loss_fn(z, y)
-            parts[name] = value.detach()
-            total = total + self.loss_weights[name] * value
-        if self.memory is not None:
-            mem_z, mem_y, mem_idx = memory_batch if memory_batch is not None else (z, y, idx)
-            self.memory.update(mem_z.detach(), mem_y, mem_idx)  # enqueue before read (XBM)
-            if self.memory.is_active(self.current_epoch):
-                ref_z, ref_y = self.memory.get()
-                for name, loss_fn in self.losses.items():
-                    value = loss_fn(z, y, ref_embeddings=ref_z, ref_labels=ref_y)
-                    parts[f"{name}_memory"] = value.detach()
-                    total = total + self.memory.weight * self.loss_weights[name] * value
+        with fp32_region(z.device.type):
+            inputs = prepare_inputs(z, y)  # one check and one cosine matrix, shared by every term
+            for name, loss_fn in self.losses.items():
+                value = loss_fn.from_inputs(inputs)
+                parts[name] = value.detach()
+                total = total + self.loss_weights[name] * value
+            if self.memory is not None:
+                mem_z, mem_y, mem_idx = memory_batch if memory_batch is not None else (z, y, idx)
+                self.memory.update(mem_z.detach(), mem_y, mem_idx)  # enqueue before read (XBM)
+                if self.memory.is_active(self.current_epoch):
+                    ref_z, ref_y = self.memory.get()
+                    inputs = prepare_inputs(z, y, ref_z, ref_y)
+                    for name, loss_fn in self.losses.items():
+                        value = loss_fn.from_inputs(inputs)
+                        parts[f"{name}_memory"] = value.detach()
+                        total = total + self.memory.weight * self.loss_weights[name] * value
         return total, parts
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
-        y = check_labels(batch["label"], name="batch['label']")
+        y = check_labels(batch["label"], name="batch['label']", allow_multilabel=True)  # each loss says what it takes
         z = self.embed(batch["image"])  # [B, D]
         idx = batch.get("index")
         idx = torch.as_tensor(idx, device=y.device) if idx is not None else None
@@ -216,3 +230,20 @@ class RetrievalModule(EmbeddingEvalMixin, L.LightningModule):
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": hp.scheduler_interval}}
+
+
+def _remap_wrapped_loss_keys(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    """Load checkpoints written before the ROADMAPLoss / HAPPIERLoss wrappers were removed.
+
+    Such a checkpoint holds the clustering proxies as ``losses.<wrapper name>.cluster.proxies`` (and a single loss
+    under its old name, e.g. ``losses.main.proxies``). Each ``losses.`` key the module does not have is renamed to
+    the one key of the module's losses that ends with the same parameter path (``proxies``, ``proxy_labels``), when
+    there is exactly one; anything else is left for ``load_state_dict`` to report.
+    """
+    own = [k for k in module.state_dict() if k.startswith("losses.")]
+    head = prefix + "losses."
+    for key in [k for k in state_dict if k.startswith(head) and k[len(prefix) :] not in own]:
+        old_path = key[len(head) :].split(".")  # [old name, (wrapped term,) param...]
+        matches = [k for k in own if old_path[-1] == k.split(".")[-1] and k[len("losses.") :].count(".") == 1]
+        if len(matches) == 1 and prefix + matches[0] not in state_dict:
+            state_dict[prefix + matches[0]] = state_dict.pop(key)

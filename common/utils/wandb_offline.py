@@ -72,7 +72,13 @@ def read_offline_run(path: str | Path) -> dict[str, Any]:
             out["config"].update({_key(i): json.loads(i.value_json) for i in rec.config.update})
         elif kind == "run":
             r = rec.run
-            out["run"] = {"project": r.project, "group": r.run_group, "job_type": r.job_type, "tags": list(r.tags)}
+            out["run"] = {
+                "project": r.project,
+                "group": r.run_group,
+                "job_type": r.job_type,
+                "name": r.display_name,
+                "tags": list(r.tags),
+            }
             out["config"].update({_key(i): json.loads(i.value_json) for i in r.config.update})
     last: dict[str, Any] = {}
     for row in out["history"]:

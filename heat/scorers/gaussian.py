@@ -135,9 +135,16 @@ class ClassGaussian(Scorer):
         logdet = 2.0 * torch.log(torch.diagonal(self.chol.double())).sum()
         return (-0.5 * (self.mahalanobis(z).double() + logdet + d * math.log(2 * math.pi))).to(z.dtype)
 
-    def energy(self, z: Tensor, y: Tensor | None = None) -> Tensor:
-        """``-log sum_c pi_c N(z; mu_c, Sigma)`` on raw pooled ``z`` (prepared here); class-conditional if ``y``."""
-        z = self.prepare(z)
+    def energy(self, z: Tensor, y: Tensor | None = None, prepared: bool = False) -> Tensor:
+        """``-log sum_c pi_c N(z; mu_c, Sigma)``; class-conditional ``-log N(z; mu_y, Sigma)`` if ``y``.
+
+        ``z``: raw pooled features, L2-normalised here (when ``normalize``), or, with ``prepared=True``, features used
+        as given. The two give the same value on unit-norm ``z`` but not the same gradient: through the
+        normalisation, ``grad_z`` is projected on the tangent of the sphere; with ``prepared=True`` it is the full
+        gradient of the density in R^D, as in HEAT's SGLD (``heat.sgld.HybridEnergy``, ``prior_gradient``).
+        """
+        if not prepared:
+            z = self.prepare(z)
         lp = self.component_log_prob(z)
         if y is not None:
             return -lp.gather(1, y.long().view(-1, 1)).squeeze(1)

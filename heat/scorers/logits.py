@@ -66,7 +66,9 @@ class EnergyLogits(Scorer):
         self.set_buffer("fc_bias", train.require("fc_bias").detach().float().clone())
         return self
 
-    def energy(self, z: Tensor, y: Tensor | None = None) -> Tensor:  # noqa: ARG002 - y unused (no components)
+    def energy(self, z: Tensor, y: Tensor | None = None, prepared: bool = False) -> Tensor:  # noqa: ARG002
+        """``-logsumexp(W z + b)`` of raw ``z`` (``y`` unused: no components; ``prepared`` changes nothing: EL never
+        normalises)."""
         self._check_fitted()
         logits = z @ self.fc_weight.to(z).T + self.fc_bias.to(z)
         return -torch.logsumexp(logits, dim=-1)

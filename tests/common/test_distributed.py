@@ -38,7 +38,9 @@ def _loss_fn(name: str = "multi_similarity"):
         return PMLLoss(MultiSimilarityLoss(distance=CosineSimilarity()))
     from roadmap import losses
 
-    return {"supap": losses.SupAP, "roadmap": losses.ROADMAPLoss, "smoothap": losses.SmoothAP}[name]()
+    if name == "roadmap":  # SupAP + calibration, the ROADMAP rows' NeurIPS weights 1:1
+        return lambda z, y: losses.SupAP()(z, y) + losses.CalibrationLoss()(z, y)
+    return {"supap": losses.SupAP, "smoothap": losses.SmoothAP}[name]()
 
 
 LOSSES = ["multi_similarity", "supap", "roadmap", "smoothap"]
@@ -124,7 +126,10 @@ def test_ddp_sim_evaluation_matches_single_process(tmp_path):
     # fit's columns and rows when the test stage (new spawned workers) adds its own (common.utils.csv_logger)
     fit_cfg = cfg(tmp_path / "ddp_fit", ["trainer=ddp_sim"])
     with open_dict(fit_cfg):
-        fit_cfg.model.losses = {"main": {"_target_": "roadmap.losses.ROADMAPLoss"}}
+        fit_cfg.model.losses = {
+            "supap": {"_target_": "roadmap.losses.SupAP"},
+            "calibration": {"_target_": "roadmap.losses.CalibrationLoss"},
+        }
     fit, _ = run(fit_cfg)
     assert 0.0 <= fit["test/map@r"] <= 1.0
     import csv
@@ -219,7 +224,7 @@ def _xbm_fit(out_dir, trainer_cfg: str, unique: bool, gather: bool):
     import functools
 
     from common.models.retrieval_module import RetrievalModule
-    from roadmap.losses import ROADMAPLoss
+    from roadmap.losses import CalibrationLoss, SupAP
     from roadmap.memory import XBM
     from tests.conftest import quiet_trainer
 
@@ -227,7 +232,7 @@ def _xbm_fit(out_dir, trainer_cfg: str, unique: bool, gather: bool):
     memory = XBM(size=32 if unique else 12, embedding_dim=8, weight=0.5, unique=unique)  # FIFO of 12 wraps
     module = RetrievalModule(
         net=_TinyNet(),
-        losses={"main": ROADMAPLoss()},
+        losses={"supap": SupAP(), "calibration": CalibrationLoss()},
         optimizer=functools.partial(torch.optim.SGD, lr=0.5),
         memory=memory,
         gather_global_batch=gather,
@@ -298,12 +303,12 @@ def test_retrieval_module_keeps_memory_buffers_out_of_ddp_broadcast():
     import functools
 
     from common.models.retrieval_module import RetrievalModule
-    from roadmap.losses import ROADMAPLoss
+    from roadmap.losses import CalibrationLoss, SupAP
     from roadmap.memory import XBM
 
     module = RetrievalModule(
         net=_TinyNet(),
-        losses={"main": ROADMAPLoss()},
+        losses={"supap": SupAP(), "calibration": CalibrationLoss()},
         optimizer=functools.partial(torch.optim.SGD, lr=0.1),
         memory=XBM(size=4, embedding_dim=8),
     )

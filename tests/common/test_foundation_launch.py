@@ -13,6 +13,7 @@ import torch
 from omegaconf import open_dict
 
 from common.launch import run
+from common.losses.base import RetrievalLoss
 from common.models.retrieval_module import NonFiniteLossError, RetrievalModule
 from common.utils.config_check import ConfigError, check_overrides, group_options
 from tests.conftest import CONFIG_DIR, compose_train
@@ -24,8 +25,16 @@ EXPERIMENTS = sorted(
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes(experiment, tmp_path):
-    cfg = compose_train([f"experiment={experiment}"], tmp_path)
+    cfg = compose_train([f"experiment={experiment}", "logger=wandb"], tmp_path)
     assert cfg.data._target_ and cfg.model._target_ and cfg.trainer._target_
+    # the keys a wandb dashboard groups and filters by
+    wb = cfg.logger.wandb
+    assert wb.job_type == ("train" if cfg.train else "eval")
+    assert cfg.method == experiment.split("/")[0] and cfg.dataset
+    if cfg.table is not None:
+        assert cfg.row and wb.group == f"{cfg.method}/{cfg.table}" and wb.name == f"{cfg.row}-s{cfg.seed}"
+    else:
+        assert wb.group == experiment and wb.name == f"{experiment.split('/')[-1]}-s{cfg.seed}"
 
 
 def test_group_options_listed():
@@ -93,7 +102,12 @@ def test_short_run_logs_to_csv_and_offline_wandb(tmp_path, tiny_fmnist, monkeypa
         time.sleep(0.5)
     assert logged["summary"].get("test/map@r") == pytest.approx(metrics["test/map@r"]), (runs, logged)
     assert logged["run"]["project"] == "robust-retrieval" and logged["run"]["group"] == "demo/fmnist_contrastive"
+    assert logged["run"]["job_type"] == "train" and logged["run"]["name"] == f"fmnist_contrastive-s{cfg.seed}"
     assert "demo" in logged["run"]["tags"]
+    # top-level config keys that a dashboard groups and filters by
+    config = logged["config"]
+    assert config["method"] == "demo" and config["dataset"] == "fashion_mnist" and config["job_type"] == "train"
+    assert config["backbone"] == cfg.model.net.backbone.name and "table" in config and "row" in config
 
 
 def test_eval_only_from_checkpoint(tmp_path, tiny_fmnist):
@@ -114,9 +128,9 @@ def _module(tmp_path, tiny_fmnist, policy):
     return hydra.utils.instantiate(cfg.model)
 
 
-class _NaNLoss(torch.nn.Module):
-    def forward(self, z, y, ref_embeddings=None, ref_labels=None):
-        return z.sum() * float("nan")
+class _NaNLoss(RetrievalLoss):
+    def compute(self, inputs):
+        return inputs.embeddings.sum() * float("nan")
 
 
 def test_nan_loss_raises_with_indices_or_skips(tmp_path, tiny_fmnist):

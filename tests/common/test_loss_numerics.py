@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from pytorch_metric_learning import distances, losses
 
-from common.losses.numerics import NORM_EPS, fp32_forward, l2_normalize
+from common.losses.base import LossInputs, RetrievalLoss
+from common.losses.numerics import NORM_EPS, l2_normalize
 from common.losses.pml_adapter import PMLLoss
 from tests.helpers.degenerate import check_empty_batch, check_low_precision, check_zero_embedding_handled
 
@@ -37,18 +38,17 @@ def test_l2_normalize_equals_f_normalize_above_eps_and_kills_degenerate_rows(dty
     assert (a.grad.norm(dim=1) <= g.norm(dim=1) / NORM_EPS).all()
 
 
-def test_fp32_forward_upcasts_and_disables_autocast():
+def test_retrieval_loss_upcasts_and_disables_autocast():
     seen = {}
 
-    class Probe(torch.nn.Module):
-        @fp32_forward
-        def forward(self, embeddings, labels, ref_embeddings=None, ref_labels=None):
-            seen.update(e=embeddings.dtype, r=ref_embeddings.dtype, mm=(embeddings @ ref_embeddings.T).dtype)
-            return embeddings.sum()
+    class Probe(RetrievalLoss):
+        def compute(self, inputs: LossInputs) -> torch.Tensor:
+            seen.update(e=inputs.embeddings.dtype, r=inputs.ref_embeddings.dtype, mm=inputs.scores.dtype)
+            return inputs.embeddings.sum()
 
     x = torch.randn(3, 4, dtype=torch.bfloat16, requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        Probe()(x, None, torch.randn(2, 4).half(), None).backward()
+        Probe()(x, torch.arange(3), torch.randn(2, 4).half(), torch.arange(2)).backward()
     assert seen == {"e": torch.float32, "r": torch.float32, "mm": torch.float32}
     assert x.grad.dtype == torch.bfloat16
 

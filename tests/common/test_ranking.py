@@ -71,11 +71,11 @@ def test_supap_step_hand_values():
     assert out_n[1].item() == pytest.approx(100 * 0.03 + 1.44)
 
 
-def test_supap_step_default_offset_is_continuous_at_delta():
+def test_supap_step_offset_none_is_continuous_at_delta():
     delta = 0.05
     eps = 1e-9
     x = torch.tensor([delta, delta + eps], dtype=torch.float64)
-    out = supap_step(x)  # offset None -> sigma(delta/tau) + start
+    out = supap_step(x, offset=None)  # offset None -> sigma(delta/tau) + start
     assert out[0].item() == pytest.approx(sig(5.0) + 0.5)
     assert out[1].item() == pytest.approx(out[0].item(), abs=1e-6)
     # the config value 1.44 leaves a small drop at delta
@@ -83,10 +83,20 @@ def test_supap_step_default_offset_is_continuous_at_delta():
     assert out_cfg[0].item() - out_cfg[1].item() == pytest.approx(sig(5.0) + 0.5 - 1.44, abs=1e-6)
 
 
+def test_supap_step_defaults_are_the_paper_config_values():
+    """One set of defaults: those of the SOP/CUB and HAPPIER configs (offset 1.44, current linear branch)."""
+    assert SupAPStep() == SupAPStep(
+        tau=0.01, rho=100.0, delta=0.05, start=0.5, offset=1.44, linear_mode="x_minus_delta"
+    )
+    x = torch.linspace(-0.2, 0.3, 101, dtype=torch.float64)
+    assert torch.equal(supap_step(x), SupAPStep()(x))
+    assert SupAPStep(tau=[0.02, 0.01]).tau == (0.02, 0.01)  # a YAML list becomes a tuple of floats
+
+
 def test_supap_step_upper_bounds_heaviside_except_at_zero():
     x = torch.linspace(-1, 2, 20001, dtype=torch.float64)
     x = x[x != 0]
-    for kwargs in ({}, {"offset": 1.44}, {"offset": 1.44, "linear_mode": "x"}):
+    for kwargs in ({"offset": None}, {"offset": 1.44}, {"offset": 1.44, "linear_mode": "x"}):
         assert bool((supap_step(x, **kwargs) >= heaviside(x)).all()), kwargs
     # start=0 (iNat) is NOT an upper bound on (0, delta]: documented in the spec
     assert bool((supap_step(torch.tensor([0.01]), start=0.0, offset=1.0) < 1).all())

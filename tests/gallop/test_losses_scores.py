@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from gallop.losses import gallop_loss, keep_number, prompt_dropout, topk_reduce
+from gallop.global_local_loss import gallop_loss, keep_number, prompt_dropout, topk_reduce
 from gallop.scores import gl_mcm_score, local_mcm_score, mcm_score, ood_scores, predict_proba
 
 

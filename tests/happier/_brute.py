@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import math
 
+from tests.helpers.supap_brute import h_minus, sig
+
+__all__ = ["h_minus", "hap_row", "loss_brute", "pop_relevance", "shared", "sig", "step_h"]
+
 
 def shared(a: list[int], b: list[int]) -> int:
     # HAPPIER's definition: the number of levels at which the labels are equal (nested hierarchies in the tests)
@@ -20,21 +24,6 @@ def pop_relevance(levels: list[int], num_levels: int, alpha: float = 1.0) -> lis
 
 def step_h(x: float) -> float:
     return 1.0 if x >= 0 else 0.0
-
-
-def sig(z: float) -> float:
-    z = min(max(z, -50.0), 50.0)
-    return 1.0 / (1.0 + math.exp(-z))
-
-
-def h_minus(x: float, tau=0.01, rho=100.0, delta=0.05, start=0.5, offset=1.44, linear_mode="x_minus_delta") -> float:
-    if offset is None:
-        offset = sig(delta / tau) + start
-    if x <= 0:
-        return sig(x / tau)
-    if x <= delta:
-        return start + sig(x / tau)
-    return rho * (x - delta) + offset if linear_mode == "x_minus_delta" else rho * x + offset
 
 
 def h_rank_step(x: float, beta=25.0, gamma=0.5, leak=10.0) -> float:

@@ -33,36 +33,37 @@ def test_row_composes_and_its_loss_runs(row: str) -> None:
     cfg = compose("train", overrides=[f"experiment=happier/{row}"])
     assert cfg.experiment_name == f"happier/{row}"
     assert cfg.model._target_ == "common.models.retrieval_module.RetrievalModule"
-    assert len(cfg.model.losses) == 1
-    ((name, loss_cfg),) = cfg.model.losses.items()
-    loss = instantiate(loss_cfg)
+    assert "contrastive" not in cfg.model.losses and set(cfg.model.loss_weights) <= set(cfg.model.losses)
     n_levels = LEVELS[_dataset(row)]
     g = torch.Generator().manual_seed(0)
     fine = torch.arange(4).repeat_interleave(4)
     labels = torch.stack([fine // (2**k) for k in range(n_levels)], dim=1)  # nested [B, L]
     z = torch.randn(16, cfg.model.net.embed_dim, generator=g, requires_grad=True)
-    value = loss(z, labels)
-    assert torch.isfinite(value)
-    value.backward()
-    assert z.grad.abs().sum() > 0
-    # losses owning proxies get their own param group
-    if any(True for _ in loss.parameters()):
-        assert name in cfg.model.loss_param_groups
+    for name, loss_cfg in cfg.model.losses.items():
+        loss = instantiate(loss_cfg)
+        value = loss(z, labels)
+        assert torch.isfinite(value)
+        value.backward()
+        assert z.grad.abs().sum() > 0
+        # losses owning proxies get their own param group
+        if any(True for _ in loss.parameters()):
+            assert name in cfg.model.loss_param_groups
 
 
 def test_paper_settings() -> None:
-    animal = compose("train", overrides=["experiment=happier/dyml_animal_happier"]).model.losses.main
-    vehicle = compose("train", overrides=["experiment=happier/dyml_vehicle_happier"]).model.losses.main
-    assert animal.weight == 0.5 and vehicle.weight == 0.1  # lambda: 0.5 only for DyML-Animal
+    animal = compose("train", overrides=["experiment=happier/dyml_animal_happier"]).model.loss_weights
+    vehicle = compose("train", overrides=["experiment=happier/dyml_vehicle_happier"]).model.loss_weights
+    assert animal.cluster == 0.5 and vehicle.cluster == 0.1  # lambda: 0.5 only for DyML-Animal
+    assert animal.sup_hap == 0.5 and vehicle.sup_hap == 0.9  # 1 - lambda
     inat = compose("train", overrides=["experiment=happier/inat_full_happier"])
-    assert inat.model.losses.main.sup_hap.start == 0.0 and inat.model.losses.main.sup_hap.offset == 1.0
+    assert inat.model.losses.sup_hap.step.start == 0.0 and inat.model.losses.sup_hap.step.offset == 1.0
     assert inat.data.train_dataset._target_.endswith("INatHierarchyDataset") and inat.data.train_dataset.levels == 7
-    csl = compose("train", overrides=["experiment=happier/inat_full_csl"]).model.losses.main
+    csl = compose("train", overrides=["experiment=happier/inat_full_csl"]).model.losses.csl
     assert len(csl.margins) == 7 and csl.scale == 32.0
     sop = compose("train", overrides=["experiment=happier/sop_happier"])
-    assert sop.model.loss_param_groups.main.lr == 10.0 and sop.data.batch_size == 256
+    assert sop.model.loss_param_groups.cluster.lr == 10.0 and sop.data.batch_size == 256
     assert sop.data.test_dataset.levels == 2 and "hap" in sop.model.eval_metrics
-    assert sop.model.losses.main.sup_hap.offset == 1.44 and sop.model.losses.main.cluster.temperature == 0.05
+    assert sop.model.losses.sup_hap.step.offset == 1.44 and sop.model.losses.cluster.temperature == 0.05
     veh = compose("train", overrides=["experiment=happier/dyml_vehicle_happier", "dyml_benchmark=coarse"])
     assert veh.data.query_dataset.benchmark == "coarse" and veh.model.net.backbone.weights is None
 
@@ -70,9 +71,14 @@ def test_paper_settings() -> None:
 def test_demo_configs_and_table() -> None:
     cfg = compose("train", overrides=["experiment=happier/demo_fmnist"])
     assert cfg.data.train_dataset.levels == 2 and cfg.data.test_dataset.levels == 2
-    assert cfg.model.losses.happier._target_ == "happier.losses.HAPPIERLoss"
+    assert (
+        list(cfg.model.losses) == ["sup_hap", "cluster"]
+        and cfg.model.losses.sup_hap._target_ == "happier.losses.SupHAP"
+    )
     rm = compose("train", overrides=["experiment=happier/demo_fmnist_roadmap"])
-    assert list(rm.model.losses) == ["roadmap"] and rm.model.losses.roadmap._target_ == "roadmap.losses.ROADMAPLoss"
+    assert (
+        list(rm.model.losses) == ["supap", "calibration"] and rm.model.losses.supap._target_ == "roadmap.losses.SupAP"
+    )
     assert list(rm.callbacks.retrieval_grid.query_idx) == list(cfg.callbacks.retrieval_grid.query_idx)
     fake = {n: {"metrics": {"test/hap": 0.5, "test/recall@1": 0.25}, "wall_s": 1.0} for n in ("HAPPIER", "ROADMAP")}
     md = demo.table(fake, "make demo-happier")
@@ -95,7 +101,7 @@ def test_proxies_get_their_own_param_group_and_are_checkpointed() -> None:
     model = instantiate(cfg.model)
     opt = model.configure_optimizers()
     opt = opt["optimizer"] if isinstance(opt, dict) else opt
-    group = next(g for g in opt.param_groups if g.get("name") == "loss/happier")
+    group = next(g for g in opt.param_groups if g.get("name") == "loss/cluster")
     assert group["lr"] == 0.05 and group["weight_decay"] == 0.0
     assert [p.shape for p in group["params"]] == [torch.Size([10, cfg.model.net.embed_dim])]
-    assert "losses.happier.cluster.proxies" in model.state_dict()
+    assert "losses.cluster.proxies" in model.state_dict()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from happier.losses import ClusterLoss, CSLLoss, HAPPIERLoss, SupHAP
+from happier.losses import CSLLoss, NormalizedSoftmaxLoss, SupHAP
 from tests.helpers.degenerate import check_empty_batch, check_low_precision, check_zero_embedding_handled
 
 D = 6
@@ -14,9 +14,8 @@ LABELS = torch.stack([FINE, FINE // 2], dim=1)  # [B, 2]
 LOSSES = {
     "SupHAP": lambda: SupHAP(),
     "SupHAP_hrank": lambda: SupHAP(with_hrank=True, include_query=False),
-    "ClusterLoss": lambda: ClusterLoss(6, D),
+    "NormalizedSoftmaxLoss": lambda: NormalizedSoftmaxLoss(6, D),
     "CSLLoss": lambda: CSLLoss(6, D, margins=(0.25, 0.45)),
-    "HAPPIERLoss": lambda: HAPPIERLoss(6, D),
 }
 
 
@@ -31,7 +30,7 @@ def test_low_precision_embeddings_are_computed_in_fp32(name, dtype):
     check_low_precision(LOSSES[name](), _x(), LABELS, dtype)
 
 
-@pytest.mark.parametrize("name", ["SupHAP", "HAPPIERLoss"])
+@pytest.mark.parametrize("name", ["SupHAP", "NormalizedSoftmaxLoss"])
 def test_memory_of_another_precision(name):
     """An fp32 batch ranking an fp16 memory (and the reverse): computed in fp32, as in fp32."""
     loss = LOSSES[name]()
@@ -66,4 +65,4 @@ def test_bad_labels_still_raise_on_an_empty_batch():
     with pytest.raises(ValueError, match="margins"):
         CSLLoss(6, D, margins=(0.25, 0.35, 0.45))(torch.randn(0, D), LABELS[:0])
     with pytest.raises(ValueError, match="hierarchy_level"):
-        ClusterLoss(6, D, hierarchy_level=2)(torch.randn(0, D), LABELS[:0])
+        NormalizedSoftmaxLoss(6, D, hierarchy_level=2)(torch.randn(0, D), LABELS[:0])

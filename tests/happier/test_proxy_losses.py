@@ -1,4 +1,5 @@
-"""ClusterLoss (NSM) and the CSL baseline against loop-based computations from their formulas."""
+"""The normalised-softmax clustering loss (NSM, shared with roadmap/) and the CSL baseline against loop-based
+computations from their formulas."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import math
 import pytest
 import torch
 
-from happier.cluster_loss import ClusterLoss
-from happier.csl_loss import CSLLoss
+from happier.losses import CSLLoss
+from happier.losses import NormalizedSoftmaxLoss as ClusterLoss
 
 
 def _nsm_brute(emb: torch.Tensor, proxies: torch.Tensor, y: torch.Tensor, temp: float) -> float:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
+from common.ranking import SupAPStep
 from happier.sup_hap import SupHAP, hrank_step
 from tests.happier import _brute
 
@@ -44,7 +45,8 @@ def test_exact_mode_is_one_minus_hap(include_query: bool) -> None:
 @pytest.mark.parametrize("include_query", [True, False])
 def test_smooth_value_matches_bruteforce(params: dict, include_query: bool) -> None:
     emb, labels = _hier_batch(1, b=9)
-    module = SupHAP(include_query=include_query, chunk_size=7, **params)
+    step = SupAPStep(**{k: v for k, v in params.items() if k != "with_hrank"})
+    module = SupHAP(step, include_query=include_query, chunk_size=7, with_hrank=params.get("with_hrank", False))
     got = module(emb, labels).item()
     hm = {k: v for k, v in params.items() if k in ("tau", "start", "offset", "linear_mode")}
     lower = functools.partial(_brute.h_minus, **hm)
@@ -80,7 +82,7 @@ def test_gradcheck_smooth_parts() -> None:
     emb, labels = _hier_batch(5, b=7, d=4)
     emb.requires_grad_(True)
     # a larger tau keeps finite differences away from the steep parts; the formula is the same
-    module = SupHAP(tau=0.2, delta=0.3, offset=None, with_hrank=True, beta=2.0, gamma=0.5, leak=3.0)
+    module = SupHAP(SupAPStep(tau=0.2, delta=0.3, offset=None), with_hrank=True, beta=2.0, gamma=0.5, leak=3.0)
     assert torch.autograd.gradcheck(lambda e: module(e, labels), (emb,), eps=1e-6, atol=1e-5)
     # the gradient is not zero: the H^- and H-rank steps carry it
     emb.grad = None
@@ -162,8 +164,8 @@ def test_single_level_equals_roadmap_supap(include_query: bool, params: dict) ->
     labels[4:8] = torch.tensor([2, 2, 3, 3])
     emb = torch.randn(16, 8, generator=g, dtype=torch.float64)
     e1, e2 = emb.clone().requires_grad_(True), emb.clone().requires_grad_(True)
-    ours = SupHAP(include_query=include_query, chunk_size=11, **params)(e1, labels[:, None])
-    theirs = SupAP(include_query=include_query, **params)(e2, labels)
+    ours = SupHAP(SupAPStep(**params), include_query=include_query, chunk_size=11)(e1, labels[:, None])
+    theirs = SupAP(SupAPStep(**params), include_query=include_query)(e2, labels)
     assert ours.item() == pytest.approx(theirs.item(), rel=1e-10)
     ours.backward()
     theirs.backward()

@@ -4,7 +4,7 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from heat.losses import contrastive_divergence_loss
+from heat.contrastive_divergence import contrastive_divergence_loss
 from heat.mlp import EnergyMLP, num_parameters
 from heat.scorers.combine import Combine, compose
 from heat.scorers.gaussian import GMM
@@ -50,7 +50,7 @@ class _Quadratic(torch.nn.Module):
         super().__init__()
         self.c = c
 
-    def energy(self, z, y=None):
+    def energy(self, z, y=None, prepared=False):
         return 0.5 * (z - self.c).pow(2).sum(-1)
 
 

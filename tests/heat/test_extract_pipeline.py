@@ -59,8 +59,10 @@ def test_extract_then_evaluate(tmp_path, monkeypatch):
     assert dm.train_features.avg.shape == (60, 512) and dm.val_ood[0].labels is not None
     assert np.isfinite(dm.train_features.std.numpy()).all()
     res = run(cfg)
-    assert set(res) == {"msp", "knn", "EL", "GMM", "GMM-std"}  # no HEAT rows without checkpoints
+    # no HEAT rows without checkpoints; the prior rows and the mixture-energy rows
+    assert set(res) == {"msp", "knn", "EL", "GMM", "GMM-std", "GMM-energy", "GMM-std-energy"}
     assert res["msp"]["near"]["auroc"] == pytest.approx(res["msp"]["cifar100"]["auroc"])
+    assert res["msp"]["average"]["fpr95"] == pytest.approx(res["msp"]["cifar100"]["fpr95"])  # one OOD set here
     out = json.loads((tmp_path / "results" / "cifar10.json").read_text())
     assert len(out["missing_heat_rows"]) == 3 and "HEAT-GMM" in out["missing_heat_rows"][1]
     records = {r.row: r for r in load_records(tmp_path / "records")}

@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
+from tests.helpers.supap_brute import h_minus, sig
 
-def sig(z: float) -> float:
-    z = max(-50.0, min(50.0, z))
-    return 1.0 / (1.0 + math.exp(-z))
-
-
-def h_minus(x: float, tau=0.01, rho=100.0, delta=0.05, start=0.5, offset=None, linear_mode="x_minus_delta") -> float:
-    if offset is None:
-        offset = sig(delta / tau) + start
-    if x <= 0:
-        return sig(x / tau)
-    if x <= delta:
-        return start + sig(x / tau)
-    return rho * (x - delta) + offset if linear_mode == "x_minus_delta" else rho * x + offset
+__all__ = ["brute_ap_loss", "brute_calibration", "h_minus", "heav", "normalize", "sig"]
 
 
 def heav(x: float) -> float:

@@ -23,7 +23,7 @@ def test_values_and_gradients_match_b3(name, chunk):
     g = torch.Generator().manual_seed(1)
     emb = torch.randn(64, 32, generator=g)
     labels = torch.arange(16).repeat_interleave(4)
-    ours = SupAP(offset=1.44, chunk_size=chunk) if name == "supap" else SmoothAP(chunk_size=chunk)
+    ours = SupAP(chunk_size=chunk) if name == "supap" else SmoothAP(chunk_size=chunk)
     ref = bench.supap_b3 if name == "supap" else bench.smoothap_b3
     x1, x2 = emb.clone().requires_grad_(True), emb.clone().requires_grad_(True)
     a, b = ours(x1, labels), ref(x2, labels)

@@ -13,11 +13,15 @@ from pytorch_metric_learning import losses as pml_losses
 from roadmap.blackbox_ap import BlackBoxRank, normalised_rank
 from roadmap.losses import (
     BlackBoxAP,
+    CalibrationLoss,
     FastAP,
     HeavisideAP,
     MultiSimilarityLoss,
     NormalizedSoftmaxLoss,
+    SmoothAP,
     SoftBinAP,
+    SupAP,
+    SupAPStep,
     SupNDCG,
     SupRecall,
     TripletLoss,
@@ -238,7 +242,7 @@ def test_pair_losses_accept_a_reference_and_validate():
 def test_nsm_matches_pml_oracle_and_handles_memory():
     emb, labels = batch(B=10, D=6, C=5, seed=14)
     torch.manual_seed(0)
-    ours = NormalizedSoftmaxLoss(num_classes=5, embedding_dim=6).double()
+    ours = NormalizedSoftmaxLoss(num_classes=5, embedding_size=6).double()
     bound = 1 / math.sqrt(6)
     assert ours.proxies.abs().max() <= bound
     pml = pml_losses.NormalizedSoftmaxLoss(num_classes=5, embedding_size=6, temperature=0.05).double()
@@ -305,7 +309,9 @@ def test_supndcg_matches_loops(include_query):
     assert SupNDCG(include_query=include_query)(emb, labels).item() == pytest.approx(expected, abs=1e-10)
 
 
-@pytest.mark.parametrize("make", [lambda: SupRecall(tau=0.1, rho=3.0), lambda: SupNDCG(tau=0.1, rho=3.0)])
+@pytest.mark.parametrize(
+    "make", [lambda: SupRecall(step=SupAPStep(tau=0.1, rho=3.0)), lambda: SupNDCG(step=SupAPStep(tau=0.1, rho=3.0))]
+)
 def test_suprank_gradcheck(make):
     emb, labels = batch(B=8, D=4, C=2, seed=17)
     loss = make()
@@ -319,10 +325,16 @@ def test_suprank_perfect_ranking_gives_zero_ndcg_loss():
 
 
 # ------------------------------------------------------------------ degenerate batches
-MAKERS = [FastAP, BlackBoxAP, SoftBinAP, TripletLoss, MultiSimilarityLoss, SupRecall, SupNDCG]
+MAKERS = {
+    "SupAP": SupAP,
+    "SupAP_no_query": lambda: SupAP(include_query=False),
+    "SmoothAP": SmoothAP,
+    "CalibrationLoss": CalibrationLoss,
+    **{m.__name__: m for m in (FastAP, BlackBoxAP, SoftBinAP, TripletLoss, MultiSimilarityLoss, SupRecall, SupNDCG)},
+}
 
 
-@pytest.mark.parametrize("make", MAKERS, ids=lambda m: m.__name__)
+@pytest.mark.parametrize("make", MAKERS.values(), ids=list(MAKERS))
 @pytest.mark.parametrize("case", ["no_positives", "one_class", "duplicates", "single_item"])
 def test_degenerate_batches_are_finite(make, case):
     torch.manual_seed(0)

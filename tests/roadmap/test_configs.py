@@ -39,17 +39,18 @@ def compose_row(row: str, overrides=()):
 @pytest.mark.parametrize("row", ROWS)
 def test_row_composes_and_its_loss_runs(row):
     cfg = compose_row(row)
-    assert list(cfg.model.losses) == ["main"], "the default contrastive loss must be replaced"
+    assert "contrastive" not in cfg.model.losses, "the default contrastive loss must be replaced"
+    assert set(cfg.model.loss_weights) <= set(cfg.model.losses)
     assert cfg.experiment_name == f"roadmap/{row}"
     assert "/" not in cfg.task_name
-    loss = instantiate(cfg.model.losses.main)
     dim = cfg.model.net.embed_dim or 384
     g = torch.Generator().manual_seed(0)
     z = torch.randn(16, dim, generator=g, requires_grad=True)
     y = torch.arange(4).repeat_interleave(4)
-    value = loss(z, y)
-    assert torch.isfinite(value)
-    value.backward()
+    for loss_cfg in cfg.model.losses.values():
+        value = instantiate(loss_cfg)(z, y)
+        assert torch.isfinite(value)
+        value.backward()
     if cfg.model.get("memory"):
         assert OmegaConf.is_missing(cfg.model.memory, "weight"), "XBM weight is not in the spec: must be set"
 
@@ -60,23 +61,24 @@ def test_paper_settings_of_main_rows():
     assert sop.model.lr_backbone == 1e-5 and sop.model.lr_head == 2e-5 and sop.model.optimizer.weight_decay == 1e-4
     assert list(sop.model.scheduler.milestones) == [30, 70] and sop.model.scheduler.gamma == 0.3
     assert sop.trainer.max_epochs == 100 and sop.seed == 333
-    assert sop.model.losses.main.supap.offset == 1.44 and sop.model.losses.main.supap.linear_mode == "x"
-    assert sop.model.losses.main.lam == 0.5 and sop.model.losses.main.scale == 2.0
+    assert sop.model.losses.supap.step.offset == 1.44 and sop.model.losses.supap.step.linear_mode == "x"
+    assert dict(sop.model.loss_weights) == {"supap": 1.0, "calibration": 1.0}  # lambda 0.5, scale 2
     inat = compose_row("inat_resnet50")
-    assert inat.data.batch_size == 384 and inat.model.losses.main.supap.start == 0.0
-    assert inat.model.losses.main.supap.offset == 1.0
+    assert inat.data.batch_size == 384 and inat.model.losses.supap.step.start == 0.0
+    assert inat.model.losses.supap.step.offset == 1.0
     cub = compose_row("cub_resnet50")
     assert cub.model.optimizer.lr == 1e-6 and cub.model.scheduler is None and cub.trainer.max_epochs == 200
     assert cub.model.net.pooling == "max" and cub.model.net.layer_norm
     tp = compose_row("tpami_sop_resnet50_roadmap")
-    assert tp.model.losses.main.lam == 0.1 and tp.model.losses.main.scale == 1.0
+    assert dict(tp.model.loss_weights) == {"supap": 0.9, "calibration": 0.1}  # lambda 0.1, scale 1
     nsm = compose_row("tpami_sop_resnet50_nsm")
-    assert nsm.model.losses.main.num_classes == 11318 and nsm.model.loss_param_groups.main.lr == 10.0
+    assert nsm.model.losses.nsm.num_classes == 11318 and nsm.model.loss_param_groups.nsm.lr == 10.0
 
 
 def test_loss_group_override_switches_the_loss():
-    cfg = compose_row("demo_fmnist", ["model/loss@model.losses.main=roadmap_smoothap"])
-    assert cfg.model.losses.main._target_ == "roadmap.losses.SmoothAP"
+    cfg = compose_row("demo_fmnist", ["model/loss=roadmap_smoothap"])
+    assert list(cfg.model.losses) == ["smoothap"] and cfg.model.losses.smoothap._target_ == "roadmap.losses.SmoothAP"
+    assert not cfg.model.loss_weights
 
 
 def _fixture_root(tmp_path, name):

@@ -7,7 +7,7 @@ import functools
 import torch
 
 from common.models.retrieval_module import RetrievalModule
-from roadmap.losses import NormalizedSoftmaxLoss, ROADMAPLoss
+from roadmap.losses import CalibrationLoss, NormalizedSoftmaxLoss, SupAP
 from roadmap.memory import XBM
 
 
@@ -27,7 +27,7 @@ def test_compute_loss_with_memory_and_checkpointed_state():
     memory = XBM(size=32, embedding_dim=8, weight=0.5, activate_after=0, unique=True)
     module = RetrievalModule(
         net=TinyNet(),
-        losses={"main": ROADMAPLoss(), "nsm": NormalizedSoftmaxLoss(4, 8)},
+        losses={"supap": SupAP(), "calibration": CalibrationLoss(), "nsm": NormalizedSoftmaxLoss(4, 8)},
         optimizer=functools.partial(torch.optim.AdamW, lr=1e-3),
         loss_param_groups={"nsm": {"lr": 10.0}},
         memory=memory,
@@ -35,10 +35,13 @@ def test_compute_loss_with_memory_and_checkpointed_state():
     x, y, idx = torch.randn(8, 4), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]), torch.arange(8)
     z = module.embed(x)
     total, parts = module.compute_loss(z, y, idx)
-    assert set(parts) == {"main", "nsm", "main_memory", "nsm_memory"}
+    names = ("supap", "calibration", "nsm")
+    assert set(parts) == {*names, *(f"{n}_memory" for n in names)}
     assert len(memory) == 8 and parts["nsm_memory"].item() == 0.0
-    # with only this batch in memory, the memory term of ROADMAP equals its in-batch value (query included)
-    assert abs(parts["main_memory"].item() - parts["main"].item()) < 1e-5
+    # with only this batch in memory, the memory terms of ROADMAP equal their in-batch values (query included; the
+    # calibration's extra self-pairs have s = 1, a zero term, which the non-zero mean leaves out)
+    for name in ("supap", "calibration"):
+        assert abs(parts[f"{name}_memory"].item() - parts[name].item()) < 1e-5
     total.backward()
     assert module.net.fc.weight.grad is not None and torch.isfinite(module.net.fc.weight.grad).all()
     state = module.state_dict()
