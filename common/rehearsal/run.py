@@ -122,7 +122,9 @@ def make_vars(method: str, out: Path) -> list[str]:
 
 def environment(out: Path) -> dict[str, str]:
     """Where everything goes: data, records, tables, report, caches, weights, all under ``out``."""
-    env = dict(os.environ)
+    # each `make` here is a top-level one: variables given to `make rehearse` (ARGS=--method ...) must not reach it
+    drop = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(
         DATA_DIR=str(out / "data"),
         RESULTS_RECORDS_DIR=str(out / "records"),
