@@ -114,7 +114,10 @@ def make_vars(method: str, out: Path) -> list[str]:
     if method == "happier":
         return [f"ARGS={' '.join(OVERRIDES['retrieval'])}", f"HAPPIER_RUNS={logs}/happier"]
     if method == "heat":
-        return [f"HEAT_ARGS={' '.join(OVERRIDES['heat'])}", f"HEAT_RUNS={logs}/heat"]
+        # heat.evaluate also writes its raw numbers to heat_eval.out_dir (results/heat by default): keep them here
+        # and heat.extract / heat.evaluate keep Hydra's default run folder under paths.log_dir
+        args = [*OVERRIDES["heat"], f"++heat_eval.out_dir={out}/heat_eval", f"paths.log_dir={logs}"]
+        return [f"HEAT_ARGS={' '.join(args)}", f"HEAT_RUNS={logs}/heat"]
     if method == "gallop":
         return [f"GALLOP_ARGS={' '.join(OVERRIDES['gallop'])}", f"GALLOP_RUNS={logs}/gallop", "GALLOP_SEEDS=1"]
     raise ValueError(f"unknown method {method!r}")
