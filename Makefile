@@ -12,7 +12,7 @@ export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 
 
-.PHONY: tables tables-wandb report rehearse rehearse-ci help install test test-slow test-all lint format demo clean clean-logs wandb-sync
+.PHONY: sweep-summary tables tables-wandb report rehearse rehearse-ci help install test test-slow test-all lint format demo clean clean-logs wandb-sync
 
 help: ## list every target with one line each
 	@grep -hE '^[a-zA-Z0-9_%-]+:.*?## ' $(MAKEFILE_LIST) | sort | \
@@ -52,6 +52,9 @@ demo-foundation: install data-fashion-mnist ## train a small contrastive baselin
 
 sweep-%: install ## Hydra multirun of configs/hparams_search/<name>.yaml, e.g. make sweep-demo_seeds ARGS="hydra/launcher=slurm"
 	"$(PY)" -m common.launch -m hparams_search=$* $(ARGS)
+
+sweep-summary: install ## mean ± std over seeds of each configuration of a multirun: make sweep-summary [DIR=logs/<task>/multiruns/<run>]
+	"$(PY)" -m common.results.sweep_summary $(if $(DIR),"$(DIR)",)
 
 slurm-dryrun: install ## print the sbatch job a SLURM launch would submit: make slurm-dryrun ARGS="experiment=... hydra/launcher=slurm_4gpu"
 	"$(PY)" -m common.slurm $(ARGS)

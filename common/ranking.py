@@ -1,6 +1,6 @@
 """Smooth-rank primitives shared by the rank losses (SupAP / ROADMAP, Smooth-AP, SupRecall, SupNDCG, Sup-H-AP).
 
-Notation (specs/roadmap_happier.md §1.1): for a query ``q`` with reference set ``M`` (the batch or a memory) and
+Notation (docs/methods/roadmap.md#formulas): for a query ``q`` with reference set ``M`` (the batch or a memory) and
 cosine scores ``s [Q, M]``, the rank of a reference item ``i`` is
 
     rank(i) = 1 + sum_{j != i} R(s_qj - s_qi),
@@ -184,9 +184,10 @@ def label_match(q_labels: Tensor, ref_labels: Tensor) -> Tensor:
 def shared_levels(q_labels: Tensor, ref_labels: Tensor) -> Tensor:
     """``[Q, M]`` int64: number of hierarchy levels ``l`` at which q and j share a node (0..L).
 
-    Labels are ``[N, L]`` with column 0 the finest level (architecture.md); ``[N]`` counts as L=1. Sharing level
-    ``l`` requires columns ``l..L-1`` (that level and every coarser one) to match, so a tree is implied. For nested
-    hierarchies this equals HAPPIER's target matrix ("number of levels at which q and j share a label").
+    Labels are ``[N, L]`` with column 0 the finest level (docs/architecture.md#label-conventions); ``[N]`` counts as
+    L=1. Sharing level ``l`` requires columns ``l..L-1`` (that level and every coarser one) to match, so a tree is
+    implied. For nested hierarchies this equals HAPPIER's target matrix ("number of levels at which q and j share a
+    label").
     """
     if q_labels.ndim == 1:
         q_labels = q_labels[:, None]

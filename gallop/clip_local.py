@@ -2,8 +2,8 @@
 
 Global feature (standard CLIP): ``g = normalize(ln_post(x_L[CLS]) @ proj)``.
 
-Local features, ViT tower (spec heat_gallop.md §4; as in MaskCLIP / GL-MCM): the *value path* of the last block. With
-``x`` the input tokens of the last block (``h = ln_1(x)``):
+Local features, ViT tower (docs/methods/gallop.md#formulas; as in MaskCLIP / GL-MCM): the *value path* of the last
+block. With ``x`` the input tokens of the last block (``h = ln_1(x)``):
 
     v = x + out_proj(W_v h + b_v)           # self-only attention: each token attends to itself
     v = v + MLP(ln_2(v))

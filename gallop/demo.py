@@ -5,7 +5,7 @@
 Protocol: 8 in-distribution classes (T-shirt/top ... Sneaker, ids 0-7), ``--shots`` training images per class
 (``coop_exact_k``, seed ``--seed``); the ID test set is ``--test-per-class`` test images per ID class; the two held-out
 classes (Bag, Ankle boot) are the OOD set. All three methods run through :class:`gallop.module.GalLoPModule` and
-:class:`common.data.fewshot.FewShotDataModule` on a Lightning ``Trainer``.
+:class:`gallop.fewshot.FewShotDataModule` on a Lightning ``Trainer``.
 
 Backbone: with OpenAI CLIP ViT-B/16 weights under ``--weights-dir`` (``make weights-clip``) it is a real few-shot run
 (224 px; slow on CPU). Without them it runs the **same pipeline on the tiny random-init CLIP**
@@ -33,7 +33,7 @@ import torch
 from common.backbones.clip import ClipWeightsNotFoundError, build_clip
 from common.callbacks.loss_curve import LossCurve
 from common.data.datasets.fashion_mnist import FASHION_MNIST_CLASSES, FashionMNIST
-from common.data.fewshot import FewShotDataModule
+from gallop.fewshot import FewShotDataModule
 from gallop.heatmaps import local_heatmaps, plot_heatmaps, unnormalize
 from gallop.model import CoOp, GalLoP, ZeroShotCLIP, count_trainable
 from gallop.module import GalLoPModule

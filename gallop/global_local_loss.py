@@ -1,4 +1,6 @@
-"""GalLoP's sparse multiscale local reduction, prompt dropout and the global + local loss (spec heat_gallop.md §4).
+"""GalLoP's sparse multiscale local reduction, prompt dropout and the global + local loss.
+
+Formulas: docs/methods/gallop.md#formulas.
 
 Notation: ``B`` images, ``P`` patches, ``K`` classes, ``M`` prompts; ``g [B, K, M]`` global cosines
 ``<f_img, t^g_{k,m}>``, ``l [B, P, K, M]`` local cosines ``<f_p, t^l_{k,m}>``; ``s`` the frozen CLIP logit scale.
@@ -7,7 +9,8 @@ Notation: ``B`` images, ``P`` patches, ``K`` classes, ``M`` prompts; ``g [B, K, 
   ``k_m`` per local prompt (``[5, 10, 15, 20]``): class-specific patch selection.
 - Prompt dropout (global prompts only): each image keeps ``max(M - floor(p M), 1)`` prompts drawn uniformly
   (with replacement, as the original) and averages their cosines.
-- Loss (the paper's equation numbers could not be checked; spec heat_gallop.md §4): ``L = CE(s * g_kept, y) + mean_m CE(s * r[:, :, m], y)``.
+- Loss (the paper's equation numbers could not be checked):
+  ``L = CE(s * g_kept, y) + mean_m CE(s * r[:, :, m], y)``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 A prompt ``m`` for class ``k`` is the token sequence ``[SOT][ctx_m,1 .. ctx_m,n][name_k tokens][EOT][pad]``
 (77 tokens), where the ``n`` context vectors are free parameters in the token-embedding space (CoOp, Zhou et al.
-2022; spec heat_gallop.md §4). The text feature is CLIP's text transformer read at EOT, projected and L2-normalised:
+2022; docs/methods/gallop.md#formulas). The text feature is CLIP's text transformer read at EOT, projected and
+L2-normalised:
 ``t_{k,m} = normalize(ln_final(T(e))[EOT] @ text_projection)``.
 
 Class-name handling (``name_style``): ``"gallop"`` tokenises the raw name (``_`` kept, no final ".");

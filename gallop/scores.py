@@ -1,4 +1,4 @@
-"""GalLoP inference: class probabilities and the MCM / L-MCM / GL-MCM OOD scores (spec heat_gallop.md §4).
+"""GalLoP inference: class probabilities and the MCM / L-MCM / GL-MCM OOD scores (docs/methods/gallop.md#formulas).
 
 With ``g [B, K, M_g]`` global and ``l [B, P, K, M_l]`` local cosines, ``s`` the CLIP logit scale:
 

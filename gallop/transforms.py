@@ -1,6 +1,7 @@
 """CLIP image transforms used by GalLoP and CoOp.
 
-- train: ``RandomResizedCrop(size, scale=(0.08, 1), bicubic)``, horizontal flip, CLIP mean/std (GalLoP §5);
+- train: ``RandomResizedCrop(size, scale=(0.08, 1), bicubic)``, horizontal flip, CLIP mean/std
+  (the GalLoP paper's training recipe, docs/methods/gallop.md#defaults);
 - test: ``Resize(size, bicubic)`` + ``CenterCrop(size)`` (CLIP's ``_transform``).
 
 Images are converted to RGB first (Fashion-MNIST is grayscale).

@@ -252,11 +252,11 @@ def load_clip_encoder(
     import open_clip
 
     from common.backbones.clip import build_clip, resolve_source
-    from common.data.transforms import retrieval_transforms
+    from common.data.transforms import paper_transforms
 
     model, pre = build_clip(model_name, pretrained, weights_dir, device=device, seed=0 if pretrained is None else None)
     tokenizer = open_clip.get_tokenizer(resolve_source(model_name, pretrained, weights_dir)[0])
-    transform = retrieval_transforms(False, size=pre.image_size, resize=pre.image_size, mean=pre.mean, std=pre.std)
+    transform = paper_transforms(False, size=pre.image_size, resize=pre.image_size, mean=pre.mean, std=pre.std)
     return ClipEncoder(model, tokenizer, transform, f"{model_name}|{pretrained}", device, batch_size)
 
 

@@ -14,8 +14,8 @@ with rel_qi > 0, with x = s_qj - s_qi:
     H-AP_q    = sum_{i : rel_qi > 0} Hrank(i) / rank(i)  /  sum_i rel_qi
     loss      = mean_q (1 - H-AP_q)          (queries with no relevant item are left out)
 
-With H everywhere this is exactly H-AP (spec §1.2); with binary relevance (L = 1) it is SupAP. H^- is SupAP's
-piecewise upper bound of the step (``common.ranking.supap_step``), H carries no gradient.
+With H everywhere this is exactly H-AP (docs/methods/happier.md#formulas); with binary relevance (L = 1) it is SupAP.
+H^- is SupAP's piecewise upper bound of the step (``common.ranking.supap_step``), H carries no gradient.
 
 Self-pair. As in the original code, without a reference set the query is one of its own items (its own relevance is
 the finest level's), ``include_query=True``. ``include_query=False`` removes the self-pair from the ranking and

@@ -1,4 +1,6 @@
-"""Frozen classifiers for HEAT features (spec §1.1): timm ResNet-34 with the CIFAR stem, ResNet-50, any timm model.
+"""Frozen classifiers for HEAT features: timm ResNet-34 with the CIFAR stem, ResNet-50, any timm model.
+
+See docs/methods/heat.md#formulas.
 
 - ``cifar_stem=True``: ``conv1`` becomes a 3x3 / stride 1 / padding 1 conv without bias and ``maxpool`` is removed,
   as in HEAT's ``create_backbone.py`` (a 32x32 input then gives a 512x4x4 layer4 map for ResNet-34).

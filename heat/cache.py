@@ -1,4 +1,6 @@
-"""Extract features from a frozen backbone once, and cache them on disk (spec §1.1; architecture "How a run flows").
+"""Extract features from a frozen backbone once, and cache them on disk.
+
+See docs/methods/heat.md#formulas and docs/architecture.md#how-a-run-flows.
 
 Cache layout, under ``cache_dir``::
 
@@ -6,7 +8,10 @@ Cache layout, under ``cache_dir``::
     <dataset>_<split>_<key>/avg.npy   [N, D] float, written as a streamed np.memmap (np.lib.format.open_memmap)
                           .../std.npy, max.npy, logits.npy, labels.npy, fc_weight.npy, fc_bias.npy
 
-``key`` is the first 16 hex digits of the SHA-1 of the JSON of (backbone, checkpoint, dataset, split, transform).
+``key`` is the first 16 hex digits of the SHA-1 of the JSON of what determines the features (:func:`cache_key`): the
+backbone name, a fingerprint of the backbone weights (the checkpoint file's name, size and content SHA-1, or the
+state dict of an in-memory model), the dataset and split, the instantiated transform's ``repr`` (torchvision prints
+every parameter, so changing ``extract.transform.mean`` gives another key) and the layer read (:data:`LAYER`).
 Arrays are written batch by batch into pre-sized memmaps, so an ImageNet-train cache (1,281,167 x 2048) never has to
 fit in memory, and they are read back memory-mapped. The sidecar is written last with ``complete: true``; a cache
 without it (an interrupted run) is recomputed. So is an entry that cannot be trusted: a sidecar that is not valid JSON,
@@ -22,12 +27,15 @@ pre-logits vector and ``std`` / ``max`` pool over all tokens.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,20 +44,102 @@ from torch import Tensor, nn
 from heat.features import Features, pool_feature_map
 
 _ARRAYS = ("avg", "std", "max", "logits", "labels")
+#: the activations a cache holds: the last stage's map (``forward_features``) pooled three ways and ``forward_head``'s
+#: logits. It enters the key, so features of another layer are never read as these.
+LAYER = "last_stage"
 log = logging.getLogger(__name__)
 
 
-def cache_key(*, backbone: str, checkpoint: str | None, dataset: str, split: str, transform: str) -> str:
-    """16-hex-digit key of the fields that determine the features.
+@functools.lru_cache(maxsize=64)
+def _file_sha1(path: str, size: int, mtime_ns: int) -> str:  # noqa: ARG001 - size and mtime key the memo
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
-    The checkpoint enters by its file name only, so the same weights under another ``weights_dir`` share the cache.
+
+def weights_fingerprint(checkpoint: str | Path | nn.Module | None) -> dict[str, Any] | None:
+    """What identifies the backbone weights: None (random init / built-in weights), the checkpoint file's name, size
+    and content SHA-1 (read once per process and file version; the folder does not enter, so the same file under
+    another ``weights_dir`` shares the cache), or the SHA-1 of an in-memory model's state dict."""
+    if checkpoint is None:
+        return None
+    if isinstance(checkpoint, nn.Module):
+        h = hashlib.sha1()
+        for k, v in checkpoint.state_dict().items():
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+        return {"state_dict_sha1": h.hexdigest()}
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        from common.backbones.timm_backbone import WeightsNotFoundError
+
+        raise WeightsNotFoundError(
+            f"backbone weights '{path}' do not exist. The feature cache key includes their content hash, so the "
+            f"weights are needed to find (or write) cached features: fetch them (`make weights-heat`, heat/README.md) "
+            f"or point `extract.backbone.checkpoint` at them."
+        )
+    st = path.stat()
+    return {"file": path.name, "bytes": st.st_size, "sha1": _file_sha1(str(path.resolve()), st.st_size, st.st_mtime_ns)}
+
+
+def transform_fingerprint(transform: Any) -> str:
+    """A stable text of the transform applied before the backbone: the ``repr`` of the instantiated transform (a
+    config mapping with ``_target_`` is instantiated first). A string is taken as given: it describes inputs that
+    are transformed in code (the demo's tensors) and must change when that code does."""
+    if transform is None:
+        return "none"
+    if isinstance(transform, str):
+        return transform
+    if isinstance(transform, Mapping) or type(transform).__name__ == "DictConfig":
+        import hydra
+
+        transform = hydra.utils.instantiate(transform)
+    text = repr(transform)
+    if re.search(r" at 0x[0-9a-fA-F]+", text):
+        raise ValueError(
+            f"the transform's repr holds a memory address ({text!r}), so it would give a new cache key on every run. "
+            f"Use torchvision transforms (their repr lists every parameter) or pass a string describing the transform."
+        )
+    return text
+
+
+def cache_key(
+    *,
+    backbone: str,
+    checkpoint: str | Path | nn.Module | None,
+    dataset: str,
+    split: str,
+    transform: Any,
+    layer: str = LAYER,
+) -> str:
+    """16-hex-digit key of everything that determines the features (see the module docstring).
+
+    Args:
+        backbone: the architecture's name.
+        checkpoint: the backbone weights file (hashed by content), an in-memory model, or None.
+        transform: the instantiated transform, its config (``_target_``), or a string describing it.
+        layer: which activations are cached (:data:`LAYER`).
     """
-    ckpt = None if checkpoint is None else os.path.basename(str(checkpoint))
-    blob = json.dumps(
-        {"backbone": backbone, "checkpoint": ckpt, "dataset": dataset, "split": split, "transform": transform},
-        sort_keys=True,
-    )
-    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+    return key_of(key_fields(backbone, checkpoint, dataset, split, transform, layer))
+
+
+def key_of(fields: Mapping[str, Any]) -> str:
+    """The first 16 hex digits of the SHA-1 of ``fields`` as sorted JSON."""
+    return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def key_fields(backbone, checkpoint, dataset: str, split: str, transform: Any, layer: str = LAYER) -> dict[str, Any]:
+    """The JSON-able fields :func:`cache_key` hashes (also written to the sidecar)."""
+    return {
+        "backbone": backbone,
+        "weights": weights_fingerprint(checkpoint),
+        "dataset": dataset,
+        "split": split,
+        "transform": transform_fingerprint(transform),
+        "layer": layer,
+    }
 
 
 def cache_paths(cache_dir: str | Path, *, dataset: str, split: str, key: str) -> tuple[Path, Path]:
@@ -134,10 +224,11 @@ def extract_features(
     *,
     cache_dir: str | Path,
     backbone: str,
-    checkpoint: str | None,
+    checkpoint: str | Path | nn.Module | None,
     dataset: str,
     split: str,
-    transform: str,
+    transform: Any,
+    layer: str = LAYER,
     num_samples: int | None = None,
     device: torch.device | str = "cpu",
     dtype: np.dtype = np.float32,
@@ -148,12 +239,14 @@ def extract_features(
     Args:
         model: a timm model (``forward_features`` / ``forward_head``); it is put in eval mode and not modified.
         loader: yields dicts ``{"image", "label"}`` or ``(image, label)`` tuples, **in a fixed order** (no shuffle).
-        backbone, checkpoint, dataset, split, transform: the key fields (strings describing each).
+        backbone, checkpoint, dataset, split, transform, layer: the key fields (:func:`cache_key`); ``transform`` is the
+            transform the loader's dataset applies (or its config, or a string for inputs transformed in code).
         num_samples: the dataset size, used to pre-size the memmaps (default ``len(loader.dataset)``).
         dtype: on-disk float dtype (HEAT used float64 for ImageNet; float32 halves the 10 GB).
     Returns the cached Features (memory-mapped). Labels absent or negative mean "unlabelled" and load as None.
     """
-    key = cache_key(backbone=backbone, checkpoint=checkpoint, dataset=dataset, split=split, transform=transform)
+    fields = key_fields(backbone, checkpoint, dataset, split, transform, layer)
+    key = key_of(fields)
     if not overwrite and (hit := load_cached(cache_dir, dataset=dataset, split=split, key=key)) is not None:
         return hit
     folder, sidecar = cache_paths(cache_dir, dataset=dataset, split=split, key=key)
@@ -197,11 +290,8 @@ def extract_features(
         np.save(folder / "fc_weight.npy", head[0].numpy())
         np.save(folder / "fc_bias.npy", head[1].numpy())
     meta = {
-        "backbone": backbone,
-        "checkpoint": checkpoint,
-        "dataset": dataset,
-        "split": split,
-        "transform": transform,
+        **fields,
+        "checkpoint": str(checkpoint) if isinstance(checkpoint, str | Path) else None,
         "key": key,
         "num_samples": n,
         "dtype": np.dtype(dtype).name,

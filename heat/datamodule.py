@@ -13,6 +13,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from common.data.splits import EvalSplit
 from heat.cache import cache_key, load_cached
 from heat.features import Features
 
@@ -46,10 +47,12 @@ def _identity(batch):
 
 
 def load_features(spec: Features | Mapping, cache_dir: str | None) -> Features:
-    """Features as given, or loaded from the cache with ``spec`` = {backbone, checkpoint, dataset, split, transform}."""
+    """Features as given, or loaded from the cache with ``spec`` = {backbone, checkpoint, dataset, split, transform}
+    (the fields of :func:`heat.cache.cache_key`; ``transform`` instantiated or as a ``_target_`` config)."""
     if isinstance(spec, Features):
         return spec
-    key = cache_key(**{k: spec.get(k) for k in ("backbone", "checkpoint", "dataset", "split", "transform")})
+    fields = {k: spec.get(k) for k in ("backbone", "checkpoint", "dataset", "split", "transform")}
+    key = cache_key(**fields)
     feats = load_cached(cache_dir, dataset=spec["dataset"], split=spec["split"], key=key)
     if feats is None:
         raise FileNotFoundError(
@@ -66,7 +69,9 @@ class FeatureDataModule(L.LightningDataModule):
     Args:
         train: Features or a cache spec dict (see :func:`load_features`).
         pooling: which pooled features the EBM sees ("avg" or "std").
-        val_id, val_ood: optional ID test features and a list of OOD features (or specs); ood_names label them.
+        val_id, val_ood: optional ID test features and a list of OOD features (or specs); ood_names label them
+            (default: each spec's ``dataset``). :attr:`test_splits` names the evaluation loaders
+            (:class:`common.data.splits.EvalSplit`, kinds ``id`` then ``ood``).
         batch_size: training batch size; drop_last keeps SGLD batch shapes fixed.
     """
 
@@ -87,13 +92,17 @@ class FeatureDataModule(L.LightningDataModule):
         self.train_features = load_features(train, cache_dir)
         self.val_id = None if val_id is None else load_features(val_id, cache_dir)
         self.val_ood = [load_features(v, cache_dir) for v in val_ood]
-        self.ood_names = (
+        names = (
             list(ood_names)
             if ood_names is not None
             else [v["dataset"] if isinstance(v, Mapping) else f"ood{i + 1}" for i, v in enumerate(val_ood)]
         )
-        if len(self.ood_names) != len(self.val_ood):
-            raise ValueError(f"{len(self.ood_names)} ood_names for {len(self.val_ood)} OOD feature sets")
+        if len(names) != len(self.val_ood):
+            raise ValueError(f"{len(names)} ood_names for {len(self.val_ood)} OOD feature sets")
+        id_name = val_id["dataset"] if isinstance(val_id, Mapping) else "test"
+        #: one EvalSplit per evaluation loader (validation and test alike): the ID test set, then each OOD set
+        self.test_splits = [EvalSplit(id_name, "id"), *(EvalSplit(n, "ood") for n in names)]
+        self.val_splits = self.test_splits
         self.pooling, self.batch_size, self.num_workers = pooling, batch_size, num_workers
         self.val_max_items, self.seed = val_max_items, seed
 

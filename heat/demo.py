@@ -2,7 +2,7 @@
 
 Protocol (all seeds fixed):
 
-- **ID**: Fashion-MNIST classes 0-7 (T-shirt ... Sneaker). A small CNN (:class:`common.models.classifier.SmallCNN`,
+- **ID**: Fashion-MNIST classes 0-7 (T-shirt ... Sneaker). A small CNN (:class:`heat.classifier.SmallCNN`,
   64-d last stage on a 7x7 map) is trained on a per-class subset of the training set for a few epochs, never seeing
   classes 8 and 9.
 - **near-OOD**: the held-out Fashion-MNIST test images of Bag (8) and Ankle boot (9).
@@ -20,7 +20,6 @@ Writes ``results/demo/heat.json`` (every number) and ``results/demo/heat.md`` (t
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import time
@@ -35,8 +34,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from common.callbacks.loss_curve import LossCurve
 from common.data.datasets.fashion_mnist import load_fashion_mnist
 from common.metrics.ood import ood_metrics
-from common.models.classifier import ImageClassifier, SmallCNN
 from heat.cache import extract_features
+from heat.classifier import ImageClassifier, SmallCNN
 from heat.datamodule import FeatureDataModule
 from heat.features import Features
 from heat.mlp import EnergyMLP
@@ -150,14 +149,6 @@ def train_classifier(x: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> Sm
     return net.eval()
 
 
-def weights_digest(model: torch.nn.Module) -> str:
-    h = hashlib.sha1()
-    for k, v in model.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().numpy().tobytes())
-    return h.hexdigest()[:12]
-
-
 def train_ebm(
     prior,
     train: Features,
@@ -253,7 +244,6 @@ def main(argv: list[str] | None = None) -> dict:
         acc = float((net(to_tensor(xte)).argmax(-1).numpy() == yte).mean())
 
     t = time.perf_counter()
-    digest = weights_digest(net)
     feats: dict[str, Features] = {}
     for name, (x, y) in sets.items():
         tensors = (to_tensor(x),) if y is None else (to_tensor(x), torch.from_numpy(y))
@@ -262,7 +252,7 @@ def main(argv: list[str] | None = None) -> dict:
             DataLoader(TensorDataset(*tensors), batch_size=512),
             cache_dir=args.cache_dir,
             backbone="SmallCNN-w16",
-            checkpoint=f"demo-seed{args.seed}-{digest}",
+            checkpoint=net,  # the trained weights enter the cache key by their state-dict hash
             dataset="fashion-mnist-demo",
             split=name,
             transform=f"normalize({MEAN},{STD})",

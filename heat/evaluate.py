@@ -84,7 +84,11 @@ def write_records(cfg: DictConfig, results: dict, wall_time_s: float) -> list[st
 
 
 def load_heat_row(experiment: str, ckpt: str) -> HEATModule:
-    """A trained HEAT row: its prior / MLP configs come from the row's experiment config, weights from ``ckpt``."""
+    """A trained HEAT row. Checkpoints written by the launcher hold their prior and MLP configs and rebuild alone;
+    older ones (or modules built from objects) get them from the row's experiment config."""
+    hp = torch.load(ckpt, map_location="cpu", weights_only=True).get("hyper_parameters", {})
+    if isinstance(hp.get("prior"), dict) and isinstance(hp.get("mlp"), dict):
+        return HEATModule.load_from_checkpoint(ckpt, map_location="cpu").eval()
     from hydra import compose
 
     row = compose("train.yaml", overrides=[f"experiment={experiment}"])

@@ -1,9 +1,10 @@
 """Extract and cache every feature set an experiment needs: ``python -m heat.extract experiment=heat/cifar10_gmm``.
 
 It composes the same Hydra config as ``common.launch``. For each feature spec of ``data`` (``train``, ``val_id``,
-``val_ood``: {backbone, checkpoint, dataset, split, transform}) it instantiates the image dataset
-``extract.datasets[<dataset>][<split>]`` with ``extract.transform``, runs the frozen ``extract.backbone`` once and writes
-the cache (:func:`heat.cache.extract_features`). Sets already cached are skipped, so re-running is free.
+``val_ood``: {backbone, checkpoint, dataset, split, transform}, where ``transform`` is the ``extract.transform`` config)
+it instantiates the spec's transform and the image dataset ``extract.datasets[<dataset>][<split>]`` with it, runs the
+frozen ``extract.backbone`` once and writes the cache (:func:`heat.cache.extract_features`, keyed by that transform's
+parameters, the weights file's content and the layer). Sets already cached are skipped, so re-running is free.
 """
 
 from __future__ import annotations
@@ -35,12 +36,12 @@ def extract_all(cfg: DictConfig, device: str | None = None) -> list[str]:
     ex = cfg.extract
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = hydra.utils.instantiate(ex.backbone).to(device)
-    transform = hydra.utils.instantiate(ex.transform)
     specs = [cfg.data.train, *([cfg.data.val_id] if cfg.data.get("val_id") else []), *cfg.data.get("val_ood", [])]
     done = []
     for spec in specs:
         if spec.dataset not in ex.datasets or spec.split not in ex.datasets[spec.dataset]:
             raise KeyError(f"extract.datasets has no entry {spec.dataset}.{spec.split}; add its reader config")
+        transform = hydra.utils.instantiate(spec.transform)
         dataset = hydra.utils.instantiate(ex.datasets[spec.dataset][spec.split], transform=transform)
         loader = DataLoader(
             dataset, batch_size=ex.batch_size, shuffle=False, num_workers=cfg.data.get("num_workers", 0)
@@ -54,7 +55,7 @@ def extract_all(cfg: DictConfig, device: str | None = None) -> list[str]:
             checkpoint=spec.checkpoint,
             dataset=spec.dataset,
             split=spec.split,
-            transform=spec.transform,
+            transform=transform,
             num_samples=len(dataset),
             device=device,
         )

@@ -1,4 +1,4 @@
-"""The :class:`Features` container every HEAT scorer reads, and the layer4 poolings (spec §1.1).
+"""The :class:`Features` container every HEAT scorer reads, and the layer4 poolings (docs/methods/heat.md#formulas).
 
 A frozen backbone is run once per (backbone, checkpoint, dataset, split, transform) and its outputs are kept as
 ``Features`` (see :mod:`heat.cache`). Scorers never run the backbone again: priors and baselines use the pooled

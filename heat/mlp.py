@@ -1,4 +1,6 @@
-"""The residual energy network ``E_theta`` of HEAT (spec §1.3, ``HybridEnergyModel.__init__``).
+"""The residual energy network ``E_theta`` of HEAT (heatood's ``HybridEnergyModel.__init__``).
+
+Formula and parameter counts: docs/methods/heat.md#formulas.
 
 - CIFAR (``reduce_width=False``): ``Linear(d, h) -> LReLU(0.2) -> [Linear(h, h) -> LReLU(0.2)] x n -> Linear(h, 1)``.
   The released code builds the hidden block by list multiplication, so its ``n`` hidden layers are **one** module

@@ -12,7 +12,8 @@ One module trains the residual energy ``E_theta`` of one prior (EL, GMM or GMM-s
 The fitted prior is a submodule (its statistics are buffers, so checkpoints hold it). If it is not fitted when training
 starts, :meth:`setup` fits it on ``trainer.datamodule.train_features``. :meth:`score` gives the OOD score of Features:
 the full hybrid energy. Validation and test log ``{val,test}/{auroc,fpr95,fpr95_ood_positive}`` (mean over OOD sets)
-and the same per OOD set, from ``common.metrics.ood.ood_metrics``; dataloader 0 is the ID test set.
+and the same per OOD set, from ``common.metrics.ood.ood_metrics``; the datamodule's ``test_splits`` /
+``val_splits`` (:class:`common.data.splits.EvalSplit`) say which loader is the ID test set and name the OOD sets.
 
 Single device only: :meth:`setup` refuses a distributed trainer (``trainer.world_size > 1``, e.g. ``trainer=ddp`` or
 ``trainer=ddp_sim``) with :class:`DistributedNotSupportedError`. HEAT trains a small MLP on cached features in minutes
@@ -30,17 +31,37 @@ on one device, and data parallelism would be wrong in three places without furth
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
+import hydra
 import lightning as L
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from common.data.splits import EvalSplit, splits_of_kind
 from common.models.nonfinite import check_nan_policy, loss_is_finite
 from heat.contrastive_divergence import contrastive_divergence_loss
 from heat.features import Features
 from heat.scorers.base import chunked, l2_normalize
 from heat.sgld import HybridEnergy, Proposal, project, sgld
+
+
+def plain_config(x: Any) -> Any:
+    """A config (OmegaConf or mapping) as plain resolved Python containers; anything else unchanged."""
+    if isinstance(x, DictConfig):
+        return OmegaConf.to_container(x, resolve=True)
+    return dict(x) if isinstance(x, Mapping) else x
+
+
+def build(x: nn.Module | Mapping) -> nn.Module:
+    """``x`` itself, or the module its ``_target_`` config describes."""
+    if isinstance(x, nn.Module):
+        return x
+    if "_target_" not in x:
+        raise ValueError(f"expected an nn.Module or a config with `_target_`, got {dict(x)}")
+    return hydra.utils.instantiate(x)
 
 
 class DistributedNotSupportedError(RuntimeError):
@@ -52,8 +73,8 @@ class HEATModule(L.LightningModule):
 
     Args:
         prior: a prior scorer with ``energy(z, y=None)``, ``pooling`` and ``normalize`` (``EnergyLogits``, ``GMM``,
-            ``GMMStd``), fitted or not.
-        mlp: the residual network (``heat.mlp.EnergyMLP``).
+            ``GMMStd``), fitted or not; or its config (a mapping with ``_target_``).
+        mlp: the residual network (``heat.mlp.EnergyMLP``), or its config.
         temperature_prior, temperature: ``T_prior`` and ``T`` of the hybrid energy; the CD loss uses ``E_theta / T``
             as the released code does.
         proposal: "random_normal", "base_dist" or "base_dist_temp"; ``proposal_from_batch_labels`` draws GMM
@@ -69,12 +90,17 @@ class HEATModule(L.LightningModule):
         nan_policy: a NaN/Inf loss (e.g. a learning rate far too high) stops training with the step and batch
             indices ("raise", :class:`~common.models.nonfinite.NonFiniteLossError`), or skips that batch's update
             and counts it in ``train/skipped_batches`` ("skip"); the same guard as the retrieval module's.
+
+    Given as configs (what ``configs/model/heat.yaml`` does, with ``_recursive_: false``), ``prior`` and ``mlp`` are
+    saved in the hyperparameters, so ``HEATModule.load_from_checkpoint(path)`` rebuilds the whole module (the prior's
+    fit and the MLP's weights come from the state dict). Given as objects, they are not saved, and loading needs them
+    again: ``load_from_checkpoint(path, prior=..., mlp=...)``.
     """
 
     def __init__(
         self,
-        prior: nn.Module,
-        mlp: nn.Module,
+        prior: nn.Module | Mapping | None = None,
+        mlp: nn.Module | Mapping | None = None,
         temperature_prior: float = 1.0,
         temperature: float = 1.0,
         proposal: str = "random_normal",
@@ -95,9 +121,17 @@ class HEATModule(L.LightningModule):
     ) -> None:
         super().__init__()
         check_nan_policy(nan_policy)
+        if prior is None or mlp is None:
+            raise TypeError(
+                "HEATModule needs `prior` and `mlp`: modules, or their configs (`_target_`). A checkpoint saved from a "
+                "module built with objects does not hold them: load it with load_from_checkpoint(path, prior=..., "
+                "mlp=...)."
+            )
         # plain Python containers (not OmegaConf ListConfig) so that checkpoints load with torch.load(weights_only=True)
         betas, milestones = tuple(float(b) for b in betas), [int(m) for m in milestones]
-        self.save_hyperparameters(ignore=["prior", "mlp"])
+        prior, mlp = plain_config(prior), plain_config(mlp)
+        self.save_hyperparameters(ignore=[n for n, v in (("prior", prior), ("mlp", mlp)) if isinstance(v, nn.Module)])
+        prior, mlp = build(prior), build(mlp)
         self.prior, self.mlp = prior, mlp
         # not registered as a child: prior and mlp are already submodules (no duplicated checkpoint entries)
         self.__dict__["hybrid"] = HybridEnergy(prior, mlp, temperature_prior, temperature, sgld_prior_gradient)
@@ -204,19 +238,27 @@ class HEATModule(L.LightningModule):
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step("test", batch, dataloader_idx)
 
+    def _eval_splits(self, stage: str, n_loaders: int) -> list[EvalSplit]:
+        """The datamodule's ``{stage}_splits``, or ID test then ``ood1``, ``ood2``, ... without one."""
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        splits = getattr(dm, f"{stage}_splits", None)
+        if splits:
+            return list(splits)
+        return [EvalSplit("test", "id"), *(EvalSplit(f"ood{i}", "ood") for i in range(1, n_loaders))]
+
     def _eval_epoch_end(self, stage: str) -> None:
-        """Dataloader 0 is the ID test set, 1.. the OOD sets; logs per-set and mean FPR95 (both conventions), AUROC."""
+        """The ID split's loader against each OOD split's; logs per-set and mean FPR95 (both conventions), AUROC."""
         from common.metrics.ood import ood_metrics
 
         scores = {i: torch.cat(v) for i, v in self._scores.pop(stage, {}).items()}
-        if 0 not in scores or len(scores) < 2:
+        splits = self._eval_splits(stage, len(scores))
+        id_idx = next((i for i, s in splits_of_kind(splits, "id")), 0)
+        if id_idx not in scores or len(scores) < 2:
             return
-        dm = getattr(self.trainer, "datamodule", None)
-        names = list(getattr(dm, "ood_names", None) or [f"ood{i}" for i in range(1, len(scores))])
         per_set = {}
-        for i in sorted(k for k in scores if k > 0):
-            m = ood_metrics(scores[0].double(), scores[i].double())
-            per_set[names[i - 1] if i - 1 < len(names) else f"ood{i}"] = m
+        for i, split in splits_of_kind(splits, "ood"):
+            if i in scores:
+                per_set[split.name] = ood_metrics(scores[id_idx].double(), scores[i].double())
         for key in ("fpr95", "fpr95_ood_positive", "auroc"):
             for name, m in per_set.items():
                 self.log(f"{stage}/{name}/{key}", float(m[key]), add_dataloader_idx=False)

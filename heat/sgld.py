@@ -1,8 +1,8 @@
-"""Hybrid energy, proposals and short-run SGLD of HEAT (spec §1.3, §1.4; Lafon et al. 2023, Sec. 3).
+"""Hybrid energy, proposals and short-run SGLD of HEAT (Lafon et al. 2023, Sec. 3; docs/methods/heat.md#formulas).
 
-Hybrid energy (Eq. of §1.3): ``E(z) = E_prior(z) / T_prior + E_theta(z) / T``.
+Hybrid energy: ``E(z) = E_prior(z) / T_prior + E_theta(z) / T``.
 
-SGLD, for ``t = 0 .. K-1`` (spec §1.4 step 3), with the model frozen:
+SGLD, for ``t = 0 .. K-1`` (training step 2 in docs/methods/heat.md#formulas), with the model frozen:
 ``z <- proj(z - eta_t grad_z E(z) - n_t)``, ``n_t ~ N(0, eps_t^2 I)``, ``proj`` = ReLU then L2 (when the prior
 normalises). Step and noise follow polynomial schedules of power 2 from ``start`` to ``end = start / 10``:
 ``s_t = (start - end) (1 - t / K)^2 + end``.
@@ -73,7 +73,7 @@ def project(z: Tensor, relu: bool = True, normalize: bool = False) -> Tensor:
 
 
 class Proposal:
-    """Initial SGLD points ``z0`` (spec §1.4 step 1).
+    """Initial SGLD points ``z0`` (training step 1 in docs/methods/heat.md#formulas).
 
     kinds:
         - ``"random_normal"``: ``N(0, I_d)`` (EL prior);

@@ -7,7 +7,7 @@ DATA_CLI = "$(PY)" -m common.data.download --data-dir "$(DATA_DIR)" $(DATA_ARGS)
 
 .PHONY: data-list data-fashion-mnist data-sop data-cub data-inat data-inshop data-dyml-vehicle data-dyml-animal \
 	data-dyml-product data-gldv2-metadata data-gldv2 data-coco data-hgldv2 data-cifar10 data-cifar100 data-svhn data-dtd data-places365 data-lsun data-tinyimagenet \
-	data-imagenet data-imagenet-ood data-openood data-coop-imagenet data-coop-caltech101 data-coop-oxford-pets \
+	data-imagenet data-imagenet-ood data-coop-imagenet data-coop-caltech101 data-coop-oxford-pets \
 	data-coop-stanford-cars data-coop-oxford-flowers data-coop-food101 data-coop-fgvc-aircraft data-coop-sun397 \
 	data-coop-dtd data-coop-eurosat data-coop-ucf101 data-imagenet-v2 data-imagenet-sketch data-imagenet-a \
 	data-imagenet-r data-dyml data-coop data-heat data-all-public
@@ -88,9 +88,6 @@ data-imagenet: install ## say what to fetch by hand, then check: ImageNet-1k
 
 data-imagenet-ood: install ## download, check and lay out: ImageNet OOD sets of MOS
 	$(DATA_CLI) imagenet-ood
-
-data-openood: install ## say what to fetch by hand, then check: OpenOOD v1.5 image lists
-	$(DATA_CLI) openood
 
 data-coop-imagenet: install ## say what to fetch by hand, then check: ImageNet for CoOp/GalLoP (coop/imagenet/images/{train,val} + classnames.txt)
 	$(DATA_CLI) coop-imagenet

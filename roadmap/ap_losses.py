@@ -1,6 +1,6 @@
 """Rank-based AP surrogates: SupAP (ROADMAP), Smooth-AP and exact (Heaviside) AP.
 
-For a query q with positives P_q (specs/roadmap_happier.md §1.1, ROADMAP Eq. 2-4):
+For a query q with positives P_q (ROADMAP Eq. 2-4):
 
     rank(i)  = 1 + sum_{j != i} R(s_qj - s_qi)              rank+(i) = 1 + sum_{j in P_q, j != i} R+(s_qj - s_qi)
     AP_q     = (1 / |P_q|) sum_{i in P_q} rank+(i) / rank(i)    loss = 1 - mean_q AP_q
@@ -9,7 +9,7 @@ For a query q with positives P_q (specs/roadmap_happier.md §1.1, ROADMAP Eq. 2-
 * Smooth-AP (Brown et al. 2020, Eq. 6): R = R+ = sigma(x / tau) everywhere.
 * HeavisideAP: R = R+ = H, i.e. exact AP (no gradient; for tests and monitoring).
 
-``include_query=True`` (the original code, verified in the spec) keeps the query in its own in-batch ranking as a
+``include_query=True`` (as the original code does) keeps the query in its own in-batch ranking as a
 positive with s_qq = 1; ``False`` drops it. Queries without positives are left out of the mean; a batch with none
 gives a zero loss that is still connected to the graph. Memory is O(P x M) (P = #positive pairs), or
 O(chunk x M) with ``chunk_size`` (see :mod:`common.ranking`).

@@ -1,4 +1,4 @@
-"""Cross-batch memory (XBM, Wang et al. CVPR 2020) as used by ROADMAP (specs §1.1 "Cross-batch memory").
+"""Cross-batch memory (XBM, Wang et al. CVPR 2020) as used by ROADMAP.
 
 The memory stores *detached* embeddings and labels. The training step enqueues the current batch *before* reading
 the memory, so each query also finds itself in the reference set (as in the original code). Two modes:

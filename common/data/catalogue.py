@@ -644,22 +644,6 @@ https://github.com/SupetZYK/DynamicMetricLearning). Download the {kind} archive 
         requires=("dtd",),
         notes="Textures is all of DTD: ood_data/dtd is a link to the DTD copy of `make data-dtd`.",
     ),
-    Dataset(
-        "openood",
-        "OpenOOD v1.5 image lists (benchmark_imglist) and image folders",
-        "https://github.com/Jingkang50/OpenOOD",
-        layout=("openood/benchmark_imglist",),
-        readers=(
-            ReaderCheck(
-                "common.data.datasets.imagelist.ImageListOOD", "openood", {"benchmark": "cifar10", "dataset": "cifar10"}
-            ),
-        ),
-        manual="""OpenOOD distributes its lists and images as Google Drive zips fetched by its own script
-(scripts/download/download.py in https://github.com/Jingkang50/OpenOOD, needs `pip install gdown`):
-  python scripts/download/download.py --contents datasets --datasets ood_v1.5 --save_dir {data_dir}/openood
-This gives {data_dir}/openood/benchmark_imglist/ and openood/images_{{classic,largescale}}/; the readers take
-root={data_dir}/openood.""",
-    ),
     # ---- CoOp few-shot datasets (GalLoP) ---------------------------------------------------------------------------
     Dataset(
         "coop-imagenet",

@@ -2,8 +2,10 @@
 
 Test protocols:
 - one ``test_dataset``: every item is a query against all the others (``exclude_self``; SOP, CUB, iNat);
-- ``query_dataset`` + ``gallery_dataset``: In-Shop style; the test dataloaders are ``[query, gallery]`` and
-  :meth:`RetrievalDataModule.eval_split` tells the model how to split the gathered embeddings.
+- ``query_dataset`` + ``gallery_dataset``: In-Shop style; the test dataloaders are ``[query, gallery]``.
+
+:attr:`RetrievalDataModule.test_splits` names the test loaders (``test``, or ``query`` and ``gallery``; all of kind
+``id``, see :mod:`common.data.splits`).
 
 Every dataset returns dicts ``{"image", "label", "index"}`` and exposes ``labels`` (int64 ``[N]`` or ``[N, L]``).
 """
@@ -14,11 +16,12 @@ from collections.abc import Callable
 from typing import Any
 
 import lightning as L
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from common.data.resumable import ResumableDataLoader, SeededBatchSampler, SeededItems
 from common.data.samplers import RandomBatchSampler
+from common.data.splits import EvalSplit
 
 
 class RetrievalDataModule(L.LightningDataModule):
@@ -56,6 +59,8 @@ class RetrievalDataModule(L.LightningDataModule):
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.sampler_factory, self.seed = sampler, seed
         self.train_batch_sampler = None
+        names = ["test"] if test_dataset is not None else ["query", "gallery"]
+        self.test_splits = [EvalSplit(n, "id") for n in names]
 
     # --- DDP position (Lightning's trainer when attached, else single process) ---
     def _dist(self) -> tuple[int, int]:
@@ -108,14 +113,3 @@ class RetrievalDataModule(L.LightningDataModule):
         if self.test_dataset is not None:
             return self._loader(self.test_dataset)
         return [self._loader(self.query_dataset), self._loader(self.gallery_dataset)]
-
-    def eval_split(self) -> dict:
-        """How the model evaluates the test loaders: single set (self-excluded) or query/gallery."""
-        if self.test_dataset is not None:
-            return {"protocol": "single", "sizes": [len(self.test_dataset)]}
-        return {"protocol": "query_gallery", "sizes": [len(self.query_dataset), len(self.gallery_dataset)]}
-
-    def full_test_dataset(self) -> Dataset:
-        if self.test_dataset is not None:
-            return self.test_dataset
-        return ConcatDataset([self.query_dataset, self.gallery_dataset])

@@ -1,6 +1,6 @@
 """Hierarchical two-super-class batch sampler (ROADMAP ``HierarchicalSampler``; PML ``HierarchicalSampler``).
 
-Semantics (specs/roadmap_happier.md §3.2), once per epoch: for every combination of ``super_classes_per_batch``
+Semantics, once per epoch: for every combination of ``super_classes_per_batch``
 (= 2) super-labels, build ``batches_per_super_tuple`` batches. Each batch has one part of
 ``batch_size / super_classes_per_batch`` indices per super-label: that super-label's classes are shuffled and
 walked in order, adding ``m`` images of each class (sampled without replacement, or with replacement when the

@@ -1,6 +1,6 @@
 """Smooth-AP's "sliding window" m-per-class batch sampler (Brown et al. 2020; ROADMAP/HAPPIER ``MPerClassSampler``).
 
-Semantics (specs/roadmap_happier.md §3.2), once per epoch:
+Semantics, once per epoch:
 
 1. shuffle the image list of every class and the order of the classes, once;
 2. repeat: walk the class order and take the next ``m`` images of each of the first ``batch_size / m`` classes that

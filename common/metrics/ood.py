@@ -1,6 +1,6 @@
 """Out-of-distribution detection metrics (scores: higher = more OOD).
 
-Conventions (specs/heat_gallop.md §2.2 and §9.1):
+Conventions (docs/metrics.md, "OOD metrics"):
 
 * ``fpr95`` (HEAT, GalLoP; ID is the positive class): the threshold keeps 95 % of the ID set,
   ``thr = percentile(id_scores, 95)`` with numpy's default linear interpolation, and the FPR is the fraction of
@@ -11,7 +11,7 @@ Conventions (specs/heat_gallop.md §2.2 and §9.1):
 * ``fpr95_ood_positive`` (OpenOOD v1.5, ``auc_and_fpr_recall``): OOD is the positive class; on sklearn's ROC curve of
   (OOD indicator, score), with its default ``drop_intermediate=True`` point thinning, take the first point whose
   TPR (on OOD) is ``>= 0.95`` and report its FPR (on ID). The two FPRs agree for symmetric score distributions and
-  differ otherwise (spec §9.1).
+  differ otherwise.
 * ``fpr95_closest`` (the Hendrycks/MCM ``fpr_and_fdr_at_recall`` routine GalLoP calls; ID positive): the FPR at the
   operating point whose ID recall is closest to 0.95.
 * ``auroc``: area under the ROC curve with OOD positive (ties count one half); identical for every convention.

@@ -1,6 +1,6 @@
-"""Graded relevance between a chunk of queries and a gallery (HAPPIER, Ramzi et al. ECCV 2022; spec §1.2).
+"""Graded relevance between a chunk of queries and a gallery (HAPPIER, Ramzi et al. ECCV 2022).
 
-Label types (specs/architecture.md):
+Label types (docs/architecture.md):
 
 * flat labels, int64 ``[N]``: treated as a hierarchy with one level (L = 1);
 * hierarchical labels, int64 ``[N, L]``, column 0 the finest level. Items q and j *share level l* when columns
@@ -157,7 +157,7 @@ def relevance_table(
     """``[Q, T+1]`` relevance of an item at each level for each query.
 
     ``extra_counts [Q, T+1]`` is added to the per-level counts before dividing; evaluation uses it to count the
-    query itself at level T as HAPPIER's test-set relevance cache does (spec §1.2), although it is not ranked.
+    query itself at level T as HAPPIER's test-set relevance cache does, although it is not ranked.
     """
     counts = level_counts(levels, n_levels, valid)
     if extra_counts is not None:

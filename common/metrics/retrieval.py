@@ -1,6 +1,6 @@
 """Exact retrieval metrics over full rankings, chunked over queries.
 
-:func:`evaluate_retrieval` is the house API (specs/architecture.md). Embeddings are L2-normalised and compared by
+:func:`evaluate_retrieval` is the public API (docs/metrics.md). Embeddings are L2-normalised and compared by
 cosine similarity; every query is ranked against its whole gallery (no top-k cut), one chunk of queries at a time,
 so the memory beyond the embeddings is ``O(chunk x N)`` and never ``N x N``.
 
@@ -26,9 +26,9 @@ Graded metrics use the number of shared levels ``t`` in 0..T (:mod:`common.metri
 the number of items at level l ranked before item k and ``rel`` the relevance table (``pop`` by default):
 
 * ``hap``  = sum_{k : t_k > 0} Hrank(k) / pos(k) / sum_k rel(k),  ``Hrank(k) = rel(k) + sum_l min(rel(k), rel_l)
-  cnt_l(k)`` (H-AP, HAPPIER Eq. 3-4, spec §1.2);
-* ``ndcg`` = DCG / IDCG with gain ``2^t - 1`` and discount ``1 / log2(1 + pos)`` over the full ranking (spec §2.2);
-* ``asi``  = (1/R) sum_{n=1..R} |top-n levels ∩ ideal top-n levels| / n with R = #{t > 0} (ASI, DyML; spec §2.2).
+  cnt_l(k)`` (H-AP, HAPPIER Eq. 3-4);
+* ``ndcg`` = DCG / IDCG with gain ``2^t - 1`` and discount ``1 / log2(1 + pos)`` over the full ranking;
+* ``asi``  = (1/R) sum_{n=1..R} |top-n levels ∩ ideal top-n levels| / n with R = #{t > 0} (ASI, from the DyML benchmark).
   Computed per item: with ``a_l`` gallery items at levels above l, the j-th level-l item of the ranking (at
   position ``p``) adds 1 to the intersection for every ``n >= max(p, j + a_l)``, so
   ``asi = (1/R) sum_k [H_R - H_{max(p_k, j_k + a_l) - 1}]^+`` with ``H_n`` the harmonic numbers (this equals the
@@ -37,69 +37,72 @@ the number of items at level l ranked before item k and ``rel`` the relevance ta
 A query without a positive (binary) or without any relevant item (graded) is left out of the average; the counts
 are returned as ``num_skipped_queries`` and ``num_skipped_queries_graded``.
 
-How it is computed (all exact, no kNN cut; memory ``O(chunk x N)``). The engines are chosen automatically and can
-be forced (``candidate_pass``, ``graded_engine``) for tests:
+How it is computed (all exact, no kNN cut; memory ``O(chunk x N)``). :func:`choose_engine` picks one
+:class:`~common.metrics.retrieval_engine.RetrievalEngine` (the interface every engine implements, described in
+:mod:`common.metrics.retrieval_engine`); ``candidate_pass`` and ``graded_engine`` force one, for tests:
 
-* binary metrics only, on CPU (``candidate_pass="bf16"``): a bfloat16 matmul scores every pair; a per-query bound
-  on the bf16 error (:func:`bf16_score_error_bound` for the worst case, ``_Bf16Binary`` for the per-vector
-  bound actually used) selects the few gallery items that can rank above a positive within the needed depth, and
-  the pairs whose order the bf16 error intervals leave open are rescored in float64. The ranking is the float64
-  ranking of the normalised embeddings, ties included (proof in ``_Bf16Binary``,
-  :mod:`common.metrics.retrieval_bf16`; tested on near-ties, exact duplicates and outliers against dense float64
-  scoring);
-* graded metrics on flat/hierarchical labels on CPU (``graded_engine="count"``): dense scores in the embeddings'
-  dtype by BLAS (so the ranking is the float32 one for float32 embeddings); the relevant items of a query are read
-  off the label tree, and the number of irrelevant items scoring ``>=`` each of them comes from a histogram over a
-  monotone cell map of the scores, with exact comparisons only inside the cells that hold a relevant score
-  (``_count_cells``, :mod:`common.metrics.retrieval_count`): ``O(N)`` per query instead of a row sort. Binary
-  metrics are counted on the same scores;
+* binary metrics only, integer labels, any device (:mod:`common.metrics.retrieval_candidates`): one matmul in a low
+  precision scores every pair; a per-query bound on its error places each negative among the query's positives
+  (scored exactly in float64), and only the pairs whose order the bound leaves open are rescored in float64. The
+  ranking is the float64 ranking of the normalised embeddings, ties included. The precision is the fastest the
+  machine offers, measured once per process (:mod:`common.metrics.retrieval_precision`: bf16 on CPUs with native
+  bf16, float32 on AVX2-only CPUs, fp16 or bf16 on GPUs). When the queries are the gallery, each tile of the upper
+  triangle is scored once and counted for its row and its column queries (half the matmul);
+* graded metrics on flat/hierarchical labels on CPU (``graded_engine="count"``,
+  :mod:`common.metrics.retrieval_count`): dense scores in the embeddings' dtype by BLAS (so the ranking is the
+  float32 one for float32 embeddings); the relevant items of a query are read off the label tree, and the number of
+  irrelevant items scoring ``>=`` each of them comes from a histogram over a monotone cell map of the scores, with
+  exact comparisons only inside the cells that hold a relevant score: ``O(N)`` per query instead of a row sort.
+  Binary metrics are counted on the same scores;
 * the same on other devices with torch (``graded_engine="tree"``: one row sort per query,
   :mod:`common.metrics.retrieval_tree`), and the multi-label case (``"generic"``: shared levels computed for every
   pair, :mod:`common.metrics.retrieval_dense`).
 
-On CPU the matmul of a chunk uses every thread, then the counting of its rows is split over
-``torch.get_num_threads()`` threads (numpy releases the GIL).
-Duplicated gallery embeddings are scored once and expanded, so they always tie exactly (BLAS kernels may otherwise
-round identical columns differently). faiss is not used: it returns a top-k list, and exact full-ranking metrics
-need counts over the whole gallery; :mod:`common.metrics.knn` wraps faiss for kNN scorers.
+Duplicated gallery embeddings always tie exactly (the dense engines score distinct vectors once; the candidate
+pass sums its float64 scores in a fixed order). faiss is not used: it returns a top-k list, and exact full-ranking
+metrics need counts over the whole gallery; :mod:`common.metrics.knn` wraps faiss for kNN scorers.
 
-Layout. This module holds the public API, the input checks, the choice of engine, the chunk loop and the averaging.
-An engine is an object with ``produce(qi)`` (work shared by the chunk's rows: the matmul in the CPU engines),
-``finish(qi, payload)`` (per-query metrics of those rows) and ``split_rows`` (whether ``finish`` may run on row
-slices in threads, see :func:`_chunk_outputs`). The engines live in
-:mod:`common.metrics.retrieval_bf16` (``"bf16"`` candidate pass), :mod:`common.metrics.retrieval_count` (``"count"``),
-:mod:`common.metrics.retrieval_tree` (``"tree"``) and :mod:`common.metrics.retrieval_dense` (``"generic"``, plus the
-gallery scorer and the per-query formulas that the other engines share).
+Layout. This module holds the public API, the input checks, the choice of engine and the averaging.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from common.metrics.relevance import label_kind, num_levels
-from common.metrics.retrieval_bf16 import _Bf16Binary
-from common.metrics.retrieval_bf16 import bf16_score_error_bound as bf16_score_error_bound
-from common.metrics.retrieval_count import _MAX_LEVELS, _CountEngine
-from common.metrics.retrieval_dense import _DenseJob, _Gallery
-from common.metrics.retrieval_tree import _TreeJob
+from common.metrics.relevance import label_kind
+from common.metrics.retrieval_candidates import CandidateEngine, positive_pair_count
+from common.metrics.retrieval_candidates import bf16_score_error_bound as bf16_score_error_bound
+from common.metrics.retrieval_count import MAX_LEVELS, CountEngine
+from common.metrics.retrieval_dense import DenseEngine
+from common.metrics.retrieval_engine import RetrievalEngine, RetrievalProblem, torch_threads
+from common.metrics.retrieval_precision import PRECISIONS, candidate_precision, precision_by_name
+from common.metrics.retrieval_tree import TreeEngine
 
 log = logging.getLogger(__name__)
 
-__all__ = ["evaluate_retrieval", "retrieval_metrics", "METRIC_NAMES", "BINARY_METRICS", "GRADED_METRICS"]
+__all__ = [
+    "evaluate_retrieval",
+    "retrieval_metrics",
+    "choose_engine",
+    "METRIC_NAMES",
+    "BINARY_METRICS",
+    "GRADED_METRICS",
+    "CANDIDATE_PASSES",
+    "GRADED_ENGINES",
+]
 
 BINARY_METRICS = ("recall", "precision_at_1", "r_precision", "map_at_r", "map")
 GRADED_METRICS = ("ndcg", "hap", "asi")
 METRIC_NAMES = BINARY_METRICS + GRADED_METRICS
-_ELEMS_PER_CHUNK = 1 << 23  # default chunk of the torch engines: about 8M query x gallery scores
-_ELEMS_BF16 = 1 << 25  # bf16 candidate pass: 32M scores (64 MB) per chunk
-_ELEMS_COUNT = 1 << 25  # CPU counting engine: 32M scores (128 MB in float32) per chunk
+CANDIDATE_PASSES = ("auto", "off", *PRECISIONS)  # "off": dense scores in the embeddings' dtype
+GRADED_ENGINES = ("auto", "count", "tree", "generic")
+_DENSE_CLASSES = 16  # "auto" scores densely when a query's positives average more than 1/16 of the gallery
 
 
 def evaluate_retrieval(
@@ -121,8 +124,8 @@ def evaluate_retrieval(
     keys are ``recall@{k}``, ``precision@1``, ``r_precision``, ``map@r``, ``map``, ``ndcg``, ``hap``, ``asi`` plus
     ``num_skipped_queries`` (and ``num_skipped_queries_graded`` when a graded metric is asked for). Graded metrics
     use HAPPIER's ``pop`` relevance with alpha = 1; :func:`retrieval_metrics` exposes the relevance options.
-    ``device`` is where the work runs (default: the embeddings' device). See the module docstring for formulas
-    and the pessimistic tie rule.
+    ``device`` is where the work runs (default: the embeddings' device; CUDA works). See the module docstring for
+    formulas and the pessimistic tie rule.
     """
     return retrieval_metrics(
         embeddings,
@@ -135,54 +138,6 @@ def evaluate_retrieval(
         chunk_size=chunk_size,
         device=device,
     )
-
-
-@dataclass
-class _Acc:
-    """Running sums over queries (float64)."""
-
-    sums: dict[str, float] = field(default_factory=dict)
-    n_binary: int = 0
-    n_graded: int = 0
-    skipped: int = 0
-    skipped_graded: int = 0
-
-    def add(self, key: str, values: Tensor) -> None:
-        self.sums[key] = self.sums.get(key, 0.0) + float(values.double().sum())
-
-
-def _check_inputs(embeddings: Tensor, labels: Tensor, metrics: Sequence[str], recall_at: Sequence[int]) -> None:
-    if not isinstance(embeddings, Tensor) or embeddings.ndim != 2 or not embeddings.is_floating_point():
-        raise ValueError("embeddings must be a floating-point tensor [N, D]")
-    if not isinstance(labels, Tensor):
-        raise ValueError("labels must be a tensor: int64 [N] or [N, L], or bool [N, C]")
-    if labels.shape[0] != embeddings.shape[0]:
-        raise ValueError(
-            f"labels have {labels.shape[0]} rows but embeddings {embeddings.shape[0]}; pass one label per item"
-        )
-    label_kind(labels)
-    if not torch.isfinite(embeddings).all():
-        raise ValueError("embeddings contain NaN or inf; check the model output (e.g. fp16 overflow) before evaluating")
-    if (embeddings.norm(dim=1) == 0).any():
-        raise ValueError("an embedding is all zeros and has no direction; cosine similarity is undefined for it")
-    unknown = [m for m in metrics if m not in METRIC_NAMES]
-    if unknown:
-        raise ValueError(f"unknown metric(s) {unknown}; choose from {list(METRIC_NAMES)}")
-    if "recall" in metrics and (len(recall_at) == 0 or any(int(k) < 1 for k in recall_at)):
-        raise ValueError(f"recall_at must be positive integers, got {list(recall_at)}")
-
-
-def _as_index(idx: Tensor | Sequence[int] | None, n: int, name: str, device: torch.device) -> Tensor:
-    if idx is None:
-        return torch.arange(n, device=device)
-    idx = torch.as_tensor(idx, device=device).long().flatten()
-    if idx.numel() == 0:
-        raise ValueError(f"{name} is empty")
-    if idx.min() < 0 or idx.max() >= n:
-        raise ValueError(f"{name} must index the {n} embeddings, got values in [{int(idx.min())}, {int(idx.max())}]")
-    if idx.unique().numel() != idx.numel():
-        raise ValueError(f"{name} contains duplicate indices")
-    return idx
 
 
 def retrieval_metrics(
@@ -207,14 +162,15 @@ def retrieval_metrics(
 
     ``relevance``/``alpha``: ``"pop"`` with a scalar alpha or ``"map"`` with one weight per level (see
     :mod:`common.metrics.relevance`). ``count_self_in_relevance``: when a query is excluded from its own gallery,
-    still count it at the finest level in the relevance denominators, as HAPPIER's evaluation does (spec §1.2);
+    still count it at the finest level in the relevance denominators, as HAPPIER's evaluation does;
     set False to count only the gallery actually ranked. ``per_query=True`` adds ``per_query`` (a dict of float64
     tensors with NaN for skipped queries), for tests and analyses.
 
-    ``candidate_pass`` (binary metrics without graded ones): ``"bf16"`` (CPU only) scores in bfloat16 and rescores
-    exactly (float64) every item that could rank above a positive (``_Bf16Binary``; the result is the float64
-    ranking, proven by the error bound and tested); ``"off"`` scores densely in the embeddings' dtype; ``"auto"``
-    uses bf16 on CPU for integer labels and galleries of 4096 items or more.
+    ``candidate_pass`` (binary metrics without graded ones, integer labels): the precision of the candidate pass's
+    matmul, ``"bf16"``, ``"fp16"``, ``"fp32"``, ``"tf32"`` (CUDA) or ``"fp64"``; every one gives the float64
+    ranking (proven by the error bound, tested). ``"off"`` scores densely in the embeddings' dtype; ``"auto"`` runs
+    the candidate pass in the precision that :func:`~common.metrics.retrieval_precision.candidate_precision`
+    measured fastest on the device, or densely when the classes are very large.
     ``graded_engine`` (when a graded metric is asked for): ``"count"`` (CPU, flat or hierarchical labels: dense BLAS
     scores, relevant items from the label tree, cell-histogram counts; binary metrics from the same scores),
     ``"tree"`` (torch, any device: one row sort per query), ``"generic"`` (any labels, multi-label included; shared
@@ -223,89 +179,162 @@ def retrieval_metrics(
     """
     metrics = tuple(dict.fromkeys(metrics))
     _check_inputs(embeddings, labels, metrics, recall_at)
-    dev = torch.device(device) if device is not None else embeddings.device
-    dtype = torch.float64 if embeddings.dtype == torch.float64 else torch.float32
-    n = embeddings.shape[0]
-    emb = F.normalize(embeddings.to(dev, dtype), dim=1)
-    labels = labels.to(dev)
-    kind = label_kind(labels)
-    q_idx = _as_index(query_idx, n, "query_idx", dev)
-    g_idx = _as_index(gallery_idx, n, "gallery_idx", dev)
-    gal = emb[g_idx]  # [M, D]
-    m = gal.shape[0]
-    gallery = _Gallery(gal)
-    # position of each dataset item in the gallery (-1 if absent): finds the self pair of a query
-    gal_pos = torch.full((n,), -1, dtype=torch.long, device=dev)
-    gal_pos[g_idx] = torch.arange(m, device=dev)
-    binary_labels = labels[:, 0] if kind == "hierarchical" else labels
-    want_binary = [x for x in metrics if x in BINARY_METRICS]
-    want_graded = [x for x in metrics if x in GRADED_METRICS]
-    if relevance not in ("pop", "map"):
-        raise ValueError(f"unknown relevance type {relevance!r}; use 'pop' or 'map'")
-    if relevance == "map" and isinstance(alpha, (int, float)):
-        raise ValueError("map relevance takes one weight per level as alpha, e.g. alpha=[1.0, 1.0]")
+    _check_options(relevance, alpha, candidate_pass, graded_engine, chunk_size)
+    problem = _problem(embeddings, labels, query_idx, gallery_idx, metrics, recall_at, exclude_self, device)
+    problem.relevance, problem.alpha = relevance, alpha
+    problem.count_self = exclude_self and count_self_in_relevance
+    engine = choose_engine(problem, candidate_pass, graded_engine)
+    return _summarise(engine.chunks(chunk_size), metrics, recall_at, per_query)
 
-    if candidate_pass not in ("auto", "bf16", "off"):
-        raise ValueError(f"candidate_pass must be 'auto', 'bf16' or 'off', got {candidate_pass!r}")
-    if candidate_pass == "bf16" and dev.type != "cpu":
-        raise ValueError("the bf16 candidate pass runs on CPU; use candidate_pass='off' on other devices")
-    if graded_engine not in ("auto", "count", "tree", "generic"):
-        raise ValueError(f"graded_engine must be 'auto', 'count', 'tree' or 'generic', got {graded_engine!r}")
+
+def choose_engine(
+    problem: RetrievalProblem, candidate_pass: str = "auto", graded_engine: str = "auto"
+) -> RetrievalEngine:
+    """The engine for ``problem``: see :func:`retrieval_metrics` for the two options and the module docstring for
+    what each engine does. Raises ``ValueError`` when a forced engine cannot handle the problem."""
+    dev, kind = problem.device, problem.kind
     if graded_engine in ("count", "tree") and kind == "multilabel":
         raise ValueError(f"the {graded_engine} engine needs flat or hierarchical integer labels; use 'generic'")
     if graded_engine == "count" and dev.type != "cpu":
         raise ValueError("the count engine runs on CPU; use graded_engine='tree' on other devices")
-    if graded_engine == "count" and num_levels(labels) > _MAX_LEVELS:
-        raise ValueError(f"the count engine handles up to {_MAX_LEVELS} levels; use graded_engine='tree'")
+    if graded_engine == "count" and problem.n_levels > MAX_LEVELS:
+        raise ValueError(f"the count engine handles up to {MAX_LEVELS} levels; use graded_engine='tree'")
+    if candidate_pass == "tf32" and dev.type != "cuda":
+        raise ValueError("the tf32 candidate pass needs a CUDA device; use 'fp32' or 'bf16' on CPU")
+    if problem.want_graded:
+        if kind == "multilabel" or graded_engine == "generic":
+            return DenseEngine(problem)
+        if graded_engine == "count" or (
+            graded_engine == "auto" and dev.type == "cpu" and problem.n_levels <= MAX_LEVELS
+        ):
+            return CountEngine(problem)
+        return TreeEngine(problem)
+    if kind == "multilabel" or candidate_pass == "off":
+        return DenseEngine(problem)
+    if candidate_pass != "auto":
+        return CandidateEngine(problem, precision_by_name(candidate_pass, dev))
+    lab = problem.binary_labels
+    pairs = positive_pair_count(lab[problem.q_idx], lab[problem.g_idx])
+    if pairs * _DENSE_CLASSES > problem.q_idx.numel() * max(problem.m, _DENSE_CLASSES * 64):
+        return DenseEngine(problem)
+    return CandidateEngine(problem, candidate_precision(dev).precision)
 
-    engine = "dense"
-    if want_graded and kind != "multilabel" and graded_engine != "generic":
-        auto_count = dev.type == "cpu" and num_levels(labels) <= _MAX_LEVELS
-        engine = "count" if graded_engine == "count" or (graded_engine == "auto" and auto_count) else "tree"
-    elif not want_graded and want_binary and kind != "multilabel":
-        if candidate_pass == "bf16" or (candidate_pass == "auto" and dev.type == "cpu" and m >= 4096):
-            engine = "bf16"
 
-    if chunk_size is None:
-        budget = {"bf16": _ELEMS_BF16, "count": _ELEMS_COUNT // (emb.element_size() // 4)}.get(engine, _ELEMS_PER_CHUNK)
-        chunk_size = max(1, budget // (m * (4 if engine in ("tree", "dense") and want_graded else 1)))
-    chunk_size = int(chunk_size)
-    if chunk_size < 1:
+@dataclass
+class _Acc:
+    """Running sums over queries (float64)."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    n_binary: int = 0
+    n_graded: int = 0
+    skipped: int = 0
+    skipped_graded: int = 0
+
+    def add(self, out: dict[str, Tensor]) -> None:
+        if "_has_pos" in out:
+            has = out["_has_pos"]
+            self.n_binary += int(has.sum())
+            self.skipped += int((~has).sum())
+        if "_has_rel" in out:
+            has = out["_has_rel"]
+            self.n_graded += int(has.sum())
+            self.skipped_graded += int((~has).sum())
+        for key, v in out.items():
+            if not key.startswith("_"):
+                self.sums[key] = self.sums.get(key, 0.0) + float(torch.nan_to_num(v, nan=0.0).double().sum())
+
+
+def _check_inputs(embeddings: Tensor, labels: Tensor, metrics: Sequence[str], recall_at: Sequence[int]) -> None:
+    if not isinstance(embeddings, Tensor) or embeddings.ndim != 2 or not embeddings.is_floating_point():
+        raise ValueError("embeddings must be a floating-point tensor [N, D]")
+    if embeddings.shape[0] == 0 or embeddings.shape[1] == 0:
+        raise ValueError(
+            f"embeddings are empty (shape {tuple(embeddings.shape)}): there is nothing to rank; check that the "
+            "evaluation loader yielded items and that the model returns features"
+        )
+    if not isinstance(labels, Tensor):
+        raise ValueError("labels must be a tensor: int64 [N] or [N, L], or bool [N, C]")
+    if labels.shape[0] != embeddings.shape[0]:
+        raise ValueError(
+            f"labels have {labels.shape[0]} rows but embeddings {embeddings.shape[0]}; pass one label per item"
+        )
+    label_kind(labels)
+    lo, hi = embeddings.aminmax()  # one pass: NaN propagates, inf shows
+    if not (torch.isfinite(lo) and torch.isfinite(hi)):
+        raise ValueError("embeddings contain NaN or inf; check the model output (e.g. fp16 overflow) before evaluating")
+    unknown = [m for m in metrics if m not in METRIC_NAMES]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}; choose from {list(METRIC_NAMES)}")
+    if "recall" in metrics and (len(recall_at) == 0 or any(int(k) < 1 for k in recall_at)):
+        raise ValueError(f"recall_at must be positive integers, got {list(recall_at)}")
+
+
+def _check_options(relevance: str, alpha, candidate_pass: str, graded_engine: str, chunk_size: int | None) -> None:
+    if relevance not in ("pop", "map"):
+        raise ValueError(f"unknown relevance type {relevance!r}; use 'pop' or 'map'")
+    if relevance == "map" and isinstance(alpha, (int, float)):
+        raise ValueError("map relevance takes one weight per level as alpha, e.g. alpha=[1.0, 1.0]")
+    if candidate_pass not in CANDIDATE_PASSES:
+        raise ValueError(f"candidate_pass must be one of {list(CANDIDATE_PASSES)}, got {candidate_pass!r}")
+    if graded_engine not in GRADED_ENGINES:
+        raise ValueError(f"graded_engine must be 'auto', 'count', 'tree' or 'generic', got {graded_engine!r}")
+    if chunk_size is not None and int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
 
-    rel_opts = (relevance, alpha, exclude_self and count_self_in_relevance)
-    if engine == "bf16":
-        job = _Bf16Binary(emb, binary_labels, g_idx, gal_pos, gallery, exclude_self, want_binary, recall_at)
-    elif engine == "count":
-        job = _CountEngine(
-            emb, labels, g_idx, gal_pos, gallery, exclude_self, want_binary, want_graded, recall_at, rel_opts
-        )
-    elif engine == "tree":
-        job = _TreeJob(
-            emb, labels, g_idx, gal_pos, gallery, exclude_self, want_binary, want_graded, recall_at, rel_opts
-        )
-    else:
-        job = _DenseJob(
-            emb, labels, g_idx, gal_pos, gallery, exclude_self, want_binary, want_graded, recall_at, rel_opts
-        )
 
+def _as_index(idx: Tensor | Sequence[int] | None, n: int, name: str, device: torch.device) -> Tensor:
+    if idx is None:
+        return torch.arange(n, device=device)
+    idx = torch.as_tensor(idx, device=device).long().flatten()
+    if idx.numel() == 0:
+        raise ValueError(f"{name} is empty: pass at least one index (or None for all {n} items)")
+    if idx.min() < 0 or idx.max() >= n:
+        raise ValueError(f"{name} must index the {n} embeddings, got values in [{int(idx.min())}, {int(idx.max())}]")
+    if idx.unique().numel() != idx.numel():
+        raise ValueError(f"{name} contains duplicate indices")
+    return idx
+
+
+def _problem(embeddings, labels, query_idx, gallery_idx, metrics, recall_at, exclude_self, device) -> RetrievalProblem:
+    """Normalised embeddings and labels on the device, indices checked, the metrics split by kind."""
+    dev = torch.device(device) if device is not None else embeddings.device
+    dtype = torch.float64 if embeddings.dtype == torch.float64 else torch.float32
+    emb = embeddings.to(dev, dtype)
+    norms = torch.linalg.vector_norm(emb, dim=1)
+    if bool((norms == 0).any()):
+        raise ValueError("an embedding is all zeros and has no direction; cosine similarity is undefined for it")
+    n = emb.shape[0]
+    return RetrievalProblem(
+        emb=F.normalize(emb, dim=1),
+        labels=labels.to(dev),
+        q_idx=_as_index(query_idx, n, "query_idx", dev),
+        g_idx=_as_index(gallery_idx, n, "gallery_idx", dev),
+        exclude_self=exclude_self,
+        want_binary=tuple(x for x in metrics if x in BINARY_METRICS),
+        want_graded=tuple(x for x in metrics if x in GRADED_METRICS),
+        recall_at=tuple(int(k) for k in recall_at),
+    )
+
+
+def _summarise(chunks: Iterable[dict[str, Tensor]], metrics, recall_at, per_query: bool) -> dict:
+    """Average the per-query outputs over the queries that count; keys in the order the metrics were asked."""
     acc = _Acc()
     per_q: dict[str, list[Tensor]] = {}
-    for out in _chunk_outputs(q_idx, chunk_size, job):
-        _accumulate(acc, out)
+    for out in chunks:
+        with torch_threads(1):  # a few small reductions per chunk
+            acc.add(out)
         if per_query:
             for key, v in out.items():
                 per_q.setdefault(key, []).append(v)
-
     result: dict = {}
     for key, total in acc.sums.items():
         denom = acc.n_graded if key in GRADED_METRICS else acc.n_binary
         result[key] = total / denom if denom > 0 else float("nan")
-    if want_binary:
+    if any(x in BINARY_METRICS for x in metrics):
         result["num_skipped_queries"] = acc.skipped
         if acc.skipped:
             log.info("retrieval metrics: %d queries without a positive were left out", acc.skipped)
-    if want_graded:
+    if any(x in GRADED_METRICS for x in metrics):
         result["num_skipped_queries_graded"] = acc.skipped_graded
         if acc.skipped_graded:
             log.info("graded retrieval metrics: %d queries without a relevant item were left out", acc.skipped_graded)
@@ -314,25 +343,6 @@ def retrieval_metrics(
     if per_query:
         ordered["per_query"] = {k: torch.cat(v) for k, v in per_q.items() if not k.startswith("_")}
     return ordered
-
-
-def _chunk_outputs(q_idx: Tensor, chunk_size: int, job) -> Iterator[dict[str, Tensor]]:
-    """Per-chunk outputs in query order: ``job.produce(qi)`` (the matmul, itself multi-threaded), then
-    ``job.finish(qi, payload)``. For the numpy engines (``job.split_rows``) the finishing work is split by rows over
-    ``torch.get_num_threads()`` threads (numpy releases the GIL), so the machine stays busy between matmuls."""
-    workers = max(1, torch.get_num_threads()) if job.split_rows else 1
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="retrieval") as pool:
-        for s in range(0, q_idx.numel(), chunk_size):
-            qi = q_idx[s : s + chunk_size]
-            payload = job.produce(qi)
-            c = qi.numel()
-            parts = [slice(i * c // workers, (i + 1) * c // workers) for i in range(workers)]
-            parts = [p for p in parts if p.stop > p.start]
-            if len(parts) == 1:
-                yield job.finish(qi, payload)
-                continue
-            outs = list(pool.map(job.finish, [qi[p] for p in parts], [payload[p] for p in parts]))
-            yield {key: torch.cat([o[key] for o in outs]) for key in outs[0]}
 
 
 def _result_keys(metrics: Sequence[str], recall_at: Sequence[int]) -> list[str]:
@@ -344,17 +354,3 @@ def _result_keys(metrics: Sequence[str], recall_at: Sequence[int]) -> list[str]:
         else:
             keys.append(names.get(x, x))
     return keys
-
-
-def _accumulate(acc: _Acc, out: dict[str, Tensor]) -> None:
-    if "_has_pos" in out:
-        has = out["_has_pos"]
-        acc.n_binary += int(has.sum())
-        acc.skipped += int((~has).sum())
-    if "_has_rel" in out:
-        has = out["_has_rel"]
-        acc.n_graded += int(has.sum())
-        acc.skipped_graded += int((~has).sum())
-    for key, v in out.items():
-        if not key.startswith("_"):
-            acc.add(key, torch.nan_to_num(v, nan=0.0))

@@ -2,7 +2,7 @@
 
 Dense BLAS scores per chunk; the relevant items of a query come from the label tree, and the number of irrelevant
 items scoring ``>=`` each of them from a histogram over a monotone cell map of the scores (:func:`_count_cells`,
-with its monotonicity argument): ``O(N)`` per query, no row sort. :class:`_CountEngine` runs it chunk by chunk and
+with its monotonicity argument): ``O(N)`` per query, no row sort. :class:`CountEngine` runs it chunk by chunk and
 :func:`_graded_from_ascending` turns the positions into NDCG / H-AP / ASI. The formulas and the tie rule are in the
 docstring of :mod:`common.metrics.retrieval`."""
 
@@ -12,11 +12,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from common.metrics.relevance import map_relevance_table, num_levels, pop_relevance_table
-from common.metrics.retrieval_dense import _binary_metrics
-from common.metrics.retrieval_tree import _TreeRanker
+from common.metrics.relevance import map_relevance_table, pop_relevance_table
+from common.metrics.retrieval_dense import binary_metrics
+from common.metrics.retrieval_engine import RetrievalProblem, RowChunkEngine
+from common.metrics.retrieval_precision import exact_matmul_mode
+from common.metrics.retrieval_tree import TreeRanker
 
-_MAX_LEVELS = 255  # the count engine packs a level into 8 bits of its sort key
+MAX_LEVELS = 255  # the count engine packs a level into 8 bits of its sort key
 _SPARSE_FRACTION = 16  # count by candidates when at most 1/16 of the scores reach the lowest threshold
 _CELL_ROWS = 8  # rows per cell histogram
 _CELLS_PER_THRESHOLD = 8
@@ -128,54 +130,65 @@ def _count_cells(scores: np.ndarray, thresholds: np.ndarray, n_real: np.ndarray,
     return out
 
 
-class _CountEngine:
+class CountEngine(RowChunkEngine):
     """CPU engine for graded (and binary) metrics on flat or hierarchical labels.
 
-    Per chunk: dense scores by BLAS (numpy) in the embeddings' dtype; binary positives from the column-0 label groups
-    and graded relevant items from the label tree (:class:`_TreeRanker`'s contiguous ranges), so no ``[C, M]`` label
+    Per chunk: dense scores by BLAS in the embeddings' dtype; binary positives from the column-0 label groups
+    and graded relevant items from the label tree (:class:`TreeRanker`'s contiguous ranges), so no ``[C, M]`` label
     matrix is built. The relevant items of a query are sorted by (score, level) and masked out of the row; the
     number of irrelevant items scoring ``>=`` each of them comes from :func:`_count_at_or_above_sorted`. The
     position of the k-th relevant item in the (pessimistic) ranking is ``k + #irrelevant >= its score``.
     """
 
+    name = "count"
     split_rows = True
+    elems_per_chunk = 1 << 25  # 32M scores (128 MB in float32) per chunk
 
-    def __init__(self, emb, labels, g_idx, gal_pos, gallery, exclude_self, want_binary, want_graded, recall_at, rel):
-        self.emb_np = emb.numpy()
-        self.uniq = gallery.uniq.numpy()
+    def __init__(self, problem: RetrievalProblem) -> None:
+        super().__init__(problem)
+        pb = problem
+        gallery = pb.gallery
+        self.emb = pb.emb
+        self.uniq = gallery.uniq  # distinct gallery vectors [U, D]
         self.inv = gallery.inv.numpy() if gallery.inv is not None else None
-        self.m = g_idx.numel()
+        self.m = pb.m
         self.exclude_self, self.want_binary, self.want_graded, self.recall_at = (
-            exclude_self,
-            want_binary,
-            want_graded,
-            recall_at,
+            pb.exclude_self,
+            pb.want_binary,
+            pb.want_graded,
+            pb.recall_at,
         )
-        self.relevance, self.alpha, self.count_self = rel
-        self.n_lv = num_levels(labels)
-        tree = _TreeRanker(labels, g_idx, gal_pos)
+        self.relevance, self.alpha, self.count_self = pb.relevance, pb.alpha, pb.count_self
+        self.n_lv = pb.n_levels
+        tree = TreeRanker(pb.labels, pb.g_idx, pb.gal_pos)
         self.node_ids = [x.numpy() for x in tree.node_ids]
         self.sorted_ids = [x.numpy() for x in tree.sorted_ids]
         self.perm = tree.perm.numpy().astype(np.int32)  # m < 2^31
         self.col0 = tree.col0.numpy()
         self.order0, self.uniq0 = tree.order0.numpy(), tree.uniq0.numpy()
         self.counts0, self.starts0 = tree.counts0.numpy(), tree.starts0.numpy()
-        self.gal_pos = gal_pos.numpy()
-        self.buf: np.ndarray | None = None
+        self.gal_pos = pb.gal_pos.numpy()
+        self.buf: Tensor | None = None
+
+    def default_chunk(self) -> int:
+        return max(1, self.elems_per_chunk // (max(self.m, 1) * (self.emb.element_size() // 4)))
 
     def produce(self, qi: Tensor) -> np.ndarray:
-        """``[C, M]`` scores of the chunk (a reused buffer), -inf at the query's own gallery entry."""
+        """``[C, M]`` scores of the chunk (a reused buffer), -inf at the query's own gallery entry. ``torch.mm``
+        rather than numpy's BLAS: its OpenMP threads go idle at once, numpy's keep spinning into the counting."""
         qn = qi.numpy()
         c = qn.size
         buf = self.buf
         if buf is None or buf.shape[0] < c:
-            buf = self.buf = np.empty((c, self.m), dtype=self.emb_np.dtype)
-        scores = buf[:c]
-        q = self.emb_np[qn]
-        if self.inv is None:
-            np.matmul(q, self.uniq.T, out=scores)
-        else:  # distinct vectors scored once, so duplicates tie exactly
-            np.take(q @ self.uniq.T, self.inv, axis=1, out=scores)
+            buf = self.buf = torch.empty(c, self.m, dtype=self.emb.dtype)
+        out = buf[:c]
+        q = self.emb[qi]
+        with exact_matmul_mode():
+            if self.inv is None:
+                torch.mm(q, self.uniq.T, out=out)
+            else:  # distinct vectors scored once, so duplicates tie exactly
+                torch.index_select(q @ self.uniq.T, 1, torch.from_numpy(self.inv), out=out)
+        scores = out.numpy()
         if self.exclude_self:
             sp = self.gal_pos[qn]
             has = sp >= 0
@@ -210,7 +223,7 @@ class _CountEngine:
         n_neg_asc = ge_all - (npos[:, None] - tie_start)
         # the i-th best positive is the (npos - 1 - i)-th in ascending order
         n_neg = np.take_along_axis(n_neg_asc, np.clip(npos[:, None] - 1 - ar, 0, None), 1)
-        return _binary_metrics(torch.from_numpy(npos), torch.from_numpy(n_neg), self.want_binary, self.recall_at)
+        return binary_metrics(torch.from_numpy(npos), torch.from_numpy(n_neg), self.want_binary, self.recall_at)
 
     def _ranges(self, qn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         starts, ends = [], []

@@ -1,10 +1,10 @@
-"""Dense scoring and the per-query metric formulas shared by every engine, plus the torch "generic" engine.
+"""Dense scoring and the per-query metric formulas shared by the engines, plus the torch "dense" engine.
 
-Holds the gallery scorer that makes duplicated embeddings tie exactly (:class:`_Gallery`), the binary metrics from
-the counts ``n_i`` (:func:`_binary_metrics`, used by all engines), the graded metrics from the positions of the
-relevant items (:func:`_graded_from_positions`, used by the torch engines) and the ``"generic"`` engine
-(:class:`_DenseJob`: shared levels computed for every pair, any label kind, multi-label included). The formulas and
-the pessimistic tie rule are in the docstring of :mod:`common.metrics.retrieval`."""
+Holds the gallery scorer that makes duplicated embeddings tie exactly (:class:`Gallery`), the binary metrics from
+the counts ``n_i`` (:func:`binary_metrics`, used by every engine), the graded metrics from the positions of the
+relevant items (:func:`graded_from_positions`, used by the torch engines) and :class:`DenseEngine` (shared levels
+computed for every pair, any label kind, multi-label included). The formulas and the pessimistic tie rule are in the
+docstring of :mod:`common.metrics.retrieval`."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from common.metrics.relevance import label_kind, num_levels, relevance_table, shared_levels
+from common.metrics.relevance import relevance_table, shared_levels
+from common.metrics.retrieval_engine import RowChunkEngine
 
 
-class _Gallery:
+class Gallery:
     """Gallery embeddings with their distinct rows: scores are computed against distinct vectors and expanded, so
     duplicated embeddings always get bit-identical scores (BLAS kernels may round identical columns differently
     depending on their position, which would silently break exact ties)."""
@@ -33,7 +34,7 @@ class _Gallery:
         return s if self.inv is None else s[:, self.inv]
 
 
-def _dense_scores(q: Tensor, gal: _Gallery, self_pos: Tensor | None) -> tuple[Tensor, Tensor]:
+def dense_scores(q: Tensor, gal: Gallery, self_pos: Tensor | None) -> tuple[Tensor, Tensor]:
     """``(scores [C, M], valid [C, M])``: cosine scores with the query's own gallery entry set to -inf."""
     scores = gal.scores(q)
     valid = torch.ones_like(scores, dtype=torch.bool)
@@ -64,7 +65,7 @@ def _count_at_or_above(scores: Tensor, exclude: Tensor, thresholds: Tensor) -> T
     cand = (scores >= lowest[:, None]) & ~exclude
     n_cand = int(cand.sum())
     if n_cand > c * m // 8:
-        srt = _sort_rows(scores.masked_fill(exclude, -math.inf))
+        srt = sort_rows(scores.masked_fill(exclude, -math.inf))
         return m - torch.searchsorted(srt, thresholds.contiguous(), side="left")
     rows, cols = cand.nonzero(as_tuple=True)
     counts = torch.zeros(c, thresholds.shape[1], dtype=torch.long, device=scores.device)
@@ -72,7 +73,7 @@ def _count_at_or_above(scores: Tensor, exclude: Tensor, thresholds: Tensor) -> T
     return counts
 
 
-def _sort_rows(x: Tensor) -> Tensor:
+def sort_rows(x: Tensor) -> Tensor:
     """Ascending sort of each row (numpy's vectorised sort on CPU, torch elsewhere)."""
     if x.device.type == "cpu":
         return torch.from_numpy(np.sort(x.numpy(), axis=1))
@@ -87,10 +88,10 @@ def _binary_metrics_from_scores(
     p_max = max(int(npos.max()), 1)
     pos_scores = torch.topk(scores.masked_fill(~pos, -math.inf), p_max, dim=1).values  # [C, P], descending
     n_neg = _count_at_or_above(scores, pos | ~torch.isfinite(scores), pos_scores)  # [C, P]
-    return _binary_metrics(npos, n_neg, wanted, recall_at)
+    return binary_metrics(npos, n_neg, wanted, recall_at)
 
 
-def _binary_metrics(npos: Tensor, n_neg: Tensor, wanted: Sequence[str], recall_at: Sequence[int]) -> dict[str, Tensor]:
+def binary_metrics(npos: Tensor, n_neg: Tensor, wanted: Sequence[str], recall_at: Sequence[int]) -> dict[str, Tensor]:
     """Per-query binary metrics from the number of positives ``npos [C]`` and, for the i-th best positive, the
     number of negatives scoring at least as high, ``n_neg [C, P]`` (columns beyond ``npos`` are ignored)."""
     has_pos = npos > 0
@@ -118,7 +119,7 @@ def _binary_metrics(npos: Tensor, n_neg: Tensor, wanted: Sequence[str], recall_a
     return out
 
 
-def _sort_desc_pessimistic(scores: Tensor, levels: Tensor) -> tuple[Tensor, Tensor]:
+def sort_desc_pessimistic(scores: Tensor, levels: Tensor) -> tuple[Tensor, Tensor]:
     """Sort each row by decreasing score, ties by increasing level (pessimistic); returns (scores, levels)."""
     order = torch.sort(levels, dim=1, stable=True).indices
     s = scores.gather(1, order)
@@ -151,18 +152,18 @@ def _graded_metrics(
     rel_t = torch.zeros(c, r_max, dtype=torch.long, device=dev)
     rel_s[rows, off] = scores[rows, cols]
     rel_t[rows, off] = levels[rows, cols]
-    rel_s, rel_t = _sort_desc_pessimistic(rel_s, rel_t)  # padding (-inf, level 0) goes last
+    rel_s, rel_t = sort_desc_pessimistic(rel_s, rel_t)  # padding (-inf, level 0) goes last
     real = torch.arange(r_max, device=dev)[None, :] < n_rel_i[:, None]  # [C, R]
     # irrelevant items at or above each relevant one (ties: the irrelevant one first)
-    irr_sorted = _sort_rows(scores.masked_fill(relmask, -math.inf))
+    irr_sorted = sort_rows(scores.masked_fill(relmask, -math.inf))
     n_irr = m - torch.searchsorted(irr_sorted, rel_s.contiguous(), side="left")  # [C, R]
     j = torch.arange(1, r_max + 1, dtype=torch.float64, device=dev)
     position = j[None, :] + n_irr.double()  # [C, R] 1-based position in the full ranking
     table_counts = (table, counts)
-    return _graded_from_positions(rel_t, position, real, table_counts, n_lv, wanted)
+    return graded_from_positions(rel_t, position, real, table_counts, n_lv, wanted)
 
 
-def _graded_from_positions(
+def graded_from_positions(
     rel_t: Tensor, position: Tensor, real: Tensor, table_counts: tuple[Tensor, Tensor], n_lv: int, wanted
 ) -> dict[str, Tensor]:
     """NDCG / H-AP / ASI from the relevant items of each query in ranking order.
@@ -219,48 +220,29 @@ def _graded_from_positions(
     return out
 
 
-class _TorchJob:
-    """Engines written in torch (any device), one chunk at a time in the caller's thread."""
-
-    split_rows = False
-
-    def __init__(self, emb, labels, g_idx, gal_pos, gallery, exclude_self, want_binary, want_graded, recall_at, rel):
-        self.emb, self.labels, self.g_idx, self.gal_pos, self.gallery = emb, labels, g_idx, gal_pos, gallery
-        self.exclude_self, self.want_binary, self.want_graded, self.recall_at = (
-            exclude_self,
-            want_binary,
-            want_graded,
-            recall_at,
-        )
-        self.relevance, self.alpha, self.count_self = rel
-        self.kind = label_kind(labels)
-        self.n_lv = num_levels(labels)
-        self.binary_labels = labels[:, 0] if self.kind == "hierarchical" else labels
-
-    def produce(self, qi: Tensor) -> None:
-        return None
-
-    def _self_pos(self, qi: Tensor) -> Tensor:
-        return self.gal_pos[qi] if self.exclude_self else torch.full_like(qi, -1)
-
-
-class _DenseJob(_TorchJob):
+class DenseEngine(RowChunkEngine):
     """Dense scores in the embeddings' dtype; binary metrics by counting, graded ones with shared levels computed
-    for every pair (any label kind, multi-label included)."""
+    for every pair (any label kind, multi-label included). Torch, any device."""
+
+    name = "dense"
+
+    def default_chunk(self) -> int:
+        return max(1, self.elems_per_chunk // (max(self.problem.m, 1) * (4 if self.problem.want_graded else 1)))
 
     def finish(self, qi: Tensor, payload: None) -> dict[str, Tensor]:
+        pb = self.problem
         out: dict[str, Tensor] = {}
-        scores, valid = _dense_scores(self.emb[qi], self.gallery, self.gal_pos[qi] if self.exclude_self else None)
-        if self.want_binary:
-            pos = _binary_positive(self.binary_labels[qi], self.binary_labels[self.g_idx], self.kind) & valid
-            out.update(_binary_metrics_from_scores(scores, pos, self.want_binary, self.recall_at))
-        if self.want_graded:
-            c, n_lv = qi.numel(), self.n_lv
-            levels = shared_levels(self.labels[qi], self.labels[self.g_idx]).masked_fill(~valid, 0)  # [C, M]
+        scores, valid = dense_scores(pb.emb[qi], pb.gallery, pb.gal_pos[qi] if pb.exclude_self else None)
+        if pb.want_binary:
+            pos = _binary_positive(pb.binary_labels[qi], pb.binary_labels[pb.g_idx], pb.kind) & valid
+            out.update(_binary_metrics_from_scores(scores, pos, pb.want_binary, pb.recall_at))
+        if pb.want_graded:
+            c, n_lv = qi.numel(), pb.n_levels
+            levels = shared_levels(pb.labels[qi], pb.labels[pb.g_idx]).masked_fill(~valid, 0)  # [C, M]
             extra = None
-            if self.count_self and self.kind != "multilabel":
+            if pb.count_self and pb.kind != "multilabel":
                 extra = torch.zeros(c, n_lv + 1, dtype=torch.float64, device=qi.device)
-                extra[:, n_lv] = (self.gal_pos[qi] >= 0).double()  # the query itself, at the finest level
-            table = relevance_table(levels, n_lv, self.relevance, self.alpha, valid, extra)  # [C, T+1]
-            out.update(_graded_metrics(scores, levels, valid, table, n_lv, self.want_graded))
+                extra[:, n_lv] = (pb.gal_pos[qi] >= 0).double()  # the query itself, at the finest level
+            table = relevance_table(levels, n_lv, pb.relevance, pb.alpha, valid, extra)  # [C, T+1]
+            out.update(_graded_metrics(scores, levels, valid, table, n_lv, pb.want_graded))
         return out

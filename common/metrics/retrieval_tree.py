@@ -1,8 +1,8 @@
 """The torch "tree" engine: flat or hierarchical labels on any device, one row sort per query.
 
-:class:`_TreeRanker` orders the gallery by label path, so the items sharing at least j levels with a query form a
+:class:`TreeRanker` orders the gallery by label path, so the items sharing at least j levels with a query form a
 contiguous range; the CPU count engine (:mod:`common.metrics.retrieval_count`) reuses these ranges.
-:class:`_TreeJob` runs it chunk by chunk. The formulas and the tie rule are in the docstring of
+:class:`TreeEngine` runs it chunk by chunk. The formulas and the tie rule are in the docstring of
 :mod:`common.metrics.retrieval`."""
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ from torch import Tensor
 
 from common.metrics.relevance import map_relevance_table, pop_relevance_table
 from common.metrics.retrieval_dense import (
-    _binary_metrics,
-    _dense_scores,
-    _graded_from_positions,
-    _sort_desc_pessimistic,
-    _sort_rows,
-    _TorchJob,
+    binary_metrics,
+    dense_scores,
+    graded_from_positions,
+    sort_desc_pessimistic,
+    sort_rows,
 )
+from common.metrics.retrieval_engine import RetrievalProblem, RowChunkEngine
 
 
-class _TreeRanker:
+class TreeRanker:
     """Dense scoring of flat or hierarchical (tree) labels with one row sort per query.
 
     The gallery is ordered by its label path from the coarsest column, so the items sharing at least j levels with
@@ -77,7 +77,7 @@ class _TreeRanker:
         npos = slot.sum(1)
         ge_all = m - torch.searchsorted(srt, p.contiguous(), side="left")  # items (any) scoring >= p_i
         ge_pos = (p[:, None, :] >= p[:, :, None]).sum(2)  # positives scoring >= p_i (itself included)
-        return _binary_metrics(npos, ge_all - ge_pos, wanted, recall_at)
+        return binary_metrics(npos, ge_all - ge_pos, wanted, recall_at)
 
     def graded(self, scores: Tensor, srt: Tensor, qi: Tensor, self_pos: Tensor, relevance, alpha, count_self, wanted):
         c, m = scores.shape
@@ -112,30 +112,36 @@ class _TreeRanker:
             table = map_relevance_table(tab_counts, alpha)
         else:
             raise ValueError(f"unknown relevance type {relevance!r}; use 'pop' or 'map'")
-        rel_s, rel_t = _sort_desc_pessimistic(rel_s, level)  # padding (-inf, level 0) last
+        rel_s, rel_t = sort_desc_pessimistic(rel_s, level)  # padding (-inf, level 0) last
         real = torch.arange(r_max, device=dev)[None, :] < (real.sum(1))[:, None]
         ge_all = m - torch.searchsorted(srt, rel_s.contiguous(), side="left")  # [C, R] any item >= s_k
         rel_asc = rel_s.flip(1).contiguous()  # ascending (padding -inf first)
         ge_rel = r_max - torch.searchsorted(rel_asc, rel_s.contiguous(), side="left")  # relevant >= s_k
         j = torch.arange(1, r_max + 1, dtype=torch.float64, device=dev)
         position = j[None, :] + (ge_all - ge_rel).double()
-        return _graded_from_positions(rel_t, position, real, (table, counts), n_lv, wanted)
+        return graded_from_positions(rel_t, position, real, (table, counts), n_lv, wanted)
 
 
-class _TreeJob(_TorchJob):
-    """Flat or hierarchical labels in torch (any device): one row sort per query, see :class:`_TreeRanker`."""
+class TreeEngine(RowChunkEngine):
+    """Flat or hierarchical labels in torch (any device): one row sort per query, see :class:`TreeRanker`."""
 
-    def __init__(self, *args) -> None:
-        super().__init__(*args)
-        self.tree = _TreeRanker(self.labels, self.g_idx, self.gal_pos)
+    name = "tree"
+
+    def __init__(self, problem: RetrievalProblem) -> None:
+        super().__init__(problem)
+        self.tree = TreeRanker(problem.labels, problem.g_idx, problem.gal_pos)
+
+    def default_chunk(self) -> int:
+        return max(1, self.elems_per_chunk // (4 * max(self.problem.m, 1)))
 
     def finish(self, qi: Tensor, payload: None) -> dict[str, Tensor]:
+        pb = self.problem
         out: dict[str, Tensor] = {}
-        self_pos = self._self_pos(qi)
-        scores, _ = _dense_scores(self.emb[qi], self.gallery, self_pos)
-        srt = _sort_rows(scores)
-        if self.want_binary:
-            out.update(self.tree.binary(scores, srt, qi, self_pos, self.want_binary, self.recall_at))
-        rel = (self.relevance, self.alpha, self.count_self)
-        out.update(self.tree.graded(scores, srt, qi, self_pos, *rel, self.want_graded))
+        self_pos = pb.gal_pos[qi] if pb.exclude_self else torch.full_like(qi, -1)
+        scores, _ = dense_scores(pb.emb[qi], pb.gallery, self_pos)
+        srt = sort_rows(scores)
+        if pb.want_binary:
+            out.update(self.tree.binary(scores, srt, qi, self_pos, pb.want_binary, pb.recall_at))
+        rel = (pb.relevance, pb.alpha, pb.count_self)
+        out.update(self.tree.graded(scores, srt, qi, self_pos, *rel, pb.want_graded))
         return out

@@ -18,8 +18,8 @@ class EmbeddingEvalMixin:
 
     The host LightningModule provides ``embed(images) -> [B, D]`` and the attributes ``eval_metrics``,
     ``recall_at``, ``per_level_metrics`` and optionally ``save_test_embeddings`` (writes
-    ``<trainer.default_root_dir>/test_embeddings.npz`` for plots: precision-recall curves, retrieval grids). The datamodule's ``eval_split()`` says whether the test set is a single
-    self-excluded set or query + gallery loaders.
+    ``<trainer.default_root_dir>/test_embeddings.npz`` for plots: precision-recall curves, retrieval grids). One test
+    loader is a single self-excluded set; two are query then gallery (the datamodule's ``test_splits`` name them).
     """
 
     def _eval_reset(self) -> None:

@@ -1,4 +1,4 @@
-"""Composition of several energies, HEAT's ``CombineScorer`` (spec §1.5).
+"""Composition of several energies, HEAT's ``CombineScorer`` (docs/methods/heat.md#formulas).
 
 Fit: each component's scores on ID training features give a mean ``m_i`` and std ``s_i``. HEAT uses **one** shuffled
 batch of 256 training samples (``stats_batch_size=256``, the parity default); ``stats_batch_size=None`` uses all of them.

@@ -1,6 +1,6 @@
 """Class-conditional Gaussians with one shared covariance: HEAT's GMM / GMM-std priors, SSD+ and Mahalanobis.
 
-Fit (spec §1.2, ``SSDScorer``): on features ``z`` (L2-normalised when ``normalize``), class means ``mu_c``, the pooled
+Fit (heatood's ``SSDScorer``): on features ``z`` (L2-normalised when ``normalize``), class means ``mu_c``, the pooled
 within-class covariance ``Sigma = 1/N sum_i (z_i - mu_{y_i})(z_i - mu_{y_i})^T + reg I`` (``np.cov(bias=True)``;
 HEAT uses ``reg = 1e-12``), its Cholesky factor ``L``, and mixture weights ``pi_c = N_c / N``.
 

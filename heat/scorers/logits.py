@@ -1,4 +1,4 @@
-"""Scorers on the classifier's logits: MSP, MaxLogit, Energy, and the EL prior of HEAT (spec §1.2, §2.4).
+"""Scorers on the classifier's logits: MSP, MaxLogit, Energy, and the EL prior of HEAT (docs/methods/heat.md#formulas).
 
 All return "higher = more OOD":
 - MSP (Hendrycks & Gimpel 2017): ``-max_c softmax(f(x))_c``.
@@ -49,7 +49,7 @@ class EnergyLogits(Scorer):
     """HEAT's EL prior: ``E(z) = -logsumexp(W z + b)`` on the **un-normalised** avg-pooled feature ``z``.
 
     ``fit`` copies the backbone's linear head from the training Features; ``energy`` is differentiable in ``z``.
-    Proposals for this prior are N(0, I) (spec §1.4), so it has no ``sample``.
+    Proposals for this prior are N(0, I) (docs/methods/heat.md#defaults), so it has no ``sample``.
     """
 
     fitted_buffers = ("fc_weight", "fc_bias")

@@ -3,7 +3,7 @@
 Unlike every other scorer, ODIN cannot run on cached features: the perturbation is a gradient step on the **input
 image**. It therefore takes the classifier (any ``nn.Module`` mapping images to logits) and scores a dataloader::
 
-    odin = ODIN(model, temperature=1000.0, eps=0.0014)      # HEAT's CIFAR-10 setting (spec §2.4)
+    odin = ODIN(model, temperature=1000.0, eps=0.0014)      # HEAT's CIFAR-10 setting
     scores = odin.score_loader(test_loader)                  # Tensor[N], higher = more OOD
 
 Perturbation: ``x~ = x - eps * sign(grad_x CE(f(x)/T, argmax f(x)))``, i.e. a step that raises the top softmax score

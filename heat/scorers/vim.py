@@ -5,8 +5,9 @@ Fit on training features ``z``: origin ``u = -pinv(W) b``; principal space = top
 remaining eigenvectors; ``alpha = mean_train max_c f_c(z) / mean_train r(z)``.
 Score (higher = OOD): ``alpha r(z) - logsumexp_c f_c(z)``, the negated ViM score of the paper.
 
-This follows the original ViM. HEAT's ``vim_scorer.py`` computes the logits on ``z - u`` (spec §1.6); that defect is
-not reproduced because no HEAT number depends on it.
+This follows the original ViM. HEAT's ``vim_scorer.py`` computes the logits on ``z - u``; that defect is not
+reproduced because no HEAT number depends on it (item 4 of
+docs/methods/heat.md#deliberate-differences-from-the-original-code).
 """
 
 from __future__ import annotations

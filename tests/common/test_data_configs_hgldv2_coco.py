@@ -49,7 +49,8 @@ def test_hgldv2_config(tmp_path):
     )
     assert cfg.data.gallery_dataset.hierarchy == "index_label_to_hierarchical.csv"
     dm = hydra.utils.instantiate(cfg.data)
-    assert dm.eval_split() == {"protocol": "query_gallery", "sizes": [3, 6]}
+    assert [s.name for s in dm.test_splits] == ["query", "gallery"]
+    assert [len(dm.query_dataset), len(dm.gallery_dataset)] == [3, 6]
     batch, q_lab, g_lab = _loaders(dm)
     assert batch["image"].shape == (4, 3, 224, 224) and batch["label"].shape == (4, 2)
     assert q_lab.shape == (3, 2) and g_lab.shape == (6, 2)
@@ -65,7 +66,7 @@ def test_coco_multilabel_config(tmp_path):
     cfg = compose_train(overrides, tmp_path)
     assert cfg.data.gallery_dataset.num_queries == 2
     dm = hydra.utils.instantiate(cfg.data)
-    assert dm.eval_split()["sizes"] == [2, 5]
+    assert [len(dm.query_dataset), len(dm.gallery_dataset)] == [2, 5]
     batch, q_lab, g_lab = _loaders(dm)
     assert batch["label"].dtype == torch.bool and batch["label"].shape == (4, 3)
     # every item of the batch shares a label with another one (2 items per label)

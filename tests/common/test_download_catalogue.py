@@ -92,12 +92,6 @@ def _tin(base: Path) -> None:
     _img(base / "test" / "images" / "test_0.JPEG")
 
 
-def _openood(root: Path) -> None:
-    lists = _mkdir(root / "benchmark_imglist" / "cifar10")
-    (lists / "test_cifar10.txt").write_text("cifar10/test/a.png 3\n")
-    _img(root / "images_classic" / "cifar10" / "test" / "a.png")
-
-
 def _coop(name: str):
     return lambda d: _write_coop(d / "coop", name, COOP_ROWS)
 
@@ -139,7 +133,6 @@ BUILDERS = {
         [_img(d / "ood_data" / s / "images" / "x.jpg") for s in ("iNaturalist", "SUN", "Places")],
         _img(d / "ood_data" / "dtd" / "images" / "banded" / "x.jpg"),
     ),
-    "openood": lambda d: _openood(d / "openood"),
     "coop-imagenet": lambda d: _imagenet_dg(d / "coop", with_train=True),
     "coop-caltech101": _coop("caltech101"),
     "coop-oxford-pets": _coop("oxford_pets"),

@@ -22,6 +22,7 @@ from common.data.datasets.fashion_mnist import (
 from common.data.datasets.synthetic import SyntheticImages
 from common.data.errors import DatasetNotFoundError, check_labels
 from common.data.samplers import MPerClassBatchSampler, RandomBatchSampler
+from common.data.splits import EvalSplit
 from tests.conftest import make_tiny_fashion_mnist, write_idx
 
 DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -152,9 +153,9 @@ def test_datamodule_protocols():
     dm = RetrievalDataModule(train, test_dataset=test, batch_size=8)
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (8, 3, 32, 32) and batch["label"].shape == (8,)
-    assert dm.eval_split() == {"protocol": "single", "sizes": [16]}
+    assert dm.test_splits == [EvalSplit("test", "id")]
     dm2 = RetrievalDataModule(train, query_dataset=test, gallery_dataset=train, batch_size=8)
-    assert len(dm2.test_dataloader()) == 2 and dm2.eval_split()["protocol"] == "query_gallery"
+    assert len(dm2.test_dataloader()) == 2 and [s.name for s in dm2.test_splits] == ["query", "gallery"]
     with pytest.raises(ValueError, match="either test_dataset"):
         RetrievalDataModule(train, batch_size=8)
 

@@ -91,7 +91,7 @@ def test_short_run_logs_to_csv_and_offline_wandb(tmp_path, tiny_fmnist, monkeypa
     import wandb
 
     wandb.finish()
-    from common.utils.wandb_offline import read_offline_run
+    from tests.helpers.wandb_offline import read_offline_run
 
     runs = list(tmp_path.rglob("offline-run-*"))
     assert len(runs) == 1, "no offline wandb run written"

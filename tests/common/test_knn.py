@@ -44,14 +44,3 @@ def test_knn_bad_inputs():
         knn_search(x, _data(5, 4, 0), 2)
     with pytest.raises(ValueError, match="NaN"):
         knn_search(torch.full((2, 3), float("nan")), x, 2)
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_knn_on_cuda_matches_cpu():
-    q, r = _data(64, 32, 4), _data(500, 32, 5)
-    s_cpu, i_cpu = knn_search(q, r, 20)
-    s_gpu, i_gpu = knn_search(q.cuda(), r.cuda(), 20)
-    assert s_gpu.device.type == "cuda"
-    torch.testing.assert_close(s_gpu.cpu(), s_cpu, atol=1e-4, rtol=0)
-    assert torch.equal(i_gpu.cpu(), i_cpu)

@@ -1,4 +1,4 @@
-"""common.metrics.ood against sklearn and hand-worked cases (conventions: specs/heat_gallop.md §2.2, §9.1)."""
+"""common.metrics.ood against sklearn and hand-worked cases (conventions: docs/metrics.md#ood-metrics)."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def test_fpr95_hand_worked_interpolation():
 
 
 def test_conventions_differ_on_a_skewed_case():
-    """ID tight, OOD wide and skewed: the ID-positive and OOD-positive FPR95 are different numbers (spec §9.1)."""
+    """ID tight, OOD wide and skewed: the ID-positive and OOD-positive FPR95 are different numbers."""
     rng = np.random.default_rng(0)
     id_s = rng.normal(0.0, 0.2, 2000)
     ood_s = np.r_[rng.normal(0.0, 0.2, 1000), rng.exponential(3.0, 1000) + 0.5]

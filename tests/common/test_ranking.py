@@ -98,7 +98,7 @@ def test_supap_step_upper_bounds_heaviside_except_at_zero():
     x = x[x != 0]
     for kwargs in ({"offset": None}, {"offset": 1.44}, {"offset": 1.44, "linear_mode": "x"}):
         assert bool((supap_step(x, **kwargs) >= heaviside(x)).all()), kwargs
-    # start=0 (iNat) is NOT an upper bound on (0, delta]: documented in the spec
+    # start=0 (iNat) is NOT an upper bound on (0, delta]: see docs/methods/roadmap.md#formulas
     assert bool((supap_step(torch.tensor([0.01]), start=0.0, offset=1.0) < 1).all())
 
 

@@ -34,7 +34,7 @@ def test_all_eleven_datasets_have_a_16_shot_row():
 def test_gallop_experiment_composes(row, tmp_path):
     cfg = compose_train([f"experiment=gallop/{row}"], tmp_path)
     assert cfg.model._target_ == "gallop.module.GalLoPModule"
-    assert cfg.data._target_ == "common.data.fewshot.FewShotDataModule"
+    assert cfg.data._target_ == "gallop.fewshot.FewShotDataModule"
     assert cfg.optimized_metric == "test/acc"
     if row.endswith("_16shot"):
         assert cfg.data.shots == 16
@@ -78,16 +78,16 @@ def test_imagenet_data_config_wires_dg_and_ood_sets(tmp_path):
     cfg = compose_train(["experiment=gallop/imagenet_16shot", f"paths.data_dir={tmp_path}"], tmp_path / "out")
     dm = hydra.utils.instantiate(cfg.data)
     assert dm.class_names == ["tench", "goldfish", "great white shark"]
-    assert dm.test_names == [
-        "id",
-        "ood/inaturalist",
-        "ood/sun",
-        "ood/places",
-        "ood/textures",
-        "domain/imagenet_v2",
-        "domain/imagenet_sketch",
-        "domain/imagenet_a",
-        "domain/imagenet_r",
+    assert [(s.kind, s.name) for s in dm.test_splits] == [
+        ("id", "test"),
+        ("ood", "inaturalist"),
+        ("ood", "sun"),
+        ("ood", "places"),
+        ("ood", "textures"),
+        ("domain", "imagenet_v2"),
+        ("domain", "imagenet_sketch"),
+        ("domain", "imagenet_a"),
+        ("domain", "imagenet_r"),
     ]
     assert dm.domain_datasets["imagenet_a"].class_subset == [0, 2]
     dm.setup("fit")

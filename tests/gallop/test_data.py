@@ -14,7 +14,8 @@ from common.data.datasets.coop import COOP_DATASETS, CoOpDataset, class_names_fr
 from common.data.datasets.imagenet_dg import ImageNetDG
 from common.data.datasets.imagenet_ood import ImageNetOOD
 from common.data.errors import DatasetNotFoundError
-from common.data.fewshot import (
+from common.data.splits import EvalSplit
+from gallop.fewshot import (
     FewShotDataModule,
     RemapClasses,
     coop_exact_k,
@@ -196,7 +197,7 @@ def test_datamodule_few_shot_loaders_and_remap(tmp_path):
     assert Counter(dm.train_dataset.labels.tolist()) == {0: 2, 1: 2}
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape[1:] == (3, 32, 32)
-    assert dm.test_names == ["id", "ood/o"] and len(dm.test_dataloader()) == 2
+    assert dm.test_splits == [EvalSplit("test", "id"), EvalSplit("o", "ood")] and len(dm.test_dataloader()) == 2
     assert sorted(set(dm.test_dataset.labels.tolist())) == [0, 1]
     # RemapClasses keeps the images of the kept classes, relabelled in the given order
     full = TensorImages(3, 4, seed=1)

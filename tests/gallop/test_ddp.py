@@ -13,11 +13,12 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from common.backbones.clip import create_clip
-from common.data.fewshot import FewShotDataModule
 from common.metrics.ood import ood_metrics
 from common.models.distributed import gather_by_index
+from gallop.ddp import is_sharded
+from gallop.fewshot import FewShotDataModule
 from gallop.model import GalLoP
-from gallop.module import GalLoPModule, _is_sharded
+from gallop.module import GalLoPModule
 from tests.conftest import quiet_trainer
 from tests.gallop.helpers import TensorImages
 
@@ -40,12 +41,12 @@ def test_gather_by_index_drops_padding_and_restores_dataset_order():
         gather_by_index(torch.arange(3), torch.zeros(2))
 
 
-def test_is_sharded():
+def testis_sharded():
     ds = TensorImages(2, 2)
-    assert not _is_sharded(DataLoader(ds, batch_size=2, shuffle=True))
-    assert _is_sharded(DataLoader(ds, sampler=DistributedSampler(ds, num_replicas=2, rank=1)))
+    assert not is_sharded(DataLoader(ds, batch_size=2, shuffle=True))
+    assert is_sharded(DataLoader(ds, sampler=DistributedSampler(ds, num_replicas=2, rank=1)))
     rank_aware = SimpleNamespace(world_size=2, __iter__=None)
-    assert _is_sharded(SimpleNamespace(sampler=None, batch_sampler=rank_aware))
+    assert is_sharded(SimpleNamespace(sampler=None, batch_sampler=rank_aware))
 
 
 @pytest.fixture(scope="module")

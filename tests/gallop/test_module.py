@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from common.backbones.clip import create_clip
-from common.data.fewshot import FewShotDataModule
 from common.metrics.ood import ood_metrics
+from gallop.fewshot import FewShotDataModule
 from gallop.model import CoOp, GalLoP, ZeroShotCLIP
 from gallop.module import GalLoPModule
 from gallop.scores import gl_mcm_score, predict_proba

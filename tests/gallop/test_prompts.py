@@ -103,7 +103,10 @@ def test_gallop_shapes_and_trainable_parameters(clip):
 
 
 def test_vit_b16_has_exactly_606208_trainable_parameters():
-    """GalLoP's count (spec §4): 2 x 4 prompts x 4 tokens x 512 + 768 x 768, on a random-init ViT-B/16."""
+    """GalLoP's count: 2 x 4 prompts x 4 tokens x 512 + 768 x 768, on a random-init ViT-B/16.
+
+    606,208 is in docs/methods/gallop.md#defaults.
+    """
     model, _ = build_clip("ViT-B-16", pretrained=None, seed=0)
     gallop = GalLoP(model)
     assert count_trainable(gallop) == 606_208

@@ -44,9 +44,14 @@ def test_experiment_rows_instantiate_with_spec_values(row, tmp_path):
         assert model.prior.max_fit_samples == 256_000 and model.hparams.simplified_mahalanobis
         assert model.proposal.kind == "base_dist_temp" and model.proposal.from_batch_labels
     assert cfg.data.pooling == ("std" if prior == "GMMStd" else "avg")
-    # without cached features the datamodule names the extraction step
+    # the cache key hashes the weights file: without it the datamodule names the weights step; with it but without
+    # cached features, the extraction step (hydra wraps both errors)
     cfg.data.cache_dir = str(tmp_path)
-    with pytest.raises(Exception, match="make features-heat-"):  # hydra wraps the FileNotFoundError
+    with pytest.raises(Exception, match="make weights-heat"):
+        hydra.utils.instantiate(cfg.data)
+    (tmp_path / "w.ckpt").write_bytes(b"weights")
+    cfg.extract.backbone.checkpoint = str(tmp_path / "w.ckpt")
+    with pytest.raises(Exception, match="make features-heat-"):
         hydra.utils.instantiate(cfg.data)
 
 

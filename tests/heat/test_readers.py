@@ -2,12 +2,10 @@ import pickle
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from scipy.io import savemat
 
 from common.data.datasets.cifar import CIFAR, load_cifar
-from common.data.datasets.imagelist import ImageListOOD, read_imglist
 from common.data.datasets.imagenet_ood import ImageNetOOD, ImageNetTrain, ImageNetVal
 from common.data.datasets.ood_folders import DTD, LSUN, Places365, TinyImageNet
 from common.data.datasets.svhn import SVHN, load_svhn
@@ -116,24 +114,3 @@ def test_imagenet_val_and_mos_ood(tmp_path):
         assert len(ds) == 1 and ds[0]["label"] == -1
     with pytest.raises(ValueError, match="must be one of"):
         ImageNetOOD(tmp_path, "openimage")
-
-
-def test_openood_imagelist(tmp_path):
-    lst = tmp_path / "benchmark_imglist" / "cifar10" / "test_svhn.txt"
-    lst.parent.mkdir(parents=True)
-    lst.write_text("svhn/test/0.png -1\nsvhn/test/1.png -1\n")
-    for i in range(2):
-        _img(tmp_path / "images_classic" / "svhn" / "test" / f"{i}.png")
-    ds = ImageListOOD(tmp_path, "cifar10", "svhn")
-    assert ds.is_ood and ds.group == "far" and len(ds) == 2 and ds[1]["image"].size == (8, 6)
-    lst2 = tmp_path / "benchmark_imglist" / "cifar10" / "test_cifar100.txt"
-    lst2.write_text("cifar100/test/a.png 0\n")
-    assert ImageListOOD(tmp_path, "cifar10", "cifar100").group == "near"
-    (tmp_path / "bad.txt").write_text("a.png notanint\n")
-    with pytest.raises(ValueError, match="not an integer"):
-        read_imglist(tmp_path / "bad.txt")
-    with pytest.raises(ValueError, match="not part of"):
-        lst3 = tmp_path / "benchmark_imglist" / "cifar10" / "test_foo.txt"
-        lst3.write_text("x.png 0\n")
-        ImageListOOD(tmp_path, "cifar10", "foo")
-    assert torch.is_tensor(ds.labels)

@@ -52,7 +52,9 @@ def test_row_composes_and_its_loss_runs(row):
         assert torch.isfinite(value)
         value.backward()
     if cfg.model.get("memory"):
-        assert OmegaConf.is_missing(cfg.model.memory, "weight"), "XBM weight is not in the spec: must be set"
+        assert OmegaConf.is_missing(cfg.model.memory, "weight"), (
+            "the XBM weight is not published for these rows: must be set"
+        )
 
 
 def test_paper_settings_of_main_rows():

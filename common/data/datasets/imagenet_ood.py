@@ -1,4 +1,4 @@
-"""ImageNet-1k validation (ID) and the four OOD subsets of Huang & Li (MOS, CVPR 2021) used by HEAT (spec §2.1).
+"""ImageNet-1k validation (ID) and the four OOD subsets of Huang & Li (MOS, CVPR 2021) used by HEAT (docs/data.md).
 
 Layouts::
 

@@ -1,4 +1,4 @@
-"""OOD test sets in their official folder layouts (spec §2.1): DTD, Places365 (small val), LSUN, TinyImageNet.
+"""OOD test sets in their official folder layouts: DTD, Places365 (small val), LSUN, TinyImageNet.
 
 Layouts::
 

@@ -8,7 +8,7 @@ import logging
 import numpy as np
 import pytest
 
-from common.data.fewshot import load_or_create_split, split_file
+from gallop.fewshot import load_or_create_split, split_file
 
 LABELS = np.repeat(np.arange(5), 6)
 
@@ -28,7 +28,7 @@ def test_unreadable_split_file_is_resampled(tmp_path, caplog, damage):
     idx = load_or_create_split(LABELS, 2, 3, "coop_exact_k", tmp_path)
     f = split_file(tmp_path, 2, 3, "coop_exact_k")
     f.write_text(damage(json.loads(f.read_text())))
-    with caplog.at_level(logging.WARNING, logger="common.data.fewshot"):
+    with caplog.at_level(logging.WARNING, logger="gallop.fewshot"):
         again = load_or_create_split(LABELS, 2, 3, "coop_exact_k", tmp_path)
     assert str(f) in caplog.text and "resampling" in caplog.text
     np.testing.assert_array_equal(again, idx)

@@ -1,6 +1,8 @@
-"""A generic image classifier LightningModule, and a tiny timm-style CNN for CPU demos.
+"""The HEAT demo's classifier: a cross-entropy LightningModule, and a tiny timm-style CNN for CPU demos.
 
-``ImageClassifier`` trains any backbone that maps images to logits with cross-entropy (AdamW, cosine schedule).
+``ImageClassifier`` trains any backbone that maps images to logits with cross-entropy (AdamW, cosine schedule); its
+``train/acc`` and ``val/acc`` are torchmetrics ``MulticlassAccuracy`` objects, so under DDP the epoch value is the
+accuracy over every rank's items (synchronised by torchmetrics), not rank 0's.
 ``SmallCNN`` exposes timm's interface (``forward_features`` -> ``[N, C, H, W]`` map, ``forward_head(map,
 pre_logits=False)``, ``get_classifier``), so feature extractors written for timm models work on it unchanged.
 For 28x28 inputs its last map is ``width*4 x 7 x 7``.
@@ -12,6 +14,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
 
 
 def _conv_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
@@ -51,14 +54,30 @@ class ImageClassifier(L.LightningModule):
 
     Args:
         backbone: e.g. ``SmallCNN`` or ``timm.create_model("resnet10t", in_chans=1, num_classes=...)``.
-        lr, weight_decay: AdamW; the learning rate follows a one-cycle schedule (15% warm-up, cosine decay) over all training steps.
+        lr, weight_decay: AdamW; the learning rate follows a one-cycle schedule (15% warm-up, cosine decay) over all
+            training steps.
         label_smoothing: of the cross-entropy.
+        num_classes: for the accuracy metrics; default the backbone's (``get_classifier().out_features``).
     """
 
-    def __init__(self, backbone: nn.Module, lr: float = 3e-3, weight_decay: float = 1e-4, label_smoothing: float = 0.0):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        lr: float = 3e-3,
+        weight_decay: float = 1e-4,
+        label_smoothing: float = 0.0,
+        num_classes: int | None = None,
+    ):
         super().__init__()
+        if num_classes is None:
+            head = backbone.get_classifier() if hasattr(backbone, "get_classifier") else None
+            num_classes = getattr(head, "out_features", None)
+        if num_classes is None:
+            raise ValueError("ImageClassifier needs num_classes= for a backbone without get_classifier()")
         self.save_hyperparameters(ignore=["backbone"])
         self.backbone = backbone
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
 
     @staticmethod
     def _unpack(batch) -> tuple[Tensor, Tensor]:
@@ -75,14 +94,16 @@ class ImageClassifier(L.LightningModule):
         logits = self(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(y))
-        self.log("train/acc", (logits.argmax(-1) == y).float().mean(), batch_size=len(y))
+        self.train_acc(logits.detach(), y)
+        self.log("train/acc", self.train_acc, batch_size=len(y))
         return loss
 
     def validation_step(self, batch, batch_idx: int) -> None:
         x, y = self._unpack(batch)
         logits = self(x)
         self.log("val/loss", F.cross_entropy(logits, y), batch_size=len(y))
-        self.log("val/acc", (logits.argmax(-1) == y).float().mean(), prog_bar=True, batch_size=len(y))
+        self.val_acc(logits, y)
+        self.log("val/acc", self.val_acc, prog_bar=True, batch_size=len(y))
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

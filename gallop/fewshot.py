@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from common.data.splits import EvalSplit
+
 SAMPLINGS = ("coop_exact_k", "gallop_stratified")
 log = logging.getLogger(__name__)
 
@@ -179,8 +181,9 @@ class FewShotDataModule(L.LightningDataModule):
             carry ``class_subset`` (sorted class ids it covers, ImageNet-A/R's 200), scored on those classes only.
         class_ids: keep and relabel only these classes in train/val/test (held-out classes as near-OOD).
 
-    Test dataloaders are ``[test, *ood, *domains]``; :attr:`test_names` names them ``id``, ``ood/<name>``,
-    ``domain/<name>``.
+    Test dataloaders are ``[test, *ood, *domains]``; :attr:`test_splits` describes them
+    (:class:`common.data.splits.EvalSplit`: ``test`` of kind ``id``, then each OOD set by its name and kind ``ood``,
+    then each domain-shifted set with kind ``domain``). :attr:`val_splits` is ``[val]`` (kind ``id``).
     """
 
     def __init__(
@@ -224,11 +227,12 @@ class FewShotDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.pin_memory, self.drop_last = num_workers, pin_memory, drop_last
         self.train_dataset: Dataset | None = None
-        self.test_names = [
-            "id",
-            *(f"ood/{n}" for n in self.ood_datasets),
-            *(f"domain/{n}" for n in self.domain_datasets),
+        self.test_splits = [
+            EvalSplit("test", "id"),
+            *(EvalSplit(n, "ood") for n in self.ood_datasets),
+            *(EvalSplit(n, "domain") for n in self.domain_datasets),
         ]
+        self.val_splits = [EvalSplit("val", "id")]
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_dataset is None:

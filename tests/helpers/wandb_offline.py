@@ -1,6 +1,6 @@
 """Read an offline wandb run (``run-<id>.wandb``) back: config, history rows and summary.
 
-Offline runs keep everything in the ``.wandb`` record log until ``wandb sync``; tests and the report read it here,
+Offline runs keep everything in the ``.wandb`` record log until ``wandb sync``; the launcher test reads it here,
 without network.
 """
 
