@@ -15,7 +15,7 @@ export WANDB_MODE ?= offline
 export HF_HUB_OFFLINE ?= 1
 
 
-.PHONY: sweep-summary tables tables-wandb report help install test test-slow test-all lint format demo demo-report clean clean-logs wandb-sync
+.PHONY: sweep-summary tables tables-wandb report rehearse rehearse-ci help install test test-slow test-all lint format demo demo-report clean clean-logs wandb-sync
 
 help: ## list every target with one line each
 	@grep -hE '^[a-zA-Z0-9_%-]+:.*?## ' $(MAKEFILE_LIST) | sort | \
@@ -74,6 +74,12 @@ tables-wandb: install ## make tables, and log them as wandb Tables (offline unle
 
 report: install ## build results/report/index.html and REPORT.md from the records, the tables and the demo outputs (no wandb needed)
 	"$(PY)" -m common.report.build
+
+rehearse: install ## every `make table-*` on tiny synthetic data in every official layout (CPU), then tables + report into outputs/rehearsal; fails naming each empty cell
+	"$(PY)" -m common.rehearsal.run $(ARGS)
+
+rehearse-ci: install ## the rehearsal of one table per method (CI): ROADMAP XBM, HAPPIER DyML-Product, HEAT CIFAR-10, GalLoP DG
+	"$(PY)" -m common.rehearsal.run --ci --out outputs/rehearsal-ci $(ARGS)
 
 wandb-sync: ## upload offline wandb runs under logs/ (needs `wandb login`)
 	"$(PY)" -m common.utils.wandb_sync logs

@@ -72,7 +72,9 @@ class GalLoPModule(CheckpointIdentityMixin, L.LightningModule):
     ) -> None:
         super().__init__()
         check_nan_policy(nan_policy)
-        self.save_hyperparameters(ignore=["net"], logger=False)
+        # only plain values go into the checkpoint: a partial or a ListConfig (Hydra's lists) cannot be read back by
+        # a weights-only load, which `trainer.test(ckpt_path=...)` does
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler", "topk", "class_names"], logger=False)
         self.net = net
         self.topk = list(topk)
         self.dropout = prompt_dropout

@@ -3,14 +3,13 @@ tiny Fashion-MNIST files written in the official IDX format, and offline wandb."
 
 from __future__ import annotations
 
-import gzip
 import os
-import struct
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+
+from common.rehearsal.layouts import write_fashion_mnist, write_idx  # noqa: F401 (used by tests)
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -25,31 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "configs"
 os.environ.setdefault("PROJECT_ROOT", str(ROOT))
 
-
-def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:
-    """Write ``array`` (uint8) as an IDX file, the format of the original (Fashion-)MNIST files."""
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(">" + "I" * array.ndim, *array.shape)
-    data = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if compress:
-        path = path.with_name(path.name + ".gz")
-        with gzip.open(path, "wb") as f:
-            f.write(data)
-    else:
-        path.write_bytes(data)
-    return path
-
-
-def make_tiny_fashion_mnist(root: Path, per_class: int = 6, seed: int = 0) -> Path:
-    """Four IDX files with ``per_class`` images of each of the 10 classes (class-dependent patterns)."""
-    rng = np.random.default_rng(seed)
-    for split, n in (("train", per_class), ("t10k", max(per_class // 2, 2))):
-        labels = np.repeat(np.arange(10), n).astype(np.uint8)
-        base = rng.integers(0, 255, size=(10, 28, 28))
-        images = np.clip(base[labels] + rng.integers(-20, 20, size=(len(labels), 28, 28)), 0, 255).astype(np.uint8)
-        write_idx(root / f"{split}-images-idx3-ubyte", images)
-        write_idx(root / f"{split}-labels-idx1-ubyte", labels)
-    return root
+# the IDX writers live with the other official-format writers (tests and `make rehearse` share them)
+make_tiny_fashion_mnist = write_fashion_mnist
 
 
 @pytest.fixture(autouse=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -350,7 +351,11 @@ def main(argv: list[str] | None = None) -> None:
         "--demo", default=str(REFERENCE), help="a demo run's folder (default: the reference run, results/reference)"
     )
     parser.add_argument("--reference", default=str(REFERENCE), help="the reference run to compare the demo run with")
-    parser.add_argument("--out", default=str(ROOT / "results" / "report"))
+    parser.add_argument(
+        "--out",
+        default=os.environ.get("RESULTS_REPORT_DIR") or str(ROOT / "results" / "report"),
+        help="output folder (default: $RESULTS_REPORT_DIR or results/report)",
+    )
     parser.add_argument(
         "--records", default=None, help="records folder (default: $RESULTS_RECORDS_DIR or results/records)"
     )

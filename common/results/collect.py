@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -272,7 +273,11 @@ def main(argv: list[str] | None = None) -> list[TableResult]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--records", default=None, help="records folder (default: $RESULTS_RECORDS_DIR or results/records)")
     p.add_argument("--results", default=str(ROOT / "results"), help="folder holding <method>/published.yaml")
-    p.add_argument("--out", default=str(ROOT / "results" / "tables"))
+    p.add_argument(
+        "--out",
+        default=os.environ.get("RESULTS_TABLES_DIR") or str(ROOT / "results" / "tables"),
+        help="output folder (default: $RESULTS_TABLES_DIR or results/tables)",
+    )
     p.add_argument("--method", action="append", choices=METHODS, help="only these methods (repeatable)")
     p.add_argument("--wandb", action="store_true", help="also log the tables as wandb Tables (offline by default)")
     args = p.parse_args(argv)

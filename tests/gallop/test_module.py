@@ -109,6 +109,24 @@ def test_checkpoint_holds_only_trainable_tensors_and_restores(clip, tmp_path):
     torch.testing.assert_close(fresh.net.global_text.learner.ctx, net.global_text.learner.ctx)
 
 
+def test_checkpoint_reads_back_with_a_weights_only_load(clip, tmp_path):
+    """`trainer.test(ckpt_path=...)` loads weights-only: no partial (the optimizer factory) and no ListConfig (a list
+    from Hydra) may sit in the saved hyper-parameters."""
+    from omegaconf import OmegaConf
+
+    topk = OmegaConf.create([2, 3])
+    module = GalLoPModule(
+        GalLoP(clip, n_global=2, n_local=2), optimizer=partial(torch.optim.SGD, lr=0.05), topk=topk, heatmap_images=0
+    )
+    trainer = _trainer(epochs=1)
+    trainer.fit(module, _dm())
+    path = tmp_path / "gallop.ckpt"
+    trainer.save_checkpoint(path)
+    hp = torch.load(path, weights_only=True)["hyper_parameters"]
+    assert hp["heatmap_images"] == 0 and not {"optimizer", "scheduler", "topk", "class_names"} & set(hp)
+    trainer.test(module, _dm(), ckpt_path=str(path), verbose=False)
+
+
 def test_zero_shot_runs_test_only_and_coop_trains(clip):
     dm = _dm()
     zs = GalLoPModule(ZeroShotCLIP(clip, templates=["a photo of a {}."]), heatmap_images=0)
