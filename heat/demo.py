@@ -59,7 +59,7 @@ ID_CLASSES = tuple(range(8))
 HELD_OUT = (8, 9)
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST pixel statistics (of [0, 1] images)
 
-# Demo EBM settings. The spec's CIFAR values (heat_gallop.md §1.4) are for 512-d features, 1024-wide MLPs and 20 epochs of
+# Demo EBM settings. The paper rows' CIFAR values (docs/methods/heat.md#defaults) are for 512-d features, 1024-wide MLPs and 20 epochs of
 # 50k; here the features are 64-d, the MLP 128 wide and training lasts 150 steps, so K is lowered (40/50 -> 10) and the
 # learning rate raised (1e-5 -> 1e-4 for EL, 1e-3 for the GMMs, whose lambda = 10 otherwise keeps E_theta at ~0 in 150
 # steps). T_prior, eta_0, eps_0, lambda and the proposals follow CIFAR-10.

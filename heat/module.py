@@ -1,8 +1,8 @@
-"""HEAT as a LightningModule on cached features (spec §1.3 to §1.5; Lafon et al., ICML 2023, Sec. 3).
+"""HEAT as a LightningModule on cached features (Lafon et al., ICML 2023, Sec. 3; docs/methods/heat.md#formulas).
 
 One module trains the residual energy ``E_theta`` of one prior (EL, GMM or GMM-std). A training step:
 
-1. real features ``x`` (L2-normalised when the prior is; spec §1.1);
+1. real features ``x`` (L2-normalised when the prior is);
 2. proposals ``z0`` (N(0, I) or the fitted GMM), projected (ReLU, L2);
 3. ``K`` SGLD steps on the hybrid energy ``E_prior / T_prior + E_theta / T`` (frozen parameters) -> ``z_K``; the
    prior's gradient is taken in R^D at the sample, as released (``sgld_prior_gradient``);

@@ -37,16 +37,8 @@ CITATION = re.compile(
 ARCHITECTURE = re.compile(r"architecture\.md")
 DOCS_ARCHITECTURE = re.compile(r"docs/architecture\.md|\]\((?:\.\./)?architecture\.md|\[architecture\.md(?=\])")
 
-# Files that still cite the specification; the lead removes each entry once its branch has cleaned the file.
-ALLOW = {
-    "gallop/README.md",
-    "happier/README.md",
-    "heat/README.md",
-    "heat/module.py",
-    "roadmap/README.md",
-    # being edited on another branch:
-    "heat/demo.py",
-}
+# Files allowed to cite the specification: none (kept as the place to name one, with a reason, should it ever be needed).
+ALLOW: set[str] = set()
 # Lines (by a substring of their text) that hold the patterns because they check for them.
 CHECKERS = {
     "tests/test_docs.py": (
