@@ -141,7 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="1,2,3", help="few-shot seeds of the scene study, comma-separated")
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=JSON", help="scene-study StudyConfig overrides")
     a = p.parse_args(argv)
-    scene_study.quiet()
+    with scene_study.quiet():  # log levels and warning filters come back as they were on the way out
+        return _run(a, argv)
+
+
+def _run(a: argparse.Namespace, argv: list[str] | None) -> int:
     cmd = "python -m gallop.demo" + ("" if argv is None else " " + " ".join(argv))
 
     try:

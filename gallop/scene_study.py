@@ -40,13 +40,14 @@ seed agrees.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import logging
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -678,11 +679,21 @@ def write_outputs(
     return payload
 
 
-def quiet() -> None:
-    """Silence Lightning's and open_clip's info lines and Python warnings (the study prints its own)."""
-    warnings.filterwarnings("ignore")
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "root"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence Lightning's info lines, the root logger and Python warnings while the study runs (it prints its own);
+    the log levels and warning filters are restored on the way out, so a caller's logging is left as it was."""
+    names = ("lightning", "lightning.pytorch", "lightning.fabric", "root")
+    levels = {name: logging.getLogger(name).level for name in names}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore")
+        for name in names:
+            logging.getLogger(name).setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -699,7 +710,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", nargs="+", default=["CoOp", "GalLoP"], choices=METHODS[1:], help="for --tune")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    quiet()
+    with quiet():
+        return _run(a, argv)
+
+
+def _run(a: argparse.Namespace, argv: list[str] | None) -> int:
     cfg = _apply_overrides(StudyConfig(), a.set)
     cmd = "python -m gallop.scene_study" + (" " + " ".join(sys.argv[1:] if argv is None else argv)).rstrip()
     out = Path(a.out)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from common.demo import headline
@@ -20,7 +21,9 @@ def test_demo_without_weights_runs_the_scene_study_and_writes_artifacts(tmp_path
     argv = ["--data-root", str(root), "--out", str(out), "--weights-dir", str(tmp_path / "no_weights")]
     argv += ["--clip-dir", str(clip_dir), "--seeds", "1,2", "--threads", "1"]
     sets = ["epochs=1", "shots=2", "test_per_class=2", "ood_per_class=2", "train_pool_per_class=4"]
+    root_level = logging.getLogger().level
     assert demo.main([*argv, "--set", *sets]) == 0
+    assert logging.getLogger().level == root_level  # the demo's quiet() restores the caller's logging
     saved = json.loads((out / "gallop.json").read_text())
     assert saved["real_weights"] is False and saved["study"] == "gallop_scenes" and saved["seeds"] == [1, 2]
     assert set(saved["runs"]) == {"zero-shot CLIP", "CoOp", "GalLoP"}
