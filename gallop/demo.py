@@ -33,6 +33,7 @@ import torch
 from common.backbones.clip import ClipWeightsNotFoundError, build_clip
 from common.callbacks.loss_curve import LossCurve
 from common.data.datasets.fashion_mnist import FASHION_MNIST_CLASSES, FashionMNIST
+from common.results.record import write_demo_record
 from gallop import scene_study
 from gallop.fewshot import FewShotDataModule
 from gallop.heatmaps import local_heatmaps, plot_heatmaps, unnormalize
@@ -60,9 +61,32 @@ def _scene_study(a: argparse.Namespace, cmd: str) -> int:
     payload = scene_study.write_outputs(a.out, res, cfg, seeds, cmd, a.clip_dir, threads, stem="gallop")
     payload["real_weights"] = False
     payload["headline"] = _headline(payload)
+    _write_records(payload, Path(a.out) / "records", cmd)
     (Path(a.out) / "gallop.json").write_text(json.dumps(payload, indent=2) + "\n")
     print((Path(a.out) / "gallop.md").read_text())
     return 0
+
+
+RECORD_ROWS = {"zero-shot CLIP": "zeroshot_clip", "CoOp": "coop", "GalLoP": "gallop"}
+
+
+def _write_records(payload: dict, records_dir: Path, cmd: str) -> None:
+    """One result record (table ``demo``) per method and few-shot seed of the scene study, metric keys without the
+    ``test/`` prefix, like every other demo's records."""
+    for method, per_seed in payload["runs"].items():
+        for seed, metrics in per_seed.items():
+            write_demo_record(
+                "gallop",
+                RECORD_ROWS.get(method, method),
+                int(seed),
+                {k.removeprefix("test/"): v for k, v in metrics.items()},
+                records_dir=records_dir,
+                dataset="fashion-mnist-scenes",
+                backbone=f"tiny_clip ({payload['clip']['sha256'][:12]})"
+                if isinstance(payload.get("clip"), dict)
+                else "tiny_clip",
+                command=cmd,
+            )
 
 
 def _headline(d: dict) -> dict:

@@ -98,7 +98,9 @@ def test_demo_targets_leave_git_status_unchanged(tmp_path: Path) -> None:
             res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
             assert res.returncode == 0, (target, res.stdout[-3000:], res.stderr[-3000:])
         assert _status() == before
-        records = sorted(p.relative_to(ROOT / out).as_posix() for p in (ROOT / out / "records").rglob("*.json"))
+        records = sorted(
+            p.relative_to(ROOT / out / "records").as_posix() for p in (ROOT / out / "records").rglob("*.json")
+        )
         assert "roadmap/demo/roadmap_smoothap-s0.json" in records and "happier/demo/happier-s0.json" in records
         assert "heat/demo/heat-s0.json" in records and "gallop/demo/gallop-s1.json" in records
         assert (ROOT / out / "report" / "index.html").is_file()

@@ -24,6 +24,9 @@ def test_demo_without_weights_runs_the_scene_study_and_writes_artifacts(tmp_path
     root_level = logging.getLogger().level
     assert demo.main([*argv, "--set", *sets]) == 0
     assert logging.getLogger().level == root_level  # the demo's quiet() restores the caller's logging
+    # one result record per (method, seed), table demo, like the other demos
+    names = sorted(p.name for p in (out / "records" / "gallop" / "demo").glob("*.json"))
+    assert names == sorted(f"{row}-s{seed}.json" for row in ("zeroshot_clip", "coop", "gallop") for seed in (1, 2))
     saved = json.loads((out / "gallop.json").read_text())
     assert saved["real_weights"] is False and saved["study"] == "gallop_scenes" and saved["seeds"] == [1, 2]
     assert set(saved["runs"]) == {"zero-shot CLIP", "CoOp", "GalLoP"}
