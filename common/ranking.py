@@ -184,7 +184,7 @@ def label_match(q_labels: Tensor, ref_labels: Tensor) -> Tensor:
 def shared_levels(q_labels: Tensor, ref_labels: Tensor) -> Tensor:
     """``[Q, M]`` int64: number of hierarchy levels ``l`` at which q and j share a node (0..L).
 
-    Labels are ``[N, L]`` with column 0 the finest level (docs/architecture.md#label-conventions); ``[N]`` counts as
+    Labels are ``[N, L]`` with column 0 the finest level (docs/codebase.md#label-conventions); ``[N]`` counts as
     L=1. Sharing level ``l`` requires columns ``l..L-1`` (that level and every coarser one) to match, so a tree is
     implied. For nested hierarchies this equals HAPPIER's target matrix ("number of levels at which q and j share a
     label").

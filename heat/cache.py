@@ -1,6 +1,6 @@
 """Extract features from a frozen backbone once, and cache them on disk.
 
-See docs/methods/heat.md#formulas and docs/architecture.md#how-a-run-flows.
+See docs/methods/heat.md#formulas and docs/codebase.md#how-a-run-flows.
 
 Cache layout, under ``cache_dir``::
 

@@ -70,7 +70,7 @@ def _resolve_dotted(name: str) -> object:
 
 def test_the_pages_exist():
     names = {p.relative_to(DOCS).as_posix() for p in PAGES}
-    expected = {"README.md", "architecture.md", "metrics.md"} | {
+    expected = {"README.md", "codebase.md", "metrics.md"} | {
         f"methods/{m}.md" for m in ("roadmap", "happier", "heat", "gallop")
     }
     assert (expected | {"runs.md"}) <= names
@@ -154,5 +154,5 @@ def test_the_checks_catch_what_they_should():
     with pytest.raises(AttributeError):
         _resolve_dotted("common.metrics.ood.no_such_function")
     assert SPEC_CITATION.search("see specs/heat_gallop.md") and SPEC_CITATION.search("(spec §1.2)")
-    assert not SPEC_CITATION.search("docs/architecture.md#label-conventions")
+    assert not SPEC_CITATION.search("docs/codebase.md#label-conventions")
     assert _slug("Open differences (being fixed)") == "open-differences-being-fixed"

@@ -1,6 +1,6 @@
 """Graded relevance between a chunk of queries and a gallery (HAPPIER, Ramzi et al. ECCV 2022).
 
-Label types (docs/architecture.md):
+Label types (docs/codebase.md):
 
 * flat labels, int64 ``[N]``: treated as a hierarchy with one level (L = 1);
 * hierarchical labels, int64 ``[N, L]``, column 0 the finest level. Items q and j *share level l* when columns
