@@ -490,7 +490,7 @@ def run(names: Sequence[str] | None, tiny: bool, dev: torch.device, reps: int | 
     print(
         f"training steps on {dev.type}"
         + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else "")
-        + f", torch {torch.__version__}, {'tiny shapes, float32' if tiny else 'paper shapes'}; rows: "
+        + f", torch {torch.__version__}, {'tiny shapes' if tiny else 'paper shapes'}; rows: "
         + ", ".join(r.name for r in rows),
         flush=True,
     )
