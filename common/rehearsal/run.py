@@ -26,6 +26,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -141,8 +142,12 @@ def make_vars(method: str, out: Path, target: str = "") -> list[str]:
 
 def environment(out: Path) -> dict[str, str]:
     """Where everything goes: data, records, tables, report, caches, weights, all under ``out``."""
-    # each `make` here is a top-level one: variables given to `make rehearse` (ARGS=--method ...) must not reach it
-    drop = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
+    # each `make` here is a top-level one: variables given to `make rehearse` (ARGS="--out ...") must not reach it.
+    # make passes them on twice: in MAKEFLAGS and as environment variables of the recipe (`make tables` would read
+    # that ARGS and hand `--out ...` to the collector)
+    makeflags = os.environ.get("MAKEFLAGS", "")
+    drop = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "ARGS"}
+    drop |= set(re.findall(r"(?:^|(?<=\s))([A-Za-z_][A-Za-z0-9_]*)=", makeflags))
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(
         DATA_DIR=str(out / "data"),
@@ -237,13 +242,16 @@ def rehearse(out: Path, targets: dict[str, list[str]], methods: list[str] | None
         shutil.rmtree(out)
     out.mkdir(parents=True)
     env = environment(out)
-    load_start, t0 = _load(), time.perf_counter()
+    load_start, t0, cpu0 = _load(), time.perf_counter(), time.process_time()
     write_all(out / "data")
-    timings = [Timing("-", "write tiny datasets", time.perf_counter() - t0, time.process_time())]
+    timings = [Timing("-", "write tiny datasets", time.perf_counter() - t0, time.process_time() - cpu0)]
     _say(f"rehearsal: tiny datasets written to {out / 'data'} ({timings[0].wall_s:.0f} s)")
     timings += run_lanes(targets, out, env, jobs)
     for target in ("tables", "report"):
-        wall, cpu = run_make(target, [], env, out / "rehearsal.log")
+        try:
+            wall, cpu = run_make(target, [], env, out / "rehearsal.log")
+        except RuntimeError as e:
+            raise SystemExit(str(e)) from None
         timings.append(Timing("-", target, wall, cpu))
         _say(f"rehearsal: make {target}: {wall:.0f} s wall, {cpu:.0f} s CPU")
     empty = empty_cells(out / "tables" / "tables.json", methods=methods)

@@ -192,3 +192,14 @@ def test_lanes_report_every_failure(tmp_path, monkeypatch):
         ("heat", "b", 1.0, 0.5),
         ("heat", "c", 1.0, 0.5),
     ]
+
+
+def test_variables_given_to_make_rehearse_do_not_reach_its_makes(tmp_path, monkeypatch):
+    """`make rehearse ARGS="--out x"` exports ARGS to the rehearsal: `make tables` must not read it as its own ARGS."""
+    monkeypatch.setenv("MAKEFLAGS", r" -- ARGS=--out\ /tmp/x XBM_ARGS=a=1")
+    monkeypatch.setenv("ARGS", "--out /tmp/x")
+    monkeypatch.setenv("XBM_ARGS", "a=1")
+    monkeypatch.setenv("MAKELEVEL", "1")
+    env = rehearsal.environment(tmp_path)
+    assert not {"ARGS", "XBM_ARGS", "MAKEFLAGS", "MAKELEVEL"} & set(env)
+    assert env["RESULTS_TABLES_DIR"] == str(tmp_path / "tables") and "PATH" in env
