@@ -182,6 +182,7 @@ def _experiment_rows(method: str) -> dict[str, str]:
         for variant in ("fine", "middle", "coarse") if "${dyml_benchmark}" in cfg["row"] else ("",):
             for shots in (16, 1, 2, 4, 8) if "${data.shots}" in cfg["row"] else (16,):
                 row = cfg["row"].replace("${dyml_benchmark}", variant).replace("${data.shots}", str(shots))
+                row = re.sub(r"\$\{eval:.*\}$", "", row)  # GalLoP's sampling suffix: empty with the default sampling
                 out[row] = cfg["table"]
     return out
 
