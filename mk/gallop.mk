@@ -4,7 +4,7 @@ GALLOP_SEEDS ?= 1 2 3
 GALLOP_DATASETS ?= imagenet caltech101 oxford_pets stanford_cars oxford_flowers food101 fgvc_aircraft sun397 dtd eurosat ucf101
 GALLOP_ARGS ?=
 
-.PHONY: demo-gallop test-gallop table-gallop table-gallop-shots table-gallop-baselines table-gallop-render bench-gallop
+.PHONY: demo-gallop test-gallop table-gallop table-gallop-parity table-gallop-shots table-gallop-baselines table-gallop-render bench-gallop
 
 demo-gallop: ## GalLoP vs CoOp vs zero-shot CLIP on few-shot Fashion-MNIST (+ GL-MCM OOD, heatmaps), one seed -> $(DEMO_OUT)/gallop.*
 	"$(PY)" -m gallop.demo --out "$(DEMO_OUT)" $(ARGS)
@@ -16,6 +16,14 @@ table-gallop: ## 16-shot GalLoP on the 11 datasets x seeds $(GALLOP_SEEDS), then
 	@set -e; for d in $(GALLOP_DATASETS); do for s in $(GALLOP_SEEDS); do \
 	  "$(PY)" -m common.launch experiment=gallop/$${d}_16shot seed=$$s "hydra.run.dir=$(GALLOP_RUNS)/$${d}_16shot/shots16/seed$$s" $(GALLOP_ARGS); \
 	done; done
+	$(MAKE) table-gallop-render
+
+# The original's few-shot subsets: its proportional split with its class ids (data.sampling=gallop_parity), seed 1
+# as the original; rows <dataset>_16shot_gallop_parity.
+table-gallop-parity: ## 16-shot GalLoP on the 11 datasets with the original's few-shot subsets (gallop_parity, seed 1), then the tables
+	@set -e; for d in $(GALLOP_DATASETS); do \
+	  "$(PY)" -m common.launch experiment=gallop/$${d}_16shot data.sampling=gallop_parity seed=1 "hydra.run.dir=$(GALLOP_RUNS)/$${d}_16shot_gallop_parity/shots16/seed1" $(GALLOP_ARGS); \
+	done
 	$(MAKE) table-gallop-render
 
 # Lower shots: GalLoP only published 16-shot settings. Our choice: CoOp's epochs per shot (1 -> 50, 2/4 -> 100,

@@ -63,7 +63,9 @@ def test_parity_sampling_is_the_originals_split_on_first_appearance_labels():
     # the renumbering matters: sklearn allocates and draws class by class in label order
     assert not np.array_equal(got, gallop_stratified(y, 4, 1))
     # FGVC-Aircraft keeps its ids in the original: no renumbering
-    assert np.array_equal(sample_few_shot(y, 4, 1, "gallop_parity", relabel_first_appearance=False), _sklearn_split(y, 4, 1))
+    assert np.array_equal(
+        sample_few_shot(y, 4, 1, "gallop_parity", relabel_first_appearance=False), _sklearn_split(y, 4, 1)
+    )
 
 
 def test_parity_sampling_is_proportional_not_exact_k():
