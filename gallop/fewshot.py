@@ -269,7 +269,8 @@ class FewShotDataModule(L.LightningDataModule):
         self.val_splits = [EvalSplit("val", "id")]
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_dataset is None:
+        """Sample the few-shot train set (for ``fit``, or when called without a stage); a test-only run never does."""
+        if self.train_dataset is None and stage in (None, "fit"):
             idx = load_or_create_split(
                 self.full_train.labels,
                 self.shots,
@@ -281,8 +282,9 @@ class FewShotDataModule(L.LightningDataModule):
             self.train_dataset = LabelledSubset(self.full_train, idx)
 
     def record_protocol(self) -> dict[str, str]:
-        """What the result record notes about this data (``common.callbacks.result_record``): the few-shot sampling."""
-        return {"sampling": self.sampling}
+        """What the result record notes about this data (``common.callbacks.result_record``): the few-shot sampling,
+        when a few-shot train set was drawn (a test-only run, zero-shot CLIP, has none)."""
+        return {"sampling": self.sampling} if self.train_dataset is not None else {}
 
     def _loader(self, ds: Dataset, train: bool = False) -> DataLoader:
         return DataLoader(

@@ -135,6 +135,9 @@ def test_tiny_cpu_experiment_keeps_fp32(tmp_path):
 # ------------------------------------------------------------------------------------------------ 10: records
 def test_record_carries_precision_and_sampling(tmp_path):
     dm = FewShotDataModule(TensorImages(2, 3), TensorImages(1, 3), shots=2, sampling="gallop_parity")
+    dm.setup("test")
+    assert dm.record_protocol() == {}  # a test-only run (zero-shot CLIP) draws no few-shot set
+    dm.setup("fit")
     trainer = SimpleNamespace(
         is_global_zero=True, callback_metrics={"test/acc": 50.0}, loggers=[], precision="16-mixed", datamodule=dm
     )
