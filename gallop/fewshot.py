@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from common.data.global_batch import local_batch_size, trainer_world
 from common.data.splits import EvalSplit
 
 SAMPLINGS = ("coop_exact_k", "gallop_stratified")
@@ -180,6 +181,8 @@ class FewShotDataModule(L.LightningDataModule):
         domain_datasets: ``{name: dataset}`` domain-shifted sets labelled in the same class space; a dataset may
             carry ``class_subset`` (sorted class ids it covers, ImageNet-A/R's 200), scored on those classes only.
         class_ids: keep and relabel only these classes in train/val/test (held-out classes as near-OOD).
+        global_batch: ``batch_size`` is the batch of all DDP ranks together; each rank loads ``batch_size /
+            world_size`` (:mod:`common.data.global_batch`; a size the world size does not divide is refused at setup).
 
     Test dataloaders are ``[test, *ood, *domains]``; :attr:`test_splits` describes them
     (:class:`common.data.splits.EvalSplit`: ``test`` of kind ``id``, then each OOD set by its name and kind ``ood``,
@@ -204,6 +207,7 @@ class FewShotDataModule(L.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         drop_last: bool = False,
+        global_batch: bool = False,
     ) -> None:
         super().__init__()
         if sampling not in SAMPLINGS:
@@ -226,6 +230,7 @@ class FewShotDataModule(L.LightningDataModule):
         self.shots, self.seed, self.sampling, self.split_dir = shots, seed, sampling, split_dir
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.pin_memory, self.drop_last = num_workers, pin_memory, drop_last
+        self.global_batch = global_batch  # batch_size is the batch of all DDP ranks (common.data.global_batch)
         self.train_dataset: Dataset | None = None
         self.test_splits = [
             EvalSplit("test", "id"),
@@ -235,14 +240,19 @@ class FewShotDataModule(L.LightningDataModule):
         self.val_splits = [EvalSplit("val", "id")]
 
     def setup(self, stage: str | None = None) -> None:
+        self.train_batch_size()  # refuses a global batch that the world size does not divide
         if self.train_dataset is None:
             idx = load_or_create_split(self.full_train.labels, self.shots, self.seed, self.sampling, self.split_dir)
             self.train_dataset = LabelledSubset(self.full_train, idx)
 
+    def train_batch_size(self) -> int:
+        """Train items per rank: ``batch_size``, or ``batch_size / world_size`` with ``global_batch``."""
+        return local_batch_size(self.batch_size, trainer_world(self)[1], self.global_batch)
+
     def _loader(self, ds: Dataset, train: bool = False) -> DataLoader:
         return DataLoader(
             ds,
-            batch_size=self.batch_size if train else self.eval_batch_size,
+            batch_size=self.train_batch_size() if train else self.eval_batch_size,
             shuffle=train,
             drop_last=train and self.drop_last,
             num_workers=self.num_workers,
