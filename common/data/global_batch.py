@@ -48,20 +48,22 @@ def local_batch_size(batch_size: int, world_size: int, global_batch: bool, m: in
         raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
     if not global_batch or world_size == 1:
         return batch_size
+    step = world_size * max(m, 1)  # sizes that give every rank whole classes
+    lower, upper = batch_size - batch_size % step, batch_size + step - batch_size % step
     if batch_size % world_size:
-        lower, upper = batch_size - batch_size % world_size, batch_size + world_size - batch_size % world_size
         raise ValueError(
             f"data.global_batch is true, so data.batch_size={batch_size} is the batch of all {world_size} DDP ranks "
             f"together and must be divisible by the world size {world_size}: set data.batch_size to a multiple of "
-            f"{world_size} (e.g. {lower} or {upper}), run on a number of devices that divides {batch_size}, or set "
-            f"data.global_batch=false to make batch_size the batch of each rank"
+            f"{step} (e.g. {upper}{f' or {lower}' if lower else ''}), run on a number of devices that divides "
+            f"{batch_size}, or set data.global_batch=false to make batch_size the batch of each rank"
         )
     local = batch_size // world_size
     if m > 1 and local % m:
         raise ValueError(
             f"data.global_batch is true: each of the {world_size} ranks gets {local} of the {batch_size} items of a "
             f"batch, which would split the m={m} items of a class between ranks; use a data.batch_size that is a "
-            f"multiple of world_size * m = {world_size * m}, or a number of devices that divides {batch_size // m}"
+            f"multiple of world_size * m = {step} (e.g. {upper}{f' or {lower}' if lower else ''}), or a number of "
+            f"devices that divides {batch_size // m}"
         )
     return local
 
