@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from common.data.global_batch import local_batch_size, trainer_world
 from common.data.splits import EvalSplit
 
 SAMPLINGS = ("coop_exact_k", "gallop_stratified", "gallop_parity")
@@ -212,6 +213,8 @@ class FewShotDataModule(L.LightningDataModule):
         relabel_first_appearance: ``gallop_parity`` only (module docstring); False for FGVC-Aircraft.
         drop_last: drop the last partial training batch (the original GalLoP does; the paper rows set it). A train
             set smaller than one batch is then an error, not an epoch without a step.
+        global_batch: ``batch_size`` is the batch of all DDP ranks together; each rank loads ``batch_size /
+            world_size`` (:mod:`common.data.global_batch`; a size the world size does not divide is refused at setup).
 
     Test dataloaders are ``[test, *ood, *domains]``; :attr:`test_splits` describes them
     (:class:`common.data.splits.EvalSplit`: ``test`` of kind ``id``, then each OOD set by its name and kind ``ood``,
@@ -237,6 +240,7 @@ class FewShotDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         drop_last: bool = False,
         relabel_first_appearance: bool = True,
+        global_batch: bool = False,
     ) -> None:
         super().__init__()
         if sampling not in SAMPLINGS:
@@ -260,6 +264,7 @@ class FewShotDataModule(L.LightningDataModule):
         self.relabel_first_appearance = relabel_first_appearance
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.pin_memory, self.drop_last = num_workers, pin_memory, drop_last
+        self.global_batch = global_batch  # batch_size is the batch of all DDP ranks (common.data.global_batch)
         self.train_dataset: Dataset | None = None
         self.test_splits = [
             EvalSplit("test", "id"),
@@ -270,6 +275,7 @@ class FewShotDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Sample the few-shot train set (for ``fit``, or when called without a stage); a test-only run never does."""
+        self.train_batch_size()  # refuses a global batch that the world size does not divide
         if self.train_dataset is None and stage in (None, "fit"):
             idx = load_or_create_split(
                 self.full_train.labels,
@@ -286,10 +292,14 @@ class FewShotDataModule(L.LightningDataModule):
         when a few-shot train set was drawn (a test-only run, zero-shot CLIP, has none)."""
         return {"sampling": self.sampling} if self.train_dataset is not None else {}
 
+    def train_batch_size(self) -> int:
+        """Train items per rank: ``batch_size``, or ``batch_size / world_size`` with ``global_batch``."""
+        return local_batch_size(self.batch_size, trainer_world(self)[1], self.global_batch)
+
     def _loader(self, ds: Dataset, train: bool = False) -> DataLoader:
         return DataLoader(
             ds,
-            batch_size=self.batch_size if train else self.eval_batch_size,
+            batch_size=self.train_batch_size() if train else self.eval_batch_size,
             shuffle=train,
             drop_last=train and self.drop_last,
             num_workers=self.num_workers,
