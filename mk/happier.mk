@@ -37,6 +37,8 @@ table-happier-dyml-product: $(addprefix happier-row-dyml_product_,$(HAPPIER_MODE
 	"$(PY)" -m common.results.collect --method happier
 
 # HAPPIER's two extensions (docs/hgldv2_coco.md): H-GLDv2 (data-gldv2 + data-hgldv2) and multi-label COCO (data-coco)
+# HGLDV2_LANDMARKS: the number of training landmarks (proxies) when the hierarchy leaves some out (default 81,313)
+happier-row-hgldv2_%: ROW_ARGS = $(if $(HGLDV2_LANDMARKS),hgldv2_landmarks=$(HGLDV2_LANDMARKS))
 table-happier-hgldv2: $(addprefix happier-row-hgldv2_,$(HAPPIER_MODELS)) ## H-GLDv2 table: HAPPIER, CSL, ROADMAP, NSM on GLDv2 + builder super-categories (GPU)
 	"$(PY)" -m common.results.collect --method happier
 

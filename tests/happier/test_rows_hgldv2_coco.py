@@ -22,7 +22,9 @@ from tests.conftest import ROOT, compose_train
 
 HGLDV2 = ["hgldv2_happier", "hgldv2_csl", "hgldv2_roadmap", "hgldv2_nsm"]
 COCO = ["coco_happier", "coco_roadmap"]
-COCO_TINY = ["data.train_dataset.num_queries=8", "data.train_dataset.num_train=32"]  # as the rehearsal's make vars
+# as the rehearsal's make variables (HGLDV2_LANDMARKS=8, COCO_QUERIES=8, COCO_TRAIN=32)
+HGLDV2_TINY = ["hgldv2_landmarks=8"]
+COCO_TINY = ["data.train_dataset.num_queries=8", "data.train_dataset.num_train=32"]
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +51,8 @@ def test_rows_settings(tmp_path) -> None:
     ]
     assert h.data.query_dataset.hierarchy == "hgldv2/index_hierarchy.csv"
     assert dict(h.model.loss_weights) == {"sup_hap": 0.9, "cluster": 0.1} and h.model.scheduler.T_max == 30
+    assert h.model.losses.cluster.num_classes == 81313 == cfgs["hgldv2_nsm"].model.losses.nsm.num_classes
+    assert cfgs["hgldv2_csl"].model.losses.csl.num_proxies == 81313  # the landmarks of train_clean.csv
     assert cfgs["hgldv2_csl"].model.losses.csl.margins == [0.25, 0.45]  # one margin per level
     happier = cfgs["coco_happier"]
     assert happier.data.train_dataset._target_.endswith("COCOMultiLabel")
@@ -86,22 +90,23 @@ def test_make_targets_run_every_row() -> None:
             ["make", "-n", *args], cwd=ROOT, env=env, capture_output=True, text=True, check=True
         ).stdout
 
-    out = dry("table-happier-hgldv2")
-    assert all(f"experiment=happier/{r} " in out for r in HGLDV2) and "common.results.collect --method happier" in out
+    out = dry("table-happier-hgldv2", "HGLDV2_LANDMARKS=8")
+    assert all(f'experiment=happier/{r} "hydra.run.dir=runs/{r}" {HGLDV2_TINY[0]}' in out for r in HGLDV2)
+    assert "common.results.collect --method happier" in out and "hgldv2_landmarks" not in dry("table-happier-hgldv2")
     out = dry("table-happier-coco", "COCO_QUERIES=8", "COCO_TRAIN=32")
     for r in COCO:
         assert f'experiment=happier/{r} "hydra.run.dir=runs/{r}" {" ".join(COCO_TINY)}' in out
     assert "num_queries" not in dry("table-happier-coco")  # the data config's protocol sizes by default
 
 
-# one row per table in the fast suite (no proxies: a few seconds); the proxy rows hold 81,313 x 512 proxies
-QUICK = {"hgldv2_roadmap", "coco_happier"}
+# the HAPPIER row of each table in the fast suite (a few seconds each), the baselines in the slow one
+QUICK = {"hgldv2_happier", "coco_happier"}
 
 
 @pytest.mark.parametrize("row", [r if r in QUICK else pytest.param(r, marks=pytest.mark.slow) for r in HGLDV2 + COCO])
 def test_row_trains_one_step_and_fills_its_table_row(tmp_path, data_dir, row) -> None:
     load_retrieval_split.cache_clear(), read_instances.cache_clear()
-    extra = [f"paths.data_dir={data_dir}", *OVERRIDES["retrieval"], *(COCO_TINY if row in COCO else [])]
+    extra = [f"paths.data_dir={data_dir}", *OVERRIDES["retrieval"], *(COCO_TINY if row in COCO else HGLDV2_TINY)]
     metrics, objs = run(_cfg(row, tmp_path, extra))
     assert objs["trainer"].global_step == 1
     for key in ("hap", "asi", "ndcg", "recall@1", "map", "map@r"):
