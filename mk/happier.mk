@@ -5,9 +5,10 @@
 demo-happier: data-fashion-mnist ## HAPPIER vs ROADMAP on Fashion-MNIST (2 levels, seeds $(DEMO_SEEDS)): H-AP, ASI, NDCG, R@1 + grid -> $(DEMO_OUT)/happier.*
 	"$(PY)" -m happier.demo --out "$(DEMO_OUT)" --seeds $(DEMO_SEEDS) $(ARGS)
 
-test-happier: ## run the HAPPIER tests (losses, DyML / iNat readers, grid)
+test-happier: ## run the HAPPIER tests (losses, DyML / iNat / GLDv2 / COCO readers, grid)
 	"$(PY)" -m pytest -q tests/happier tests/common/test_datasets_dyml.py tests/common/test_datasets_inat_hierarchy.py \
-	  tests/common/test_viz_retrieval_grid.py $(ARGS)
+	  tests/common/test_datasets_gldv2.py tests/common/test_datasets_coco_multilabel.py \
+	  tests/common/test_data_configs_hgldv2_coco.py tests/common/test_viz_retrieval_grid.py $(ARGS)
 
 HAPPIER_RUNS ?= logs/happier
 HAPPIER_MODELS ?= happier csl roadmap nsm
