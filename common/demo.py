@@ -8,7 +8,8 @@ Each method ships ``<method>/demo.py`` (``python -m <method>.demo --out <out> --
 the launcher on ``configs/experiment/<method>/demo*.yaml`` (one Hydra multirun over rows and seeds, :func:`launch`),
 whose runs write result records (table ``demo``) into ``<out>/records`` and log to wandb offline; it then reads the
 records back and writes ``<out>/<method>.json`` (with ``headline``: the method's line of the summary, and ``claim``:
-the paper's claim and the verdict from the seeds) and ``<out>/<method>.md``. This runner times each part and writes
+the paper's claim and the verdict from the seeds) and ``<out>/<method>.md``. A part may be run by another package's
+script (:data:`PART_SCRIPTS`: the ``multilabel`` part is ``python -m happier.demo --part multilabel``). This runner times each part and writes
 ``<out>/SUMMARY.md``: the headline table (:func:`headline`), then every part's table and command.
 
 Nothing is written to tracked files: ``<out>`` defaults to ``outputs/demo`` (git-ignored). The committed reference

@@ -155,3 +155,51 @@ def test_multilabel_demo_runs_both_rows_and_writes_outputs(pairs_data: Path, tmp
     assert (out / "multilabel_grid.png").stat().st_size > 1000
     for row in ("ml_happier", "ml_roadmap"):
         assert (out / "artifacts" / f"multilabel_curve_{row}.csv").read_text().startswith("step,loss")
+
+
+def test_make_demo_runs_the_part_through_happier_demo(tmp_path: Path, monkeypatch) -> None:
+    from common import demo as runner
+
+    calls = []
+    monkeypatch.setattr(runner.subprocess, "call", lambda cmd, **kw: calls.append(cmd) or 0)
+    assert "multilabel" in runner.available() and "multilabel" in runner.LAUNCHER_DEMOS
+    assert (
+        runner.main(["--only", "multilabel", "--out", str(tmp_path), "--seeds", "0,1,2", "trainer.max_epochs=1"]) == 0
+    )
+    (cmd,) = calls
+    assert cmd[1:] == [
+        "-m",
+        "happier.demo",
+        "--part",
+        "multilabel",
+        "--out",
+        str(tmp_path),
+        "--seeds",
+        "0,1,2",
+        "trainer.max_epochs=1",
+    ]
+
+
+def test_report_shows_the_multilabel_section(tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from common.report.build import build
+
+    run = tmp_path / "demo"
+    run.mkdir()
+    (run / "multilabel.md").write_text("## Multi-label retrieval\n\n| metric | HAPPIER | ROADMAP |\n|---|---|---|\n")
+    claim = {"text": demo.ML_CLAIM, "holds": False, "detail": "both_labels@k -0.2 (within noise)"}
+    (run / "multilabel.json").write_text(json.dumps({"claim": claim}))
+    plt.imsave(run / "multilabel_grid.png", np.zeros((8, 16)))
+    plt.imsave(run / "happier_grid.png", np.ones((8, 16)))
+    summary = build(run, tmp_path / "report", tmp_path / "results", tmp_path / "records", reference_dir=None)
+    assert "multilabel" in summary["sections"]
+    text = (tmp_path / "report" / "REPORT.md").read_text()
+    section = text.split("### Multi-label retrieval: HAPPIER vs ROADMAP on two garments", 1)[1].split("\n### ", 1)[0]
+    assert "| metric | HAPPIER | ROADMAP |" in section and "does NOT agree with" in section
+    assert "multilabel_grid.png" in section and "happier_grid.png" not in section
+    happier = text.split("### Hierarchical retrieval: HAPPIER vs ROADMAP", 1)[1].split("\n### ", 1)[0]
+    assert "multilabel_grid.png" not in happier
