@@ -162,6 +162,14 @@ def main(argv: list[str] | None = None) -> dict:
     return multilabel_main(rest) if args.part == "multilabel" else hierarchy_main(rest)
 
 
+def write_outputs(out: Path, part: str, payload: dict, md: str) -> dict:
+    """Write ``<out>/<part>.json`` and ``<out>/<part>.md``, print the table; return the payload."""
+    (out / f"{part}.json").write_text(json.dumps(payload, indent=2, sort_keys=True))
+    (out / f"{part}.md").write_text(md)
+    print(md)
+    return payload
+
+
 def hierarchy_main(argv: list[str] | None = None) -> dict:
     run = run_rows("happier", {row: exp for row, (exp, _) in RUNS.items()}, argv, __doc__)
     out, seeds, records, shown, first = run.out, run.seeds, run.records, run.command, run.first_run_dirs
@@ -182,10 +190,7 @@ def hierarchy_main(argv: list[str] | None = None) -> dict:
         "headline": headline(records, c),
         "grid_png": grid_path.name,
     }
-    (out / "happier.json").write_text(json.dumps(payload, indent=2, sort_keys=True))
-    (out / "happier.md").write_text(md)
-    print(md)
-    return payload
+    return write_outputs(out, "happier", payload, md)
 
 
 # ----- the multi-label part -----
@@ -322,10 +327,7 @@ def multilabel_main(argv: list[str] | None = None) -> dict:
         "headline": ml_headline(fractions, c),
         "grid_png": grid_path.name,
     }
-    (out / "multilabel.json").write_text(json.dumps(payload, indent=2, sort_keys=True))
-    (out / "multilabel.md").write_text(md)
-    print(md)
-    return payload
+    return write_outputs(out, "multilabel", payload, md)
 
 
 if __name__ == "__main__":
