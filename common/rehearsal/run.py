@@ -35,7 +35,7 @@ TARGETS = {
     "roadmap": ["table-roadmap", "table-roadmap-losses", "table-roadmap-xbm", "table-roadmap-tpami"],
     "happier": ["table-happier"],
     "heat": ["features-heat-cifar10", "features-heat-cifar100", "features-heat-imagenet", "table-heat"],
-    "gallop": ["table-gallop", "table-gallop-shots", "table-gallop-baselines"],
+    "gallop": ["table-gallop", "table-gallop-parity", "table-gallop-shots", "table-gallop-baselines"],
 }
 REACHED_BY = {
     "table-happier-sop": "table-happier",

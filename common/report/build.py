@@ -114,6 +114,10 @@ def summary_section(page: Page, tables: list[TableResult]) -> None:
     for t in tables:
         done, expected, published = _filled(t)
         page.add(f"| {t.method} | [{t.title}](#{t.anchor}) | {done} / {expected} | {published} |")
+    flagged = [(t, r, c) for t in tables for r in t.rows for c in t.columns if r.cells[c].flag]
+    if flagged:  # a published value that disagrees with the values it averages: Δ against it means little
+        page.add("", "Published values flagged (!) as suspect:", "")
+        page.add(*[f"- [{t.title}](#{t.anchor}), {r.label}, {c}: {r.cells[c].flag}" for t, r, c in flagged])
     page.add("", "Demos: " + ", ".join(f"[{m}](#demo-{m})" for m in METHODS), "")
 
 
