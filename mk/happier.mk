@@ -1,9 +1,13 @@
 # HAPPIER (hierarchical retrieval): demo, paper tables, published numbers. `make help` lists the targets.
-.PHONY: demo-happier test-happier table-happier table-happier-collect table-happier-sop table-happier-inat-base table-happier-inat-full \
-	table-happier-dyml-vehicle table-happier-dyml-animal table-happier-dyml-product table-happier-hgldv2 table-happier-coco
+.PHONY: demo-happier demo-multilabel test-happier table-happier table-happier-collect table-happier-sop table-happier-inat-base \
+	table-happier-inat-full table-happier-dyml-vehicle table-happier-dyml-animal table-happier-dyml-product \
+	table-happier-hgldv2 table-happier-coco
 
 demo-happier: data-fashion-mnist ## HAPPIER vs ROADMAP on Fashion-MNIST (2 levels, seeds $(DEMO_SEEDS)): H-AP, ASI, NDCG, R@1 + grid -> $(DEMO_OUT)/happier.*
 	"$(PY)" -m happier.demo --out "$(DEMO_OUT)" --seeds $(DEMO_SEEDS) $(ARGS)
+
+demo-multilabel: data-fashion-mnist ## HAPPIER (multi-label) vs ROADMAP (same pair) on two-garment Fashion-MNIST (seeds $(DEMO_SEEDS)) -> $(DEMO_OUT)/multilabel.*
+	"$(PY)" -m happier.demo --part multilabel --out "$(DEMO_OUT)" --seeds $(DEMO_SEEDS) $(ARGS)
 
 test-happier: ## run the HAPPIER tests (losses, DyML / iNat / GLDv2 / COCO readers, grid)
 	"$(PY)" -m pytest -q tests/happier tests/common/test_datasets_dyml.py tests/common/test_datasets_inat_hierarchy.py \

@@ -42,10 +42,11 @@ from common.results.seeds import compare_runs
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "results" / "reference"
-METHODS = ("roadmap", "happier", "heat", "gallop")
+METHODS = ("roadmap", "happier", "multilabel", "heat", "gallop")  # the demo parts (multilabel: HAPPIER's second)
 TITLES = {
     "roadmap": "Retrieval: ROADMAP vs SmoothAP vs triplet",
     "happier": "Hierarchical retrieval: HAPPIER vs ROADMAP",
+    "multilabel": "Multi-label retrieval: HAPPIER vs ROADMAP on two garments",
     "heat": "OOD detection: HEAT and its parts vs baselines",
     "gallop": "Prompt learning: GalLoP vs CoOp vs zero-shot CLIP",
 }
