@@ -10,7 +10,7 @@ all-set ("average", HEAT's own mean) values of FPR95 (ID positive, HEAT's conven
 
 - one result record per scorer (``common.results.record``, row ``heat_eval.record_row``, default
   ``<row>_<scorer>``, metric keys ``<ood set>/<fpr95|fpr95_ood_positive|auroc>``), with the wandb run id;
-- the raw numbers as JSON in ``heat_eval.out_dir`` (and ``scores_<scorer>.npz`` for the scorers named in
+- the raw numbers (and the number of items of each set) as JSON in ``heat_eval.out_dir`` (and ``scores_<scorer>.npz`` for the scorers named in
   ``heat_eval.save_scores``);
 - the run's loggers (``cfg.logger``; the eval experiments use csv + wandb, offline unless WANDB_MODE says otherwise):
   the resolved config (top-level keys method, dataset, backbone, table, row, ``job_type: eval``; wandb group
@@ -34,7 +34,7 @@ import hydra
 import numpy as np
 import torch
 from lightning.pytorch.loggers import WandbLogger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 import common.config.resolvers  # noqa: F401
 from common.callbacks.result_record import command_line
@@ -77,7 +77,7 @@ def record_row(cfg: DictConfig, scorer: str) -> str:
 
 def write_records(cfg: DictConfig, results: dict, wall_time_s: float, wandb_run_id: str | None = None) -> list[str]:
     """One result record per scorer: table ``cfg.table``, row :func:`record_row`, metrics ``<set>/<key>``."""
-    backbone = OmegaConf.select(cfg, "extract.backbone_name") or OmegaConf.select(cfg, "extract.backbone.name")
+    backbone = cfg.get("backbone")
     rows = []
     for scorer, per in results.items():
         metrics = {f"{group}/{k}": float(v) for group, m in per.items() for k, v in m.items() if k in KEYS}
@@ -165,8 +165,11 @@ def run(cfg: DictConfig) -> dict:
         res = evaluate_scorers(scorers, id_test, ood, groups)
         out_dir = Path(ev.out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
+        sizes = {"train": len(train), "id_test": len(id_test), **{k: len(f) for k, f in ood.items()}}
         (out_dir / f"{ev.name}.json").write_text(
-            json.dumps({"command": command_line(), "missing_heat_rows": missing, "results": res}, indent=2)
+            json.dumps(
+                {"command": command_line(), "missing_heat_rows": missing, "sizes": sizes, "results": res}, indent=2
+            )
         )
         save_scores(out_dir, scorers, ev.get("save_scores") or [], id_test, ood)
         flat = {f"test/{s}/{g}/{k}": float(v) for s, per in res.items() for g, m in per.items() for k, v in m.items()}
