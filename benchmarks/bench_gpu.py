@@ -1,6 +1,7 @@
-"""Retrieval metrics on a GPU: ours (common.metrics.retrieval) vs pytorch-metric-learning's AccuracyCalculator.
+"""On a GPU: retrieval metrics (ours vs pytorch-metric-learning) and one training step of each method.
 
-Same SOP-like data as ``bench_retrieval_metrics.py`` (classes of 2 to 12 items, d = 512, fixed seed), on the GPU.
+Metrics (``--part metrics``): ours (common.metrics.retrieval) vs pytorch-metric-learning's AccuracyCalculator on the
+same SOP-like data as ``bench_retrieval_metrics.py`` (classes of 2 to 12 items, d = 512, fixed seed), on the GPU.
 For each N: P@1, R-precision and MAP@R by
 
 * ours: ``evaluate_retrieval`` on CUDA tensors (exact full ranking: the candidate pass in the precision the GPU
@@ -16,18 +17,33 @@ faiss resources and our once-per-process precision probe are not counted; the pr
 ``torch.cuda.synchronize()`` around each (at most 2 calls from N = 20,000). Peak memory is what torch allocated
 (faiss-gpu's own buffers are not counted). After each N comes ``gpu_ratio_vs_pml[N=...]=<ours / PML's fastest>``.
 
+Then (``--part train-step``, :mod:`train_step_timing`) one training step of each method at the paper's shapes and
+precision (ROADMAP SOP ResNet-50 and DeiT-S, B = 128; HAPPIER SOP, B = 256 on [product, category] labels; HEAT's
+ImageNet GMM and EL rows, B = 256 on 2,048-d features; GalLoP ViT-B/16 with 100 classes at B = 32 and 1,000 at
+B = 128), random-init weights, with the share of the step spent in our loss / scorer / prompt code. One line per row:
+
+    train_step[method=roadmap,config=roadmap/sop_resnet50] total_ms=... ours_ms=... share=... backbone_ms=... ...
+
+and a ``train_step_parts[...]`` line with every phase. ``--tiny`` runs the same code on small shapes in float32 with
+one rep, on the CPU when there is no GPU, and checks that the phase-by-phase step gives the plain step's gradients.
+
 Needs torch with CUDA and numpy; PML (``pip install pytorch-metric-learning``, which needs faiss: ``faiss-cpu`` or
-``faiss-gpu``) for the peer. Without a CUDA device it prints a line and exits 0.
+``faiss-gpu``) for the peer; timm, open_clip, hydra and lightning (the project's dependencies) for the training
+steps. Without a CUDA device it prints a line and exits 0 (unless ``--tiny`` or ``--device cpu``). Exit status 1 when
+a training-step row fails or its split disagrees with the plain step.
 
 Usage::
 
-    python benchmarks/bench_gpu.py                      # N = 2k, 5k, 20k, 60,502
-    python benchmarks/bench_gpu.py --n 5000 60502 --graded
+    python benchmarks/bench_gpu.py                      # metrics at N = 2k, 5k, 20k, 60,502, then every training step
+    python benchmarks/bench_gpu.py --part metrics --n 5000 60502 --graded
+    python benchmarks/bench_gpu.py --part train-step --methods roadmap gallop
+    python benchmarks/bench_gpu.py --tiny               # training steps on small shapes (CPU is fine): a smoke test
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import torch
@@ -137,21 +153,52 @@ def run(sizes: list[int], dim: int, seed: int, reps: int, graded: bool, dev: tor
               f"{mem:.0f} MB; {shown}")  # fmt: skip
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--part", choices=("all", "metrics", "train-step"), default=None, help="default: all (train-step with --tiny)"
+    )
     parser.add_argument("--n", type=int, nargs="+", default=[2000, 5000, 20000, 60502])
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=3, help="metrics: best of this many calls")
     parser.add_argument("--graded", action="store_true", help="also map/ndcg/hap/asi at the largest N")
-    parser.add_argument("--device", default="cuda", help="'cpu': a smoke test of this script on small N")
-    args = parser.parse_args()
+    parser.add_argument("--device", default=None, help="default cuda ('cpu': a smoke test of this script)")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help="training steps of these methods or rows only (roadmap happier heat gallop, or a row "
+        "name such as gallop_imagenet)",
+    )
+    parser.add_argument("--step-reps", type=int, default=None, help="training steps: median of this many (5; tiny 1)")
+    parser.add_argument(
+        "--precision", default=None, help="training steps: force 16-mixed, bf16-mixed or 32-true (default: each row's)"
+    )
+    parser.add_argument(
+        "--tiny", action="store_true", help="training steps on small shapes, float32, 1 rep (runs on CPU)"
+    )
+    args = parser.parse_args(argv)
+    part = args.part or ("train-step" if args.tiny else "all")
+    if args.tiny and part != "train-step":
+        parser.error("--tiny applies to the training steps only: use it with --part train-step (or no --part)")
+    if args.device is None:
+        args.device = "cpu" if args.tiny and not torch.cuda.is_available() else "cuda"
     dev = torch.device(args.device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: GPU benchmark skipped")
-        return
-    run(sorted(args.n), args.dim, args.seed, args.reps, args.graded, dev)
+        return 0
+    if part in ("all", "metrics"):
+        run(sorted(args.n), args.dim, args.seed, args.reps, args.graded, dev)
+    if part in ("all", "train-step"):
+        from train_step_timing import run as run_train_steps
+
+        failed = run_train_steps(args.methods, args.tiny, dev, args.step_reps, args.precision)
+        if failed:
+            print(f"{failed} training-step row(s) failed or disagreed with the plain step")
+            return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -9,7 +9,7 @@ bench-metrics: ## time our retrieval metrics vs PML AccuracyCalculator on an SOP
 bench-metrics-small: ## the same benchmark on 2,000 and 5,000 items (a quick check)
 	"$(PY)" benchmarks/bench_retrieval_metrics.py --n 2000 5000 --skip-full
 
-bench-metrics-gpu: ## GPU: metric tests marked gpu, then ours vs PML on the GPU (benchmarks/gpu_check.sh)
+bench-metrics-gpu: ## GPU: metric tests marked gpu, ours vs PML on the GPU, then one training step per method at paper shapes (benchmarks/gpu_check.sh)
 	PY="$(PY)" bash benchmarks/gpu_check.sh
 
 test-metrics: ## run the metrics tests (retrieval, candidate pass, OOD, relevance, kNN)
