@@ -87,7 +87,7 @@ def test_demo_end_to_end_on_tiny_idx_files(tmp_path, monkeypatch):
         "far_auroc",
         "far_fpr95",
     }
-    assert payload["sizes"]["train"] == 64 and payload["sizes"]["heldout"] == 16
+    assert payload["sizes"]["train"] == 64 and payload["sizes"]["heldout"] == 8  # 4 test images per class
     # one result record per (scorer, seed), table demo, with the near/far metrics and the eval run's wandb id
     recs = sorted((out / "records" / "heat" / "demo").glob("*.json"))
     assert len(recs) == 24 and {"heat-s0.json", "heat-s1.json", "knn_k50-s1.json"} <= {p.name for p in recs}
