@@ -4,10 +4,10 @@
 
 Synthetic post-ReLU features shaped like CIFAR-10 ResNet-34 ones: 50,000 x 512 train (10 classes), 10,000 test, times
 ``--scale``. For each scorer: fit time and fit throughput (train features / s), score throughput (test features / s).
-Then one HEAT optimisation step (proposals, K SGLD steps on the hybrid energy, CD loss, Adam) at batch 1024 with the
-CIFAR-10 HEAT-GMM (K = 40) and HEAT-EL (K = 50) settings and the tied 1024x4 MLP. A peer comparison: the KNN scorer
-(through common.metrics.knn, faiss inner product) against a plain faiss IndexFlatL2 search (HEAT's implementation), with
-the ratio printed.
+Then one HEAT optimisation step (proposals, K SGLD steps on the hybrid energy, CD loss, Adam) at batch 1024 for the
+CIFAR-10 HEAT-GMM (K = 40) and HEAT-EL (K = 50) rows, built from configs/experiment/heat/cifar10_{gmm,el}.yaml (tied
+1024x4 MLP). A peer comparison: the KNN scorer (through common.metrics.knn, faiss inner product) against a plain faiss
+IndexFlatL2 search (HEAT's implementation), with the ratio printed.
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ from __future__ import annotations
 import argparse
 import time
 
+import hydra
 import numpy as np
 import torch
+from hydra import compose, initialize_config_dir
 
+from common.utils.config_check import CONFIG_DIR
 from heat.features import Features
-from heat.mlp import EnergyMLP
 from heat.module import HEATModule
 from heat.scorers.dice import DICE
 from heat.scorers.gaussian import GMM, GMMStd, Mahalanobis, SSDPlus
@@ -47,6 +49,16 @@ def timed(fn, repeat: int = 1) -> float:
         fn()
         best = min(best, time.perf_counter() - t)
     return best
+
+
+def heat_row(experiment: str, train: Features) -> tuple[HEATModule, int]:
+    """The HEATModule of a paper row (``configs/experiment/<experiment>.yaml``: its prior fitted on ``train``, its
+    MLP, SGLD and CD settings) and its number of SGLD steps K."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        model = compose(config_name="train", overrides=[f"experiment={experiment}"]).model
+    module = hydra.utils.instantiate(model)
+    module.prior.fit(train)
+    return module, int(model.sgld_steps)
 
 
 def main() -> None:
@@ -98,33 +110,8 @@ def main() -> None:
         f"ratio ours/peer {t_ours / t_peer:.2f}"
     )
 
-    for name, prior, cfg in (
-        (
-            "HEAT-GMM (C10)",
-            GMM().fit(train),
-            dict(
-                temperature_prior=1e3,
-                proposal="base_dist",
-                sgld_steps=40,
-                sgld_step_size=1e-4,
-                sgld_noise=5e-3,
-                l2=10.0,
-            ),
-        ),
-        (
-            "HEAT-EL (C10)",
-            EnergyLogits().fit(train),
-            dict(
-                temperature_prior=1.0,
-                proposal="random_normal",
-                sgld_steps=50,
-                sgld_step_size=1e-1,
-                sgld_noise=1e-1,
-                l2=0.1,
-            ),
-        ),
-    ):
-        module = HEATModule(prior, EnergyMLP(512, hidden=1024, n_hidden=4, tie_hidden=True), lr=1e-5, **cfg)
+    for name, row in (("HEAT-GMM (C10)", "heat/cifar10_gmm"), ("HEAT-EL (C10)", "heat/cifar10_el")):
+        module, k = heat_row(row, train)
         opt = module.configure_optimizers()["optimizer"]
         batch = {"z": train.avg[:1024], "y": train.labels[:1024]}
 
@@ -135,7 +122,6 @@ def main() -> None:
 
         module.log = lambda *a, **k: None  # outside a Trainer
         t = timed(step, repeat=args.heat_steps)
-        k = cfg["sgld_steps"]
         print(
             f"{name}: one training step at batch 1024 with K={k} SGLD steps: {t:.2f} s ({t / (k + 1) * 1000:.0f} ms "
             f"per energy gradient)"

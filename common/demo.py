@@ -8,7 +8,8 @@ Each method ships ``<method>/demo.py`` (``python -m <method>.demo --out <out> --
 the launcher on ``configs/experiment/<method>/demo*.yaml`` (one Hydra multirun over rows and seeds, :func:`launch`),
 whose runs write result records (table ``demo``) into ``<out>/records`` and log to wandb offline; it then reads the
 records back and writes ``<out>/<method>.json`` (with ``headline``: the method's line of the summary, and ``claim``:
-the paper's claim and the verdict from the seeds) and ``<out>/<method>.md``. This runner times each part and writes
+the paper's claim and the verdict from the seeds) and ``<out>/<method>.md``. A part may be run by another package's
+script (:data:`PART_SCRIPTS`: the ``multilabel`` part is ``python -m happier.demo --part multilabel``). This runner times each part and writes
 ``<out>/SUMMARY.md``: the headline table (:func:`headline`), then every part's table and command.
 
 Nothing is written to tracked files: ``<out>`` defaults to ``outputs/demo`` (git-ignored). The committed reference
@@ -30,10 +31,12 @@ from pathlib import Path
 from common.results.record import ResultRecord, load_records
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMOS = ("roadmap", "happier", "heat", "gallop")
+DEMOS = ("roadmap", "happier", "multilabel", "heat", "gallop")
 # the demos that take `make demo`'s Hydra overrides: their configs share the retrieval demos' keys (HEAT's and GalLoP's
 # configs have others: give them overrides through `make demo-heat ARGS=...`)
-LAUNCHER_DEMOS = ("roadmap", "happier")
+LAUNCHER_DEMOS = ("roadmap", "happier", "multilabel")
+# parts run by another package's demo script: part -> (package, its arguments)
+PART_SCRIPTS = {"multilabel": ("happier", ["--part", "multilabel"])}
 DEFAULT_OUT = ROOT / "outputs" / "demo"
 REFERENCE = ROOT / "results" / "reference"
 SEEDS = (0, 1, 2)
@@ -41,8 +44,13 @@ FEWSHOT_SEEDS = "1,2,3"
 HEADLINE_COLUMNS = ("task", "metric", "ours", "baselines", "verdict")
 
 
+def script(part: str) -> tuple[str, list[str]]:
+    """The package whose ``demo.py`` runs ``part``, and the arguments that select it."""
+    return PART_SCRIPTS.get(part, (part, []))
+
+
 def available(methods: tuple[str, ...] = DEMOS) -> list[str]:
-    return [m for m in methods if (ROOT / m / "demo.py").exists()]
+    return [m for m in methods if (ROOT / script(m)[0] / "demo.py").exists()]
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -171,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         extra = overrides if method in LAUNCHER_DEMOS else []
         # few-shot splits follow CoOp's protocol, seeds 1-3 (GalLoP's scene study); the other demos take --seeds
         seeds = FEWSHOT_SEEDS if method == "gallop" else args.seeds
-        cmd = [sys.executable, "-m", f"{method}.demo", "--out", str(out), "--seeds", seeds, *extra]
+        package, part_args = script(method)
+        cmd = [sys.executable, "-m", f"{package}.demo", *part_args, "--out", str(out), "--seeds", seeds, *extra]
         rc = subprocess.call(cmd, cwd=ROOT, env=demo_env(out))
         timings[method] = time.perf_counter() - start
         if rc != 0:

@@ -14,7 +14,9 @@ local features are exactly the frozen CLIP value path. The value path is compute
 original code computes it in every block of both towers and throws all but the last away).
 
 Local features, ModifiedResNet tower: the attention-pool value path on each spatial location,
-``f_p = normalize(local_proj(c_proj(v_proj(x_p + pos_p))))`` with ``local_proj`` acting in ``embed_dim``.
+``f_p = normalize(local_proj(c_proj(v_proj(x_p))))`` with ``local_proj`` acting in ``embed_dim``. As in the original
+code, the location's feature ``x_p`` enters the value projection *without* the attention pool's positional embedding
+(the pooled global feature adds it, as CLIP does).
 """
 
 from __future__ import annotations
@@ -107,7 +109,6 @@ class LocalFeatureVisual(nn.Module):
         x = v.layer4(v.layer3(v.layer2(v.layer1(v.stem(images.to(v.conv1.weight.dtype))))))  # [B, C, h, w]
         g = v.attnpool(x)
         pool = v.attnpool
-        tokens = x.flatten(2).transpose(1, 2)  # [B, hw, C]
-        tokens = tokens + pool.positional_embedding[1:].to(tokens.dtype)
+        tokens = x.flatten(2).transpose(1, 2)  # [B, hw, C], row-major over (h, w); no positional embedding
         loc = self._local_proj(pool.c_proj(pool.v_proj(tokens)))  # [B, hw, D]
         return F.normalize(g, dim=-1), F.normalize(loc, dim=-1)

@@ -2,7 +2,7 @@
 domain splits).
 
 - OOD scores: ``mcm``, ``l_mcm``, ``gl_mcm`` at temperature ``T`` (:func:`gallop.scores.ood_scores`);
-- ``correct``: top-1 of ``softmax(s (g_hat + l_hat) / 2)`` (global only for CoOp and zero-shot CLIP,
+- ``correct``: top-1 of ``softmax(s (g_hat + l_hat) / 2)`` (global only for CoOp and zero-shot CLIP, whose local cosines serve L-MCM / GL-MCM only;
   :func:`gallop.scores.predict_proba`); with local cosines also ``correct_global`` and ``correct_local``;
 - a domain split whose dataset has ``class_subset`` (ImageNet-A/R's 200 classes) is scored on those classes only.
 """
@@ -44,7 +44,7 @@ def batch_values(
     """Per-item values ``[B]`` of one batch of ``split`` (keys: see the module docstring).
 
     ``g``/``loc``: the net's global and local cosines; ``labels`` int64 ``[B]`` or ``[B, L]`` (column 0 is used);
-    ``predict_with_local=False`` (zero-shot CLIP) predicts from the global cosines (local ones only serve GL-MCM).
+    ``predict_with_local=False`` (zero-shot CLIP, CoOp) predicts from the global cosines (local ones only serve GL-MCM).
     """
     out: dict[str, torch.Tensor] = {}
     if split.kind in ("id", "ood"):

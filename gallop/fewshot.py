@@ -6,8 +6,14 @@ Sampling rules (``sampling=``):
   without replacement with ``random.Random(seed)``, classes in increasing id order; a class with fewer than ``K``
   items keeps all of them. (Same rule as Dassl; the draws are not bit-identical to Dassl's pkl files, whose RNG state
   depends on everything the run did before.)
-- ``gallop_stratified`` (GalLoP parity, ``create_few_shots_dataset``): ``StratifiedShuffleSplit(train_size=K*C,
+- ``gallop_stratified`` (GalLoP's rule, ``create_few_shots_dataset``): ``StratifiedShuffleSplit(train_size=K*C,
   random_state=seed)`` on the whole train list: proportional to class size, so some classes may get 0 items.
+- ``gallop_parity`` (the original's exact subsets; use it with seed 1, the only seed the original ran): the same split
+  on the labels the original code sees. It renumbers the classes of the split-file datasets by order of first
+  appearance in the train list; sklearn allocates and draws class by class in label order, so the renumbering
+  changes which items are chosen. With ``relabel_first_appearance=False`` (FGVC-Aircraft, whose original ids are
+  ``variants.txt`` order, as ours) it equals ``gallop_stratified``. Only the sampling uses the renumbered ids; the
+  datasets keep CoOp's ids (same classes, same accuracies).
 
 The chosen indices are written once to ``{split_dir}/shot_{K}-seed_{seed}-{sampling}.json`` (with the train-set size
 and a label checksum) and read back on later runs, so the seed selects the few-shot subset and it never drifts. A
@@ -30,9 +36,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from common.data.global_batch import local_batch_size, trainer_world
 from common.data.splits import EvalSplit
 
-SAMPLINGS = ("coop_exact_k", "gallop_stratified")
+SAMPLINGS = ("coop_exact_k", "gallop_stratified", "gallop_parity")
 log = logging.getLogger(__name__)
 
 
@@ -68,13 +75,29 @@ def gallop_stratified(labels, shots: int, seed: int) -> np.ndarray:
     return np.sort(idx.astype(np.int64))
 
 
-def sample_few_shot(labels, shots: int, seed: int, sampling: str = "coop_exact_k") -> np.ndarray:
+def first_appearance_labels(labels) -> np.ndarray:
+    """Class ids renumbered ``0, 1, ...`` by order of first appearance in ``labels`` (the original GalLoP's rule for
+    its split-file datasets: ``all_names`` in order of appearance, ``name_to_idx``)."""
+    y = _labels_np(labels)
+    order: dict[int, int] = {}
+    for c in y.tolist():
+        order.setdefault(c, len(order))
+    return np.asarray([order[c] for c in y.tolist()], dtype=np.int64)
+
+
+def sample_few_shot(
+    labels, shots: int, seed: int, sampling: str = "coop_exact_k", relabel_first_appearance: bool = True
+) -> np.ndarray:
+    """Indices of the few-shot subset (sorted); ``relabel_first_appearance`` matters for ``gallop_parity`` only."""
     if shots < 1:
         raise ValueError(f"shots must be >= 1, got {shots}")
     if sampling == "coop_exact_k":
         return coop_exact_k(labels, shots, seed)
     if sampling == "gallop_stratified":
         return gallop_stratified(labels, shots, seed)
+    if sampling == "gallop_parity":
+        y = first_appearance_labels(labels) if relabel_first_appearance else labels
+        return gallop_stratified(y, shots, seed)
     raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
 
 
@@ -109,16 +132,23 @@ def _read_split_file(path: Path, y: np.ndarray) -> np.ndarray | None:
     return np.asarray(idx, dtype=np.int64)
 
 
-def load_or_create_split(labels, shots: int, seed: int, sampling: str, split_dir: str | Path | None) -> np.ndarray:
+def load_or_create_split(
+    labels,
+    shots: int,
+    seed: int,
+    sampling: str,
+    split_dir: str | Path | None,
+    relabel_first_appearance: bool = True,
+) -> np.ndarray:
     """Indices of the few-shot subset; read from the split file when it exists, else sampled and written there."""
     y = _labels_np(labels)
     if split_dir is None:
-        return sample_few_shot(y, shots, seed, sampling)
+        return sample_few_shot(y, shots, seed, sampling, relabel_first_appearance)
     path = split_file(split_dir, shots, seed, sampling)
     idx = _read_split_file(path, y) if path.is_file() else None
     if idx is not None:
         return idx
-    idx = sample_few_shot(y, shots, seed, sampling)
+    idx = sample_few_shot(y, shots, seed, sampling, relabel_first_appearance)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"shots": shots, "seed": seed, "sampling": sampling, "n_train": len(y), "labels_sha1": _checksum(y)}
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
@@ -180,6 +210,11 @@ class FewShotDataModule(L.LightningDataModule):
         domain_datasets: ``{name: dataset}`` domain-shifted sets labelled in the same class space; a dataset may
             carry ``class_subset`` (sorted class ids it covers, ImageNet-A/R's 200), scored on those classes only.
         class_ids: keep and relabel only these classes in train/val/test (held-out classes as near-OOD).
+        relabel_first_appearance: ``gallop_parity`` only (module docstring); False for FGVC-Aircraft.
+        drop_last: drop the last partial training batch (the original GalLoP does; the paper rows set it). A train
+            set smaller than one batch is then an error, not an epoch without a step.
+        global_batch: ``batch_size`` is the batch of all DDP ranks together; each rank loads ``batch_size /
+            world_size`` (:mod:`common.data.global_batch`; a size the world size does not divide is refused at setup).
 
     Test dataloaders are ``[test, *ood, *domains]``; :attr:`test_splits` describes them
     (:class:`common.data.splits.EvalSplit`: ``test`` of kind ``id``, then each OOD set by its name and kind ``ood``,
@@ -204,6 +239,8 @@ class FewShotDataModule(L.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         drop_last: bool = False,
+        relabel_first_appearance: bool = True,
+        global_batch: bool = False,
     ) -> None:
         super().__init__()
         if sampling not in SAMPLINGS:
@@ -224,8 +261,10 @@ class FewShotDataModule(L.LightningDataModule):
         self.ood_datasets = dict(ood_datasets or {})
         self.domain_datasets = dict(domain_datasets or {})
         self.shots, self.seed, self.sampling, self.split_dir = shots, seed, sampling, split_dir
+        self.relabel_first_appearance = relabel_first_appearance
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.pin_memory, self.drop_last = num_workers, pin_memory, drop_last
+        self.global_batch = global_batch  # batch_size is the batch of all DDP ranks (common.data.global_batch)
         self.train_dataset: Dataset | None = None
         self.test_splits = [
             EvalSplit("test", "id"),
@@ -235,14 +274,32 @@ class FewShotDataModule(L.LightningDataModule):
         self.val_splits = [EvalSplit("val", "id")]
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_dataset is None:
-            idx = load_or_create_split(self.full_train.labels, self.shots, self.seed, self.sampling, self.split_dir)
+        """Sample the few-shot train set (for ``fit``, or when called without a stage); a test-only run never does."""
+        self.train_batch_size()  # refuses a global batch that the world size does not divide
+        if self.train_dataset is None and stage in (None, "fit"):
+            idx = load_or_create_split(
+                self.full_train.labels,
+                self.shots,
+                self.seed,
+                self.sampling,
+                self.split_dir,
+                self.relabel_first_appearance,
+            )
             self.train_dataset = LabelledSubset(self.full_train, idx)
+
+    def record_protocol(self) -> dict[str, str]:
+        """What the result record notes about this data (``common.callbacks.result_record``): the few-shot sampling,
+        when a few-shot train set was drawn (a test-only run, zero-shot CLIP, has none)."""
+        return {"sampling": self.sampling} if self.train_dataset is not None else {}
+
+    def train_batch_size(self) -> int:
+        """Train items per rank: ``batch_size``, or ``batch_size / world_size`` with ``global_batch``."""
+        return local_batch_size(self.batch_size, trainer_world(self)[1], self.global_batch)
 
     def _loader(self, ds: Dataset, train: bool = False) -> DataLoader:
         return DataLoader(
             ds,
-            batch_size=self.batch_size if train else self.eval_batch_size,
+            batch_size=self.train_batch_size() if train else self.eval_batch_size,
             shuffle=train,
             drop_last=train and self.drop_last,
             num_workers=self.num_workers,
@@ -253,6 +310,12 @@ class FewShotDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
+        if self.drop_last and len(self.train_dataset) < self.batch_size:
+            raise ValueError(
+                f"the few-shot train set has {len(self.train_dataset)} items, fewer than one batch of "
+                f"{self.batch_size}, and drop_last=True would train on nothing: lower data.batch_size or set "
+                f"data.drop_last=false"
+            )
         return self._loader(self.train_dataset, train=True)
 
     def val_dataloader(self):

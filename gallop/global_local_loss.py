@@ -8,7 +8,8 @@ Notation: ``B`` images, ``P`` patches, ``K`` classes, ``M`` prompts; ``g [B, K, 
 - Top-k reduction (sparsity, multiscale): ``r[b, k, m] = mean of the k_m largest l[b, :, k, m] over patches``, with one
   ``k_m`` per local prompt (``[5, 10, 15, 20]``): class-specific patch selection.
 - Prompt dropout (global prompts only): each image keeps ``max(M - floor(p M), 1)`` prompts drawn uniformly
-  (with replacement, as the original) and averages their cosines.
+  (with replacement, as the original) and averages their cosines. At ``p = 0`` the original still draws ``M``
+  indices with replacement (so an image usually sees some prompts twice and others not at all), and so does this.
 - Loss (the paper's equation numbers could not be checked):
   ``L = CE(s * g_kept, y) + mean_m CE(s * r[:, :, m], y)``.
 """
@@ -57,13 +58,11 @@ def prompt_dropout(
 ) -> torch.Tensor:
     """``global_logits [B, K, M]`` -> ``[B, K]``: per image, the mean over ``keep_number`` random prompts.
 
-    Indices are drawn with replacement per image (``torch.randint``), as in the original code.
-    With ``dropout == 0`` all prompts are averaged (no sampling).
+    Indices are drawn with replacement per image (``torch.randint``), as in the original code, also at
+    ``dropout == 0`` (``M`` draws with replacement, not the mean of all prompts).
     """
     b, k, m = global_logits.shape
     n_keep = keep_number(m, dropout)
-    if dropout == 0.0:
-        return global_logits.mean(dim=-1)
     idx = torch.randint(0, m, (b, n_keep), generator=generator, device="cpu").to(global_logits.device)
     gathered = torch.gather(global_logits, 2, idx[:, None, :].expand(b, k, n_keep))  # [B, K, keep]
     return gathered.mean(dim=-1)

@@ -5,7 +5,8 @@ All three expose ``forward(images) -> (global [B, K, M_g], local [B, P, K, M_l] 
 
 - :class:`GalLoP`: ``M_g`` global prompts on the global feature, ``M_l`` local prompts on the local features
   (``gallop.clip_local``); trainable: the two prompt learners and ``local_proj``.
-- :class:`CoOp`: one learnable context on the global feature (``name_style="coop"``).
+- :class:`CoOp`: one learnable context on the global feature (``name_style="coop"``); at evaluation its local cosines
+  use the same learned text features on the local features, for L-MCM / GL-MCM (the GL-MCM paper's "CoOp_GL").
 - :class:`ZeroShotCLIP`: hand-written templates (open_clip's 80 OpenAI ImageNet templates by default), averaged
   per class; local cosines use the same class embeddings on the local features (for GL-MCM).
 """
@@ -87,7 +88,15 @@ class GalLoP(nn.Module):
 
 
 class CoOp(GalLoP):
-    """CoOp (Zhou et al., IJCV 2022): one learned context on the global feature, CoOp's class-name style."""
+    """CoOp (Zhou et al., IJCV 2022): one learned context on the global feature, CoOp's class-name style.
+
+    Training and prediction use the global cosines only. In evaluation mode :meth:`forward` also returns local
+    cosines ``l[b, p, k, 1] = <f_p, t_k>``: the frozen CLIP value-path patch features (no ``local_proj``) against the
+    *same* learned text features, so that L-MCM and GL-MCM (= MCM of the global cosines + L-MCM, Miyai et al. 2023)
+    can be scored, as in the "CoOp (GL-MCM)" rows of GalLoP's OOD table.
+    """
+
+    predict_with_local = False
 
     def __init__(
         self,
@@ -107,6 +116,17 @@ class CoOp(GalLoP):
             learn_local_proj=False,
             text_grad_checkpointing=text_grad_checkpointing,
         )
+
+    def forward(
+        self, images: torch.Tensor, text: tuple[torch.Tensor, torch.Tensor | None] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Global ``[B, K, 1]`` cosines; local ``[B, P, K, 1]`` in evaluation mode only (None while training)."""
+        tg = text[0] if text is not None else self.global_text()
+        g_img, l_img = self.visual(images)
+        g = torch.einsum("bd,kmd->bkm", g_img, tg.to(g_img.dtype))
+        if self.training:
+            return g, None
+        return g, torch.einsum("bpd,kmd->bpkm", l_img, tg.to(l_img.dtype))
 
 
 class ZeroShotCLIP(nn.Module):

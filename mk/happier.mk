@@ -1,20 +1,25 @@
 # HAPPIER (hierarchical retrieval): demo, paper tables, published numbers. `make help` lists the targets.
-.PHONY: demo-happier test-happier table-happier table-happier-collect table-happier-sop table-happier-inat-base table-happier-inat-full \
-	table-happier-dyml-vehicle table-happier-dyml-animal table-happier-dyml-product
+.PHONY: demo-happier demo-multilabel test-happier table-happier table-happier-collect table-happier-sop table-happier-inat-base \
+	table-happier-inat-full table-happier-dyml-vehicle table-happier-dyml-animal table-happier-dyml-product \
+	table-happier-hgldv2 table-happier-coco
 
 demo-happier: data-fashion-mnist ## HAPPIER vs ROADMAP on Fashion-MNIST (2 levels, seeds $(DEMO_SEEDS)): H-AP, ASI, NDCG, R@1 + grid -> $(DEMO_OUT)/happier.*
 	"$(PY)" -m happier.demo --out "$(DEMO_OUT)" --seeds $(DEMO_SEEDS) $(ARGS)
 
-test-happier: ## run the HAPPIER tests (losses, DyML / iNat readers, grid)
+demo-multilabel: data-fashion-mnist ## HAPPIER (multi-label) vs ROADMAP (same pair) on two-garment Fashion-MNIST (seeds $(DEMO_SEEDS)) -> $(DEMO_OUT)/multilabel.*
+	"$(PY)" -m happier.demo --part multilabel --out "$(DEMO_OUT)" --seeds $(DEMO_SEEDS) $(ARGS)
+
+test-happier: ## run the HAPPIER tests (losses, DyML / iNat / GLDv2 / COCO readers, grid)
 	"$(PY)" -m pytest -q tests/happier tests/common/test_datasets_dyml.py tests/common/test_datasets_inat_hierarchy.py \
-	  tests/common/test_viz_retrieval_grid.py $(ARGS)
+	  tests/common/test_datasets_gldv2.py tests/common/test_datasets_coco_multilabel.py \
+	  tests/common/test_data_configs_hgldv2_coco.py tests/common/test_viz_retrieval_grid.py $(ARGS)
 
 HAPPIER_RUNS ?= logs/happier
 HAPPIER_MODELS ?= happier csl roadmap nsm
 
 # one row: train + test (fine benchmark for DyML-Vehicle/Animal)
 happier-row-%: ## one HAPPIER table row: train + test experiment=happier/<row> into $(HAPPIER_RUNS)/<row>
-	"$(PY)" -m common.launch experiment=happier/$* "hydra.run.dir=$(HAPPIER_RUNS)/$*" $(ARGS)
+	"$(PY)" -m common.launch experiment=happier/$* "hydra.run.dir=$(HAPPIER_RUNS)/$*" $(ROW_ARGS) $(ARGS)
 
 # DyML-Vehicle/Animal: test the row's last checkpoint on the middle and coarse benchmarks as well
 happier-dyml-tests-%: happier-row-% ## a DyML-Vehicle/Animal row, then its middle and coarse benchmark tests
@@ -34,6 +39,19 @@ table-happier-dyml-vehicle: $(addprefix happier-dyml-tests-dyml_vehicle_,$(HAPPI
 table-happier-dyml-animal: $(addprefix happier-dyml-tests-dyml_animal_,$(HAPPIER_MODELS)) ## HAPPIER table, DyML-Animal (3 benchmarks, averaged)
 	"$(PY)" -m common.results.collect --method happier
 table-happier-dyml-product: $(addprefix happier-row-dyml_product_,$(HAPPIER_MODELS)) ## HAPPIER table, DyML-Product (levels averaged)
+	"$(PY)" -m common.results.collect --method happier
+
+# HAPPIER's two extensions (docs/hgldv2_coco.md): H-GLDv2 (data-gldv2 + data-hgldv2) and multi-label COCO (data-coco)
+# HGLDV2_LANDMARKS: the number of training landmarks (proxies) when the hierarchy leaves some out (default 81,313)
+happier-row-hgldv2_%: ROW_ARGS = $(if $(HGLDV2_LANDMARKS),hgldv2_landmarks=$(HGLDV2_LANDMARKS))
+table-happier-hgldv2: $(addprefix happier-row-hgldv2_,$(HAPPIER_MODELS)) ## H-GLDv2 table: HAPPIER, CSL, ROADMAP, NSM on GLDv2 + builder super-categories (GPU)
+	"$(PY)" -m common.results.collect --method happier
+
+# COCO_QUERIES / COCO_TRAIN: the hashing protocol's query and training-set sizes (default: the data config's 5000 / 10000)
+COCO_MODELS ?= happier roadmap
+COCO_ARGS = $(if $(COCO_QUERIES),data.train_dataset.num_queries=$(COCO_QUERIES)) $(if $(COCO_TRAIN),data.train_dataset.num_train=$(COCO_TRAIN))
+happier-row-coco_%: ROW_ARGS = $(COCO_ARGS)
+table-happier-coco: $(addprefix happier-row-coco_,$(COCO_MODELS)) ## multi-label COCO table: HAPPIER (multi-label relevance) vs ROADMAP (binary) (GPU)
 	"$(PY)" -m common.results.collect --method happier
 
 table-happier: table-happier-sop table-happier-inat-base table-happier-inat-full table-happier-dyml-vehicle table-happier-dyml-animal table-happier-dyml-product ## every HAPPIER paper table row (GPU, full datasets), then the tables (results/tables/happier.md)

@@ -46,7 +46,12 @@ class RankLoss(RetrievalLoss):
 
 
 class _RankAPLoss(RankLoss):
-    """Shared forward of the AP surrogates; subclasses define the step functions."""
+    """Shared forward of the AP surrogates; subclasses define the step functions.
+
+    Multi-label (boolean ``[B, C]``) labels give binary relevance: a positive shares at least one label.
+    """
+
+    supports_multilabel = True
 
     def __init__(self, include_query: bool = True, chunk_size: int | None = None, return_type: str = "1-mAP"):
         super().__init__(include_query, chunk_size)

@@ -25,7 +25,12 @@ def mean_nonzero(terms: Tensor, mask: Tensor) -> Tensor:
 
 
 class CalibrationLoss(RetrievalLoss):
-    """``relu(alpha - s)`` on positives + ``relu(s - beta)`` on negatives, each averaged over its non-zero terms."""
+    """``relu(alpha - s)`` on positives + ``relu(s - beta)`` on negatives, each averaged over its non-zero terms.
+
+    Multi-label (boolean ``[B, C]``) labels: a positive pair shares at least one label.
+    """
+
+    supports_multilabel = True
 
     def __init__(self, pos_margin: float = 0.9, neg_margin: float = 0.6) -> None:
         super().__init__()

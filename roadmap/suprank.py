@@ -6,8 +6,19 @@ Both use SupAP's ranks of the positives: H on positives and the upper bound H^- 
 * SupRecall:  R@k_q ~ sum_{i in P_q} sigma((k - rank(i)) / temp) / min(|P_q|, k), averaged over k in ``at_k``
   (1, 2, 4, 8, 16), temp = 1; loss = 1 - mean_q. Unlike the original reshape, queries may have different
   numbers of positives.
-* SupNDCG (binary relevance): DCG_q = sum_{i in P_q} 1 / log2(1 + rank(i)) (gain 2^1 - 1 = 1),
-  IDCG_q = sum_{r=1..|P_q|} 1 / log2(1 + r); loss = 1 - mean_q DCG_q / IDCG_q.
+* SupNDCG, graded relevance (the TPAMI NDCG configs, ``hierarchy_level: MULTI`` in the original code). With
+  ``[B, L]`` labels the relevance of item i to query q is t_i = number of hierarchy levels they share (0..L,
+  :func:`common.ranking.shared_levels`) and its gain is 2^t_i - 1:
+
+      rank(i) = 1 + sum_{j != i, t_j < t_i} H^-(s_qj - s_qi) + sum_{j != i, t_j >= t_i} H(s_qj - s_qi)
+      DCG_q   = sum_{i: t_i > 0} (2^t_i - 1) / log2(1 + rank(i))
+      IDCG_q  = sum_{r=1..M} g_(r) / log2(1 + r),   g_(1) >= g_(2) >= ... the gains sorted in decreasing order
+
+  loss = 1 - mean_q DCG_q / IDCG_q over the queries with at least one relevant item. The upper bound H^- applies
+  to every pair whose other item j is less relevant than i (with start >= 0.5 and offset >= 1, rank(i) >= the exact
+  rank, so the loss bounds 1 - NDCG from above).
+* With flat labels (or ``graded=False``: column 0 only) t is 0 or 1, the gains are 1 and this is binary NDCG:
+  DCG_q = sum_{i in P_q} 1 / log2(1 + rank(i)), IDCG_q = sum_{r=1..|P_q|} 1 / log2(1 + r).
 """
 
 from __future__ import annotations
@@ -18,7 +29,7 @@ import torch
 from torch import Tensor
 
 from common.losses.base import LossInputs
-from common.ranking import SupAPStep, heaviside, per_query_mean
+from common.ranking import SupAPStep, heaviside, pairwise_rank_sums, per_query_mean, shared_levels
 from roadmap.ap_losses import RankLoss
 
 
@@ -59,9 +70,26 @@ class SupRecall(_SupRankLoss):
 
 
 class SupNDCG(_SupRankLoss):
-    """1 - NDCG with binary relevance, DCG from SupAP ranks (TPAMI SupNDCGLoss, flat labels)."""
+    """1 - NDCG from SupAP-type ranks (TPAMI SupNDCGLoss); graded relevance on ``[B, L]`` labels.
+
+    Args:
+        graded: with ``[B, L]`` labels (L > 1), use every level: relevance t = number of shared levels, gain
+            2^t - 1, the upper bound H^- on every less relevant item (the original's ``hierarchy_level: MULTI``, the
+            TPAMI NDCG configs). ``False``: binary relevance on column 0 (the finest level), as the original's
+            ``hierarchy_level: 0``. Flat ``[B]`` labels give binary NDCG either way.
+        step, include_query, chunk_size: as :class:`roadmap.ap_losses.SupAP`.
+    """
+
+    def __init__(self, graded: bool = True, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.graded = bool(graded)
 
     def compute(self, inputs: LossInputs) -> Tensor:
+        if self.graded and inputs.labels.shape[1] > 1:
+            return self._graded_loss(inputs)
+        return self._binary_loss(inputs)
+
+    def _binary_loss(self, inputs: LossInputs) -> Tensor:
         r = self.ranks(inputs)
         if r.q_idx.numel() == 0:
             return inputs.zero()
@@ -75,5 +103,34 @@ class SupNDCG(_SupRankLoss):
         has_pos = n_pos > 0
         return 1.0 - (dcg[has_pos] / idcg[has_pos]).mean()
 
+    def _graded_loss(self, inputs: LossInputs) -> Tensor:
+        scores = inputs.scores  # [Q, M]
+        levels = shared_levels(inputs.labels, inputs.ref_labels)  # [Q, M] in 0..L
+        valid = inputs.reference_mask(self.include_query)  # [Q, M]
+        gains = torch.where(valid, torch.exp2(levels.to(scores.dtype)) - 1.0, scores.new_zeros(()))  # [Q, M]
+        q_idx, i_idx = (valid & (levels > 0)).nonzero(as_tuple=True)  # the relevant (query, item) pairs [P]
+        if q_idx.numel() == 0:
+            return inputs.zero()
+
+        def fn(diff: Tensor, qc: Tensor, ic: Tensor, not_i: Tensor) -> tuple[Tensor]:
+            t_j, t_i = levels[qc], levels[qc, ic][:, None]  # [c, M], [c, 1]
+            take = valid[qc] & not_i
+            lower = take & (t_j < t_i)  # less relevant than i: the upper bound H^-
+            zero = diff.new_zeros(())
+            steps = torch.where(lower, self.neg_step(diff), zero) + torch.where(
+                take & ~lower, self.pos_step(diff), zero
+            )
+            return (1.0 + steps.sum(1),)
+
+        (rank,) = pairwise_rank_sums(scores, q_idx, i_idx, fn, chunk_size=self.chunk_size)  # [P]
+        dcg = scores.new_zeros(scores.shape[0]).index_add(0, q_idx, gains[q_idx, i_idx] / torch.log2(1.0 + rank))
+        # ideal DCG: the gains sorted in decreasing order at ranks 1..M
+        discount = 1.0 / torch.log2(2.0 + torch.arange(scores.shape[1], dtype=scores.dtype, device=scores.device))
+        idcg = (gains.sort(dim=1, descending=True).values * discount).sum(1)  # [Q]
+        has_rel = idcg > 0
+        return 1.0 - (dcg[has_rel] / idcg[has_rel]).mean()
+
     def extra_repr(self) -> str:
-        return f"{self.neg_step}, include_query={self.include_query}, chunk_size={self.chunk_size}"
+        return (
+            f"graded={self.graded}, {self.neg_step}, include_query={self.include_query}, chunk_size={self.chunk_size}"
+        )

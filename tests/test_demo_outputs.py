@@ -16,7 +16,7 @@ from common import demo
 from tests.conftest import TINY_DEMO_OVERRIDES, make_tiny_fashion_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGETS = ("demo", "demo-report", "demo-roadmap", "demo-happier", "demo-heat", "demo-gallop")
+TARGETS = ("demo", "demo-report", "demo-roadmap", "demo-happier", "demo-multilabel", "demo-heat", "demo-gallop")
 pytestmark = pytest.mark.skipif(
     shutil.which("make") is None or shutil.which("git") is None or not (ROOT / ".git").exists(),
     reason="needs GNU make and a git checkout",

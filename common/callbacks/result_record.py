@@ -37,6 +37,9 @@ class ResultRecordCallback(L.Callback):
     """At the end of ``test``, write one record: the ``test/*`` metrics of the run with its method, table, row,
     dataset, backbone and seed, into ``records_dir`` and ``<run_dir>/record.json``.
 
+    ``protocol`` in the record: the trainer's ``precision``, plus what the datamodule's ``record_protocol()`` returns
+    when it has one (the few-shot ``sampling`` of GalLoP's data).
+
     The wall time runs from the creation of the callback (the launcher builds it just before the trainer) to the
     end of the test.
     """
@@ -69,6 +72,10 @@ class ResultRecordCallback(L.Callback):
             if key.startswith("test/"):
                 v = float(value.item() if isinstance(value, torch.Tensor) else value)
                 metrics[key] = v if math.isfinite(v) else math.nan
+        protocol = {"precision": str(trainer.precision)}
+        record_protocol = getattr(getattr(trainer, "datamodule", None), "record_protocol", None)
+        if callable(record_protocol):
+            protocol.update(record_protocol())
         wandb_id = next((str(lg.version) for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
         self.record = write_record(
             method=self.method,
@@ -83,5 +90,6 @@ class ResultRecordCallback(L.Callback):
             command=command_line(),
             wall_time_s=round(time.monotonic() - self.start, 3),
             wandb_run_id=wandb_id,
+            protocol=protocol,
         )
         log.info("result record written for %s/%s/%s (seed %s)", self.method, self.table, self.row, self.seed)

@@ -19,6 +19,7 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
+from common.data.global_batch import RankSliceBatchSampler, local_batch_size, trainer_world
 from common.data.resumable import ResumableDataLoader, SeededBatchSampler, SeededItems
 from common.data.samplers import RandomBatchSampler
 from common.data.splits import EvalSplit
@@ -29,7 +30,13 @@ class RetrievalDataModule(L.LightningDataModule):
     train_dataset: dataset with ``labels``.
     test_dataset: single-set protocol, or None with ``query_dataset`` and ``gallery_dataset``.
     val_dataset: optional validation set (single-set protocol); by default validation is off.
-    batch_size: train batch size (also the eval batch size unless ``eval_batch_size``).
+    batch_size: train batch size (also the eval batch size unless ``eval_batch_size``): the batch of each DDP rank,
+        or with ``global_batch`` the batch of all ranks together.
+    global_batch: ``batch_size`` is the global batch of one optimisation step (the paper rows' data configs; the
+        original codes' DataParallel batch): under DDP the sampler draws global batches of ``batch_size`` items and
+        each rank loads its ``batch_size / world_size`` slice (:mod:`common.data.global_batch`). A size that the world
+        size does not divide, or a slice that would split a class's ``m`` items, is refused at setup.
+    eval_batch_size: per-rank batch size of the evaluation loaders (no effect on results).
     sampler: ``_partial_`` batch-sampler factory called as ``sampler(labels=..., batch_size=..., seed=...,
         rank=..., world_size=...)`` (e.g. :class:`common.data.samplers.MPerClassBatchSampler`); None = shuffled.
     """
@@ -47,6 +54,7 @@ class RetrievalDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         sampler: Callable[..., Any] | None = None,
         seed: int = 0,
+        global_batch: bool = False,
     ) -> None:
         super().__init__()
         if test_dataset is None and (query_dataset is None or gallery_dataset is None):
@@ -57,17 +65,23 @@ class RetrievalDataModule(L.LightningDataModule):
         self.test_dataset, self.query_dataset, self.gallery_dataset = test_dataset, query_dataset, gallery_dataset
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers, self.pin_memory = num_workers, pin_memory
-        self.sampler_factory, self.seed = sampler, seed
+        self.sampler_factory, self.seed, self.global_batch = sampler, seed, bool(global_batch)
         self.train_batch_sampler = None
         names = ["test"] if test_dataset is not None else ["query", "gallery"]
         self.test_splits = [EvalSplit(n, "id") for n in names]
 
     # --- DDP position (Lightning's trainer when attached, else single process) ---
     def _dist(self) -> tuple[int, int]:
-        trainer = getattr(self, "trainer", None)
-        if trainer is None:
-            return 0, 1
-        return trainer.global_rank, trainer.world_size
+        return trainer_world(self)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit"):
+            self.local_batch_size()  # refuse a global batch that the world size does not divide, before any work
+
+    def local_batch_size(self) -> int:
+        """Train items per rank and step: ``batch_size``, or ``batch_size / world_size`` with ``global_batch``."""
+        m = getattr(self.sampler_factory, "keywords", {}).get("m", 1)  # a ``_partial_`` P x K sampler's m
+        return local_batch_size(self.batch_size, self._dist()[1], self.global_batch, m=int(m))
 
     def _loader(self, dataset: Dataset, shuffle: bool = False, batch_sampler=None) -> DataLoader:
         kw = dict(num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0)
@@ -80,12 +94,18 @@ class RetrievalDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         rank, world = self._dist()
         labels = self.train_dataset.labels
+        self.local_batch_size()  # checks a global batch against the world size
+        # global batch: every rank draws the same global batches, then keeps its slice of each
+        split = self.global_batch and world > 1
+        s_rank, s_world = (0, 1) if split else (rank, world)
         if self.sampler_factory is not None:
             bs = self.sampler_factory(
-                labels=labels, batch_size=self.batch_size, seed=self.seed, rank=rank, world_size=world
+                labels=labels, batch_size=self.batch_size, seed=self.seed, rank=s_rank, world_size=s_world
             )
         else:
-            bs = RandomBatchSampler(len(labels), self.batch_size, seed=self.seed, rank=rank, world_size=world)
+            bs = RandomBatchSampler(len(labels), self.batch_size, seed=self.seed, rank=s_rank, world_size=s_world)
+        if split:
+            bs = RankSliceBatchSampler(bs, rank, world)
         epoch = self.trainer.current_epoch if getattr(self, "trainer", None) is not None else 0
         seeded = SeededBatchSampler(bs, seed=self.seed)
         seeded.set_epoch(epoch)

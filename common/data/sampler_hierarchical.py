@@ -14,15 +14,14 @@ reproducibly; under DDP each rank keeps every ``world_size``-th batch of the sha
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 
 import numpy as np
-from torch.utils.data import Sampler
 
+from common.data.epoch_sampler import EpochBatchSampler
 from common.data.errors import check_labels
 
 
-class HierarchicalBatchSampler(Sampler[list[int]]):
+class HierarchicalBatchSampler(EpochBatchSampler):
     """Batches drawn from pairs (tuples) of super-classes, ``m`` images per class.
 
     Args:
@@ -69,17 +68,12 @@ class HierarchicalBatchSampler(Sampler[list[int]]):
             classes = sorted(set(lab[in_s, inner_label].tolist()))
             self.super_to_classes[s] = [in_s[lab[in_s, inner_label] == c] for c in classes]
         self.super_tuples = list(itertools.combinations(supers, super_classes_per_batch))
-        self.m, self.batch_size, self.batches_per_super_tuple = m, batch_size, batches_per_super_tuple
-        self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch: the next iteration reshuffles with ``seed + 1_000_003 * epoch``."""
-        self.epoch = epoch
+        super().__init__(batch_size, seed, rank, world_size)
+        self.m, self.batches_per_super_tuple = m, batches_per_super_tuple
+        self.num_global_batches = len(self.super_tuples) * batches_per_super_tuple
 
     def global_batches(self) -> list[list[int]]:
-        """All batches of the current epoch (before the split across DDP ranks)."""
-        rng = np.random.RandomState(self.seed + 1_000_003 * self.epoch)
+        rng = np.random.RandomState(self.epoch_seed)
         batches: list[list[int]] = []
         for combo in self.super_tuples:
             for _ in range(self.batches_per_super_tuple):
@@ -96,11 +90,3 @@ class HierarchicalBatchSampler(Sampler[list[int]]):
                 batches.append(batch)
         perm = rng.permutation(len(batches))
         return [batches[i] for i in perm]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        batches = self.global_batches()
-        usable = len(batches) - len(batches) % self.world_size
-        yield from (batches[i] for i in range(self.rank, usable, self.world_size))
-
-    def __len__(self) -> int:
-        return len(self.super_tuples) * self.batches_per_super_tuple // self.world_size

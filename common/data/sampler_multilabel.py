@@ -20,18 +20,16 @@ replacement across batches. Randomness comes from ``numpy.random.RandomState(see
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import torch
-from torch.utils.data import Sampler
 
+from common.data.epoch_sampler import EpochBatchSampler
 from common.data.errors import check_labels
 
 LABEL_SAMPLING = ("uniform", "frequency")
 
 
-class MultiLabelMPerClassSampler(Sampler[list[int]]):
+class MultiLabelMPerClassSampler(EpochBatchSampler):
     """Batches of ``batch_size // m`` labels x ``m`` items carrying that label, from boolean ``[N, C]`` labels."""
 
     def __init__(
@@ -73,14 +71,8 @@ class MultiLabelMPerClassSampler(Sampler[list[int]]):
         weights = sizes[self.eligible].astype(np.float64) if label_sampling == "frequency" else None
         self.label_p = None if weights is None else weights / weights.sum()
         length = length_before_new_iter or len(mat)
-        self.num_global_batches = max(length // batch_size, world_size)
-        self.m, self.batch_size, self.seed = m, batch_size, seed
-        self.rank, self.world_size = rank, world_size
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch: the next iteration draws with ``seed + 1_000_003 * epoch``."""
-        self.epoch = epoch
+        super().__init__(batch_size, seed, rank, world_size)
+        self.m, self.num_global_batches = m, max(length // batch_size, world_size)
 
     def _pick(self, rng: np.random.RandomState, pool: np.ndarray, used: set[int]) -> list[int] | None:
         """``m`` distinct items of ``pool`` not in ``used`` (None if fewer are left): rejection sampling, which is
@@ -115,14 +107,5 @@ class MultiLabelMPerClassSampler(Sampler[list[int]]):
         )
 
     def global_batches(self) -> list[list[int]]:
-        """All batches of the current epoch (before the split across DDP ranks)."""
-        rng = np.random.RandomState(self.seed + 1_000_003 * self.epoch)
+        rng = np.random.RandomState(self.epoch_seed)
         return [self._batch(rng) for _ in range(self.num_global_batches)]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        batches = self.global_batches()
-        usable = len(batches) - len(batches) % self.world_size
-        yield from (batches[i] for i in range(self.rank, usable, self.world_size))
-
-    def __len__(self) -> int:
-        return self.num_global_batches // self.world_size

@@ -17,11 +17,9 @@ image appears at most once per epoch. Randomness comes from ``numpy.random.Rando
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
-from torch.utils.data import Sampler
 
+from common.data.epoch_sampler import EpochBatchSampler
 from common.data.errors import check_labels
 
 
@@ -46,7 +44,7 @@ def sliding_window_batches(
         batches.append(batch)
 
 
-class SlidingWindowMPerClassSampler(Sampler[list[int]]):
+class SlidingWindowMPerClassSampler(EpochBatchSampler):
     """Batches of ``batch_size // m`` classes x ``m`` images, built as a sliding window over a shuffled class order."""
 
     def __init__(self, labels, batch_size: int, m: int = 4, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
@@ -63,20 +61,19 @@ class SlidingWindowMPerClassSampler(Sampler[list[int]]):
                 f"only {eligible} classes have at least m={m} images, but a batch needs {self.classes_per_batch} "
                 f"classes: lower batch_size or m"
             )
-        self.m, self.batch_size, self.seed = m, batch_size, seed
-        self.rank, self.world_size = rank, world_size
-        self.epoch = 0
+        super().__init__(batch_size, seed, rank, world_size)
+        self.m = m
         self._cache: tuple[int, list[list[int]]] | None = None
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch: the next iteration reshuffles with ``seed + 1_000_003 * epoch``."""
-        self.epoch = epoch
+    @property
+    def num_global_batches(self) -> int:
+        """Batches of the current epoch: how many whole windows its shuffle leaves (it varies with the epoch)."""
+        return len(self.global_batches())
 
     def global_batches(self) -> list[list[int]]:
-        """All batches of the current epoch (before the split across DDP ranks)."""
         if self._cache is not None and self._cache[0] == self.epoch:
             return self._cache[1]
-        rng = np.random.RandomState(self.seed + 1_000_003 * self.epoch)
+        rng = np.random.RandomState(self.epoch_seed)
         pools = []
         for items in self.class_items:
             items = items.copy()
@@ -88,11 +85,3 @@ class SlidingWindowMPerClassSampler(Sampler[list[int]]):
         batches = [batches[i] for i in perm]
         self._cache = (self.epoch, batches)
         return batches
-
-    def __iter__(self) -> Iterator[list[int]]:
-        batches = self.global_batches()
-        usable = len(batches) - len(batches) % self.world_size
-        yield from (batches[i] for i in range(self.rank, usable, self.world_size))
-
-    def __len__(self) -> int:
-        return len(self.global_batches()) // self.world_size

@@ -7,18 +7,18 @@ PML's samplers draw from a module-level NumPy RandomState. The wrappers here see
 - a resumed run replays the same batches from the same epoch;
 - under DDP, every rank draws the same global list of batches and keeps every ``world_size``-th one, so each rank
   gets whole m-per-class groups and no batch is shared between ranks.
+
+These semantics live in :class:`common.data.epoch_sampler.EpochBatchSampler`, the base of every batch sampler here.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import numpy as np
 import torch
 from pytorch_metric_learning.samplers import MPerClassSampler
 from pytorch_metric_learning.utils import common_functions as pml_cf
-from torch.utils.data import Sampler
 
+from common.data.epoch_sampler import EpochBatchSampler
 from common.data.errors import check_labels
 
 
@@ -36,7 +36,7 @@ class _SeededPML:
         pml_cf.NUMPY_RANDOM = self.saved
 
 
-class MPerClassBatchSampler(Sampler[list[int]]):
+class MPerClassBatchSampler(EpochBatchSampler):
     """Batches of ``batch_size`` indices holding ``m`` items from each of ``batch_size // m`` classes.
 
     Args:
@@ -69,48 +69,24 @@ class MPerClassBatchSampler(Sampler[list[int]]):
                 f"classes: lower batch_size or raise m"
             )
         length = length_before_new_iter or len(self.labels)
-        self.num_global_batches = max(length // batch_size, world_size)
-        self.m, self.batch_size, self.seed = m, batch_size, seed
-        self.rank, self.world_size = rank, world_size
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        super().__init__(batch_size, seed, rank, world_size)
+        self.m, self.num_global_batches = m, max(length // batch_size, world_size)
 
     def global_batches(self) -> list[list[int]]:
-        """All batches of this epoch, before the split across ranks."""
         length = self.num_global_batches * self.batch_size
-        with _SeededPML(self.seed + 1_000_003 * self.epoch):
+        with _SeededPML(self.epoch_seed):
             sampler = MPerClassSampler(self.labels, self.m, batch_size=self.batch_size, length_before_new_iter=length)
             flat = list(iter(sampler))
         return [flat[i : i + self.batch_size] for i in range(0, len(flat), self.batch_size)]
 
-    def __iter__(self) -> Iterator[list[int]]:
-        batches = self.global_batches()
-        usable = len(batches) - len(batches) % self.world_size
-        yield from (batches[i] for i in range(self.rank, usable, self.world_size))
 
-    def __len__(self) -> int:
-        return self.num_global_batches // self.world_size
-
-
-class RandomBatchSampler(Sampler[list[int]]):
+class RandomBatchSampler(EpochBatchSampler):
     """Plain shuffled batches (drop_last), with the same epoch/DDP semantics as :class:`MPerClassBatchSampler`."""
 
     def __init__(self, num_items: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
-        self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
-        self.rank, self.world_size, self.epoch = rank, world_size, 0
-        self.num_global_batches = max(num_items // batch_size, world_size)
+        super().__init__(batch_size, seed, rank, world_size)
+        self.num_items, self.num_global_batches = num_items, max(num_items // batch_size, world_size)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[list[int]]:
-        g = torch.Generator().manual_seed(self.seed + 1_000_003 * self.epoch)
-        perm = torch.randperm(self.num_items, generator=g).tolist()
-        usable = self.num_global_batches - self.num_global_batches % self.world_size
-        for b in range(self.rank, usable, self.world_size):
-            yield perm[b * self.batch_size : (b + 1) * self.batch_size]
-
-    def __len__(self) -> int:
-        return self.num_global_batches // self.world_size
+    def global_batches(self) -> list[list[int]]:
+        perm = torch.randperm(self.num_items, generator=torch.Generator().manual_seed(self.epoch_seed)).tolist()
+        return [perm[b * self.batch_size : (b + 1) * self.batch_size] for b in range(self.num_global_batches)]

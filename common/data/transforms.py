@@ -72,12 +72,15 @@ def paper_transforms(
 
 def grayscale_transforms(
     train: bool,
-    size: int = 28,
+    size: int | Sequence[int] = 28,
     padding: int = 2,
     mean: Sequence[float] = FASHION_MNIST_MEAN,
     std: Sequence[float] = FASHION_MNIST_STD,
 ) -> T.Compose:
-    """Small single-channel images: RandomCrop(size, padding) + flip for train; plain tensor + normalise for test."""
+    """Small single-channel images: RandomCrop(size, padding) + flip for train; plain tensor + normalise for test.
+
+    ``size``: an int (square) or ``(height, width)``, e.g. ``(28, 56)`` for two garments side by side."""
+    size = size if isinstance(size, int) else tuple(size)
     ops = [T.RandomCrop(size, padding=padding), T.RandomHorizontalFlip()] if train else []
     if not train and size != 28:
         ops = [T.Resize(size)]

@@ -94,7 +94,12 @@ class LossInputs:
 
     @cached_property
     def pos(self) -> Tensor:
-        """``[Q, M]`` bool: same finest label (the self-pair included in-batch; see :meth:`reference_mask`)."""
+        """``[Q, M]`` bool: same finest label (the self-pair included in-batch; see :meth:`reference_mask`).
+
+        Multi-label: at least one shared label, the binary relevance of the multi-label retrieval literature.
+        """
+        if self.multilabel:
+            return (self.labels.float() @ self.ref_labels.float().T) > 0
         return label_match(self.q_labels, self.r_labels)
 
     def reference_mask(self, include_query: bool) -> Tensor:
@@ -162,8 +167,10 @@ def prepare_inputs(
 class RetrievalLoss(nn.Module):
     """Base of every retrieval loss: subclasses implement :meth:`compute` (see the module docstring).
 
-    Class attribute ``supports_multilabel``: whether boolean multi-hot ``[B, C]`` labels are meaningful to the loss
-    (Sup-H-AP); every other loss refuses them with an error that says which loss to use.
+    Class attribute ``supports_multilabel``: whether boolean multi-hot ``[B, C]`` labels are meaningful to the loss:
+    Sup-H-AP (graded: the number of shared labels), and the losses that read only :attr:`LossInputs.pos` (the AP
+    surrogates, calibration: a positive shares at least one label). Every other loss refuses them with an error
+    that says which loss to use.
     """
 
     supports_multilabel: bool = False
@@ -177,7 +184,8 @@ class RetrievalLoss(nn.Module):
         if inputs.multilabel and not self.supports_multilabel:
             raise ValueError(
                 f"{type(self).__name__} takes integer class ids [B] or [B, L]; boolean multi-label [B, C] labels are "
-                f"supported by SupHAP only (happier.losses.SupHAP)"
+                f"supported by SupHAP (graded relevance) and by the binary AP surrogates and calibration of roadmap.losses "
+                f"(positive = at least one shared label)"
             )
         return self.compute(inputs)
 

@@ -70,7 +70,9 @@ class EmbeddingEvalMixin:
         results = dict(
             evaluate_retrieval(emb, labels, metrics=tuple(self.eval_metrics), recall_at=tuple(self.recall_at), **kw)
         )
-        if self.per_level_metrics and labels.ndim == 2:
+        # per level: hierarchical int64 [N, L] labels only; a multi-label bool [N, C] matrix has no levels (its
+        # columns are labels, and the graded metrics above already read the number of shared labels)
+        if self.per_level_metrics and labels.ndim == 2 and labels.dtype != torch.bool:
             for level in range(1, labels.shape[1]):
                 per = evaluate_retrieval(
                     emb, labels[:, level], metrics=("map_at_r", "map", "recall"), recall_at=(1,), **kw

@@ -22,6 +22,11 @@ writer                      files
                             ``ood_data/dtd -> ../dtd``
 :func:`write_coop`          ``coop/<dataset>/<images>/`` + ``split_zhou_<Name>.json`` (9 datasets), FGVC-Aircraft's
                             lists, ``coop/imagenet/images/{train,val}`` + ``classnames.txt``, ImageNet-V2/-Sketch/-A/-R
+:func:`write_gldv2`         ``gldv2/``: ``train_clean.csv``, ``{train,index}_label_to_{category,hierarchical}.csv``,
+                            ``index.csv``, ``index_image_to_landmark.csv``, ``test.csv``,
+                            ``retrieval_solution_v2.1.csv``, ``{train,index,test}/<a>/<b>/<c>/<id>.jpg`` and the
+                            builder's ``hgldv2/{train,index}_hierarchy.csv`` (H-GLDv2)
+:func:`write_coco`          ``coco/annotations/instances_{train,val}2017.json`` + ``coco/{train,val}2017/*.jpg``
 ==========================  ========================================================================================
 
 Images are 8x8 JPEGs whose colour depends on the class. Nothing here is downloaded; the contents are random.
@@ -29,6 +34,7 @@ Images are 8x8 JPEGs whose colour depends on the class. Nothing here is download
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import os
@@ -324,6 +330,101 @@ def write_coop(root: Path, per_class: int = 4, n_classes: int = 3) -> None:
         write_image(coop / "imagenet-rendition" / "imagenet-r" / w / "r_0.jpg", c)
 
 
+def _write_csv(path: Path, header: list[str], rows: list) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def _gldv2_id(prefix: str, n: int) -> str:
+    """A 16-character hex image id, as GLDv2's (its first three characters give the image's folders)."""
+    return f"{prefix}{n:015x}"
+
+
+def write_gldv2(root: Path, per_landmark: int = 4) -> None:
+    """GLDv2 v2.1 (official CSVs, JPEGs by id prefix) with H-GLDv2 labels: 8 train landmarks in 2 super-categories,
+    4 index landmarks (3 images each) and 6 test images, 4 of them matching one index landmark (2 ``None``). The
+    builder's ``hgldv2/{train,index}_hierarchy.csv`` are written as ``python -m happier.hgldv2 build`` writes them
+    (the default hierarchy of ``configs/data/hgldv2.yaml``) and the published ``*_label_to_hierarchical.csv`` too."""
+    base = root / "gldv2"
+    supers = ("castle", "church building")
+    url = "http://commons.wikimedia.org/wiki/Category:{}"
+    train = {100 + i: (url.format(f"Landmark_{100 + i}"), supers[i % 2]) for i in range(8)}
+    clean = []
+    for k, lid in enumerate(train):
+        ids = [_gldv2_id("a", per_landmark * k + j) for j in range(per_landmark)]
+        clean.append((lid, " ".join(ids)))
+        for j, iid in enumerate(ids):
+            write_image(base / "train" / iid[0] / iid[1] / iid[2] / f"{iid}.jpg", lid, j)
+    _write_csv(base / "train_clean.csv", ["landmark_id", "images"], clean)
+    index_lm = {500 + i: (url.format(f"Index_Landmark_{500 + i}"), supers[i % 2]) for i in range(4)}
+    index_ids, image_lm = [], []
+    for k, lid in enumerate(index_lm):
+        for j in range(3):
+            iid = _gldv2_id("b", 3 * k + j)
+            index_ids.append(iid)
+            image_lm.append((iid, lid))
+            write_image(base / "index" / iid[0] / iid[1] / iid[2] / f"{iid}.jpg", lid, j)
+    test_ids, solution = [], []
+    for k in range(6):
+        tid = _gldv2_id("c", k)
+        test_ids.append(tid)
+        write_image(base / "test" / tid[0] / tid[1] / tid[2] / f"{tid}.jpg", 500 + k % 4, 10 + k)
+        match = " ".join(i for i, lid in image_lm if lid == 500 + k) if k < 4 else "None"
+        solution.append((tid, match, "Public" if k % 2 == 0 else "Private"))
+    _write_csv(base / "index.csv", ["id"], [(i,) for i in index_ids])
+    _write_csv(base / "test.csv", ["id"], [(i,) for i in test_ids])
+    _write_csv(base / "retrieval_solution_v2.1.csv", ["id", "images", "Usage"], solution)
+    _write_csv(base / "index_image_to_landmark.csv", ["id", "landmark_id"], image_lm)
+    pub = ["landmark_id", "category", "supercategory", "hierarchical_label", "natural_or_human_made"]
+    built = ["landmark_id", "category", "name", "hierarchical_label", "confidence", "top_choice"]
+    for split, table in (("train", train), ("index", index_lm)):
+        _write_csv(
+            base / f"{split}_label_to_category.csv",
+            ["landmark_id", "category"],
+            [(k, c) for k, (c, _) in table.items()],
+        )
+        _write_csv(
+            base / f"{split}_label_to_hierarchical.csv",
+            pub,
+            [(k, c, s, s, "human-made") for k, (c, s) in table.items()],
+        )
+        rows = [(k, c, c.rsplit(":", 1)[1].replace("_", " "), s, "0.9", s) for k, (c, s) in table.items()]
+        _write_csv(base / "hgldv2" / f"{split}_hierarchy.csv", built, rows)
+
+
+# MS-COCO's 80 category ids: 1..90 without these
+COCO_MISSING_IDS = (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)
+
+
+def write_coco(root: Path, n_train: int = 48, n_val: int = 16) -> None:
+    """MS-COCO 2017 instances files (80 categories, ids 1..90 with the release's gaps) and 8x8 JPEGs: each image has
+    one to three objects among the first eight categories (image k has category k mod 8, so every label has items;
+    images share 0..3 labels), plus one image without annotation per part (left out by the reader)."""
+    base = root / "coco"
+    cat_ids = [c for c in range(1, 91) if c not in COCO_MISSING_IDS]
+    categories = [{"supercategory": "thing", "id": c, "name": f"object {c}"} for c in cat_ids]
+    rng = np.random.default_rng(0)
+    image_id = 1
+    for part, n in (("train2017", n_train), ("val2017", n_val)):
+        images, anns = [], []
+        for k in range(n + 1):
+            name = f"{image_id:012d}.jpg"
+            images.append({"id": image_id, "file_name": name, "width": SIZE, "height": SIZE})
+            extra = rng.choice(cat_ids[:8], size=int(rng.integers(0, 3)), replace=False).tolist()
+            objs = [] if k == n else sorted({cat_ids[k % 8], *extra})
+            for c in objs:
+                ann = {"id": len(anns) + 1, "image_id": image_id, "category_id": int(c), "iscrowd": 0}
+                anns.append({**ann, "bbox": [0, 0, 4, 4], "area": 16.0})
+            write_image(base / part / name, sum(objs), k)
+            image_id += 1
+        doc = {"info": {}, "licenses": [], "images": images, "annotations": anns, "categories": categories}
+        (base / "annotations").mkdir(parents=True, exist_ok=True)
+        (base / "annotations" / f"instances_{part}.json").write_text(json.dumps(doc))
+
+
 WRITERS = {
     "fashion-mnist": lambda root: write_fashion_mnist(root / "fashion-mnist"),
     "sop": write_sop,
@@ -335,6 +436,8 @@ WRITERS = {
     "ood-folders": write_ood_folders,
     "imagenet": write_imagenet,
     "coop": write_coop,
+    "gldv2": write_gldv2,
+    "coco": write_coco,
 }
 
 

@@ -33,9 +33,14 @@ ROOT = Path(__file__).resolve().parents[2]
 # every `make table-*` target of mk/*.mk: run here, or reached through the target that runs it
 TARGETS = {
     "roadmap": ["table-roadmap", "table-roadmap-losses", "table-roadmap-xbm", "table-roadmap-tpami"],
-    "happier": ["table-happier"],
+    # tiny GLDv2: 8 training landmarks (proxies); the COCO rows draw 8 queries and 32 training images from the tiny pool
+    "happier": [
+        "table-happier",
+        "table-happier-hgldv2 HGLDV2_LANDMARKS=8",
+        "table-happier-coco COCO_QUERIES=8 COCO_TRAIN=32",
+    ],
     "heat": ["features-heat-cifar10", "features-heat-cifar100", "features-heat-imagenet", "table-heat"],
-    "gallop": ["table-gallop", "table-gallop-shots", "table-gallop-baselines"],
+    "gallop": ["table-gallop", "table-gallop-parity", "table-gallop-shots", "table-gallop-baselines"],
 }
 REACHED_BY = {
     "table-happier-sop": "table-happier",

@@ -40,29 +40,31 @@ def export_retrieval_run(run_dir: str | Path, artifacts: str | Path, method: str
     Returns the file names, ``{"embeddings": ..., "curve": ...}`` (relative to ``artifacts``).
     """
     run_dir, artifacts = Path(run_dir), Path(artifacts)
+    artifacts.mkdir(parents=True, exist_ok=True)
     emb_file = run_dir / "test_embeddings.npz"
     if not emb_file.is_file():
         raise FileNotFoundError(f"{emb_file} is missing: run the launcher with model.save_test_embeddings=true")
-    out_csv = export_loss_curve(run_dir, artifacts, method, model)
+    curve = export_loss_curve(run_dir, artifacts, method, model)
     data = np.load(emb_file)
     emb = data["embeddings"].astype(np.float32)  # [N, D]
     emb /= np.linalg.norm(emb, axis=1, keepdims=True).clip(min=1e-12)
     out_npz = artifacts / f"{method}_retrieval_{model}.npz"
     np.savez_compressed(out_npz, embeddings=emb.astype(np.float16), labels=data["labels"])
-    return {"embeddings": out_npz.name, "curve": out_csv.name}
+    return {"embeddings": out_npz.name, "curve": curve}
 
 
-def export_loss_curve(run_dir: str | Path, artifacts: str | Path, method: str, model: str) -> Path:
-    """Write ``<method>_curve_<model>.csv`` (``step,loss``) from the newest CSV-logger ``metrics.csv`` under
-    ``run_dir``; raises FileNotFoundError when there is none."""
-    found = sorted(Path(run_dir).rglob("metrics.csv"), key=lambda f: f.stat().st_mtime)  # newest last
+def export_loss_curve(run_dir: str | Path, artifacts: str | Path, method: str, model: str) -> str:
+    """Write ``<method>_curve_<model>.csv`` (``step,loss``) from the newest ``metrics.csv`` under ``run_dir``;
+    returns its name. Raises FileNotFoundError when the run has no CSV log."""
+    run_dir, artifacts = Path(run_dir), Path(artifacts)
+    found = sorted(run_dir.rglob("metrics.csv"), key=lambda f: f.stat().st_mtime)  # newest last
     if not found:
         raise FileNotFoundError(f"no metrics.csv under {run_dir}: run the launcher with logger=csv")
-    out_csv = Path(artifacts) / f"{method}_curve_{model}.csv"
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    out_csv = artifacts / f"{method}_curve_{model}.csv"
     with open(out_csv, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["step", "loss"])
         for step, loss in loss_curve_from_metrics_csv(found[-1]):
             writer.writerow([step, f"{loss:.6g}"])
-    return out_csv
+    return out_csv.name

@@ -42,10 +42,11 @@ from common.results.seeds import compare_runs
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "results" / "reference"
-METHODS = ("roadmap", "happier", "heat", "gallop")
+METHODS = ("roadmap", "happier", "multilabel", "heat", "gallop")  # the demo parts (multilabel: HAPPIER's second)
 TITLES = {
     "roadmap": "Retrieval: ROADMAP vs SmoothAP vs triplet",
     "happier": "Hierarchical retrieval: HAPPIER vs ROADMAP",
+    "multilabel": "Multi-label retrieval: HAPPIER vs ROADMAP on two garments",
     "heat": "OOD detection: HEAT and its parts vs baselines",
     "gallop": "Prompt learning: GalLoP vs CoOp vs zero-shot CLIP",
 }
@@ -113,6 +114,10 @@ def summary_section(page: Page, tables: list[TableResult]) -> None:
     for t in tables:
         done, expected, published = _filled(t)
         page.add(f"| {t.method} | [{t.title}](#{t.anchor}) | {done} / {expected} | {published} |")
+    flagged = [(t, r, c) for t in tables for r in t.rows for c in t.columns if r.cells[c].flag]
+    if flagged:  # a published value that disagrees with the values it averages: Δ against it means little
+        page.add("", "Published values flagged (!) as suspect:", "")
+        page.add(*[f"- [{t.title}](#{t.anchor}), {r.label}, {c}: {r.cells[c].flag}" for t, r, c in flagged])
     page.add("", "Demos: " + ", ".join(f"[{m}](#demo-{m})" for m in METHODS), "")
 
 

@@ -9,6 +9,11 @@ from published.yaml (``MISSING`` where the paper gives none); Δ = ours − publ
 ``NO RECORD``; a published-only row (a method this repository does not run) shows ``—``. Records of a
 (method, table) that has no published table (the demos) come out as tables of their own, every metric key a column.
 
+Each row says which protocol made its numbers (the records' ``protocol``: precision, few-shot sampling), and a
+published average that disagrees with the mean of the published values it averages (beyond rounding,
+:data:`MEAN_TOLERANCE`) is flagged ``(!)`` with a note giving the recomputed mean (GalLoP's CLIP row: 75.7 printed,
+64.77 computed).
+
 Writes ``<out>/<method>.md`` per method and ``<out>/tables.json`` (what ``make report`` and the wandb logger read).
 """
 
@@ -31,6 +36,9 @@ METHODS = ("roadmap", "happier", "heat", "gallop")
 MISSING = "MISSING"  # the paper gives no value
 NO_RECORD = "NO RECORD"  # a row we run, with no record yet
 NOT_OURS = "—"  # a published-only row
+# a published mean of values printed with one decimal may differ from the mean of those rounded values by up to
+# 0.05 (its own rounding) + 0.05 (theirs); beyond that it is flagged
+MEAN_TOLERANCE = 0.1
 
 
 @dataclass
@@ -43,6 +51,7 @@ class Cell:
     published: float | None = None
     delta: float | None = None
     status: str = "ok"  # ok | no_record | not_logged | not_ours
+    flag: str | None = None  # why the published value is suspect (it disagrees with the values it averages)
 
     def ours_text(self, digits: int = 2) -> str:
         if self.status == "not_ours":
@@ -54,7 +63,9 @@ class Cell:
         return f"{self.mean:.{digits}f} ± {self.std:.{digits}f} (n={self.n})"
 
     def published_text(self) -> str:
-        return MISSING if self.published is None else f"{self.published:g}"
+        if self.published is None:
+            return MISSING
+        return f"{self.published:g}" + (" (!)" if self.flag else "")
 
     def delta_text(self, digits: int = 2) -> str:
         return "" if self.delta is None else f"{self.delta:+.{digits}f}"
@@ -68,6 +79,7 @@ class RowResult:
     source: str = ""
     note: str | None = None
     ours_rows: list[str] = field(default_factory=list)
+    protocol: str = ""  # the records' protocol, e.g. "precision 16-mixed, sampling coop_exact_k"
 
 
 @dataclass
@@ -117,6 +129,36 @@ def _per_seed(
     return out, found
 
 
+def protocol_text(records: list[ResultRecord]) -> str:
+    """``"name value, ..."`` over the records' ``protocol``; a setting whose records disagree lists every value and
+    says ``mixed``."""
+    values: dict[str, set[str]] = defaultdict(set)
+    for r in records:
+        for k, v in r.protocol.items():
+            values[k].add(v)
+    parts = []
+    for k in sorted(values):
+        vs = sorted(values[k])
+        parts.append(f"{k} {vs[0]}" if len(vs) == 1 else f"{k} {' / '.join(vs)} (mixed)")
+    return ", ".join(parts)
+
+
+def _published_mean_flag(col: Column, row: RowSpec) -> str | None:
+    """A note when the published value of a mean-of-columns cell is not the mean of the published values it
+    averages (beyond :data:`MEAN_TOLERANCE`); None when it agrees or a value is missing."""
+    pub = row.published.get(col.name)
+    parts = [row.published.get(c) for c in col.mean_of_columns]
+    if pub is None or not parts or any(v is None for v in parts):
+        return None
+    mean = sum(parts) / len(parts)
+    if abs(pub - mean) <= MEAN_TOLERANCE + 1e-9:
+        return None
+    return (
+        f"published {pub:g}, but the mean of the {len(parts)} published values it averages is {mean:.2f} "
+        f"(a typo in the source?); Δ is against the published {pub:g}"
+    )
+
+
 def _cell(seed_values: dict, found: bool, has_rows: bool, published: float | None) -> Cell:
     if not has_rows:
         return Cell(published=published, status="not_ours")
@@ -144,6 +186,8 @@ def collect_table(spec: TableSpec, published: Published, index: dict) -> TableRe
         for col in spec.columns:
             if col.mean_of_columns:
                 cells[col.name] = _mean_of_columns(col, row, seeds, cells)
+                cells[col.name].flag = _published_mean_flag(col, row)
+        used = [rec for r in row.all_rows() for rec in index.get((published.method, r), {}).values()]
         rows.append(
             RowResult(
                 key=row.key,
@@ -152,6 +196,7 @@ def collect_table(spec: TableSpec, published: Published, index: dict) -> TableRe
                 source=published.cite(row.source or spec.source),
                 note=row.note,
                 ours_rows=row.all_rows(),
+                protocol=protocol_text(used),
             )
         )
     return TableResult(
@@ -192,7 +237,8 @@ def _adhoc_tables(records: list[ResultRecord], covered: set[tuple[str, str]]) ->
             for k in keys:
                 values, found = _per_seed(Column(name=k, metric=k), [row], {}, method, index, 1.0)
                 cells[k] = _cell(values, found, True, None)
-            rows.append(RowResult(key=row, label=row, cells=cells, ours_rows=[row]))
+            protocol = protocol_text(list(index.get((method, row), {}).values()))
+            rows.append(RowResult(key=row, label=row, cells=cells, ours_rows=[row], protocol=protocol))
         title = f"{method}, {table} (values as logged, no published counterpart)"
         out.append(TableResult(method=method, id=table, title=title, columns=keys, rows=rows))
     return out
@@ -232,6 +278,7 @@ def to_markdown(table: TableResult, digits: int = 2) -> str:
     notes = []
     for row in table.rows:
         label = _esc(row.label) + (f" (`{', '.join(row.ours_rows)}`)" if row.ours_rows else "")
+        label += f" [{_esc(row.protocol)}]" if row.protocol else ""
         cells = [row.cells[c] for c in table.columns]
         lines.append(f"| {label} | ours | " + " | ".join(c.ours_text(digits) for c in cells) + " |")
         if any(c.published is not None for c in cells) or not any(c.status == "not_ours" for c in cells):
@@ -240,6 +287,7 @@ def to_markdown(table: TableResult, digits: int = 2) -> str:
             lines.append("| | Δ | " + " | ".join(c.delta_text(digits) for c in cells) + " |")
         if row.note or (row.source and row.source != table.source):
             notes.append(f"- {row.label}: " + "; ".join(x for x in (row.note, row.source) if x))
+        notes += [f"- (!) {row.label}, {c}: {row.cells[c].flag}" for c in table.columns if row.cells[c].flag]
     if notes:
         lines += ["", *notes]
     return "\n".join(lines) + "\n"

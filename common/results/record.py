@@ -50,7 +50,9 @@ class ResultRecord:
 
     ``metrics``: ``{key: value}`` as logged (no ``test/`` prefix); ``published``: the paper's values this row is
     compared with (``{"<table>/<column>": value or None}``, None = the paper gives none / it could not be read),
-    empty when the row is in no published table.
+    empty when the row is in no published table. ``protocol``: settings that change what a number means beyond the
+    row's config, as ``{name: value}`` strings (the launcher's records: ``precision`` and, for few-shot data, the
+    ``sampling`` mode); the tables print them beside each row.
     """
 
     method: str
@@ -69,6 +71,7 @@ class ResultRecord:
     wall_time_s: float | None = None
     wandb_run_id: str | None = None
     run_dir: str | None = None
+    protocol: dict[str, str] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -188,6 +191,7 @@ def write_record(
     wall_time_s: float | None = None,
     wandb_run_id: str | None = None,
     published: dict[str, float | None] | None = None,
+    protocol: dict[str, str] | None = None,
 ) -> ResultRecord:
     """Build one record (git state, date, hardware and published values filled in) and write it to the results
     tree (``records_dir``, default :func:`default_records_dir`) and, when given, to ``<run_dir>/record.json``.
@@ -213,6 +217,7 @@ def write_record(
         wall_time_s=wall_time_s,
         wandb_run_id=wandb_run_id,
         run_dir=None if run_dir is None else str(run_dir),
+        protocol={str(k): str(v) for k, v in (protocol or {}).items()},
     )
     text = json.dumps(record.to_dict(), indent=2, sort_keys=True) + "\n"
     target = record_path(records_dir if records_dir is not None else default_records_dir(), method, table, row, seed)

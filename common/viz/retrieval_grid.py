@@ -152,6 +152,16 @@ def draw_retrieval_grid(
     return fig
 
 
+def grid_levels(labels: Tensor) -> tuple[int, list[str]]:
+    """``(L, names of the levels 0..L)`` of the frames: hierarchy levels, or for boolean multi-label ``[N, C]``
+    labels the number of shared labels, up to the most labels an item carries."""
+    if labels.dtype == torch.bool:
+        n_lv = max(int(labels.sum(1).max()), 1)
+        return n_lv, ["no shared label"] + [f"{t} shared label{'s' if t > 1 else ''}" for t in range(1, n_lv + 1)]
+    n_lv = 1 if labels.ndim == 1 else int(labels.shape[1])
+    return n_lv, _default_level_names(n_lv)
+
+
 def _default_level_names(num_levels: int) -> list[str]:
     if num_levels == 1:
         return ["other class", "same class"]
@@ -206,7 +216,7 @@ try:  # the callback needs Lightning; the drawing functions do not
             pl_module.train(was_training)
             emb, labels = torch.cat(embs), torch.cat(labs)
             top, lv = retrieval_topk(emb, labels, self.query_idx, self.k)
-            n_lv = 1 if labels.ndim == 1 else labels.shape[1]
+            n_lv, names = grid_levels(labels)
             out = Path(trainer.default_root_dir)
             path = out / self.filename
             draw_retrieval_grid(
@@ -214,11 +224,12 @@ try:  # the callback needs Lightning; the drawing functions do not
                 [[raw_image(dataset, int(j)) for j in row] for row in top],
                 lv,
                 n_lv,
-                level_names=_default_level_names(n_lv),
+                level_names=names,
                 title=self.title,
                 path=path,
             )
             info = {"query_idx": self.query_idx, "topk": top.tolist(), "levels": lv.tolist(), "num_levels": n_lv}
+            info["level_names"] = names  # the legend, read back by demos that draw several runs in one figure
             path.with_suffix(".json").write_text(json.dumps(info))
             self.last_path = path
             for lg in trainer.loggers:

@@ -48,7 +48,7 @@ def test_sop_errors(tmp_path):
         read_sop_split(tmp_path / "Ebay_train.txt")
     with pytest.raises(DatasetNotFoundError, match="Ebay_test.txt"):
         StanfordOnlineProducts(tmp_path, "test")
-    with pytest.raises(ValueError, match="levels"):
+    with pytest.raises(ValueError, match=r"Stanford Online Products has levels 1 \(product\), 2 \(product, category\)"):
         StanfordOnlineProducts(tmp_path, levels=3)
-    with pytest.raises(ValueError, match="split"):
+    with pytest.raises(ValueError, match=r"split must be one of \['test', 'train'\], got 'val'"):
         StanfordOnlineProducts(tmp_path, split="val")

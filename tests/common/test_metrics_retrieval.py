@@ -98,9 +98,54 @@ def _tied_embeddings(n: int, n_distinct: int, dim: int, gen: torch.Generator) ->
     return x, ints
 
 
+def _exact_case(ints: np.ndarray, labels: torch.Tensor) -> tuple[dict, list[tuple]]:
+    """The inputs of :func:`brute_force`: exact scores ``{(i, j): ints[i, j] / 4}`` and each label row as a tuple of
+    Python ints (bools for multi-label)."""
+    n = len(labels)
+    scores = {(i, j): Fraction(int(ints[i, j]), 4) for i in range(n) for j in range(n)}
+    return scores, [tuple(row) for row in labels.reshape(n, -1).tolist()]
+
+
+def _same_finest(a: tuple, b: tuple) -> bool:
+    return a[0] == b[0]
+
+
+def _metric_keys(recall_at) -> list[str]:
+    """Every key of :data:`ALL` for ``recall_at``."""
+    return [f"recall@{k}" for k in recall_at] + ["precision@1", "r_precision", "map@r", "map", "ndcg", "hap", "asi"]
+
+
 def _check(ours: dict, brute: list[dict], keys) -> None:
     for key in keys:
         assert ours[key] == pytest.approx(_mean(brute, key), abs=1e-9, nan_ok=True), key
+
+
+def _vs_brute_force(
+    x: torch.Tensor,
+    ints: np.ndarray,
+    labels: torch.Tensor,
+    *,
+    recall_at: tuple[int, ...],
+    n_levels: int,
+    chunk_size: int,
+    binary_pos=_same_finest,
+    split: tuple[list[int], list[int]] | None = None,
+    exclude_self: bool = True,
+) -> tuple[dict, list[dict]]:
+    """:func:`evaluate_retrieval` of every metric on ``x`` (scores ``ints / 4``) checked against :func:`brute_force`
+    over all items, or over the ``split = (queries, gallery)``; returns (ours, the brute force's per-query dicts)."""
+    scores, lab = _exact_case(ints, labels)
+    queries, gallery = split if split is not None else (range(len(labels)), range(len(labels)))
+    brute = brute_force(
+        scores, lab, queries, gallery, exclude_self=exclude_self, recall_at=recall_at, n_levels=n_levels,
+        binary_pos=binary_pos,
+    )  # fmt: skip
+    idx = {} if split is None else {"query_idx": torch.tensor(split[0]), "gallery_idx": torch.tensor(split[1])}
+    ours = evaluate_retrieval(
+        x, labels, metrics=ALL, recall_at=recall_at, exclude_self=exclude_self, chunk_size=chunk_size, **idx
+    )
+    _check(ours, brute, _metric_keys(recall_at))
+    return ours, brute
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -114,15 +159,7 @@ def test_hierarchical_many_ties_vs_brute_force(seed, dtype):
     x, ints = _tied_embeddings(n, 7, 8, gen)
     fine = torch.randint(0, 12, (n,), generator=gen)
     labels = torch.stack([fine, fine // 4], 1)  # a tree: 12 classes in 3 super-classes
-    lab = [tuple(int(v) for v in row) for row in labels]
-    scores = {(i, j): Fraction(int(ints[i, j]), 4) for i in range(n) for j in range(n)}
-    brute = brute_force(
-        scores, lab, range(n), range(n), exclude_self=True, recall_at=(1, 3, 10), n_levels=2,
-        binary_pos=lambda a, b: a[0] == b[0],
-    )  # fmt: skip
-    ours = evaluate_retrieval(x.to(dtype), labels, metrics=ALL, recall_at=(1, 3, 10), chunk_size=7)
-    _check(ours, brute, ["recall@1", "recall@3", "recall@10", "precision@1", "r_precision", "map@r", "map"])
-    _check(ours, brute, ["ndcg", "hap", "asi"])
+    ours, brute = _vs_brute_force(x.to(dtype), ints, labels, recall_at=(1, 3, 10), n_levels=2, chunk_size=7)
     assert ours["num_skipped_queries"] == sum(1 for r in brute if "map" not in r)
     assert ours["num_skipped_queries_graded"] == sum(1 for r in brute if "hap" not in r)
 
@@ -133,14 +170,7 @@ def test_flat_labels_many_ties_and_large_classes_vs_brute_force():
     n = 80
     x, ints = _tied_embeddings(n, 5, 8, gen)
     labels = torch.randint(0, 3, (n,), generator=gen)
-    lab = [(int(v),) for v in labels]
-    scores = {(i, j): Fraction(int(ints[i, j]), 4) for i in range(n) for j in range(n)}
-    brute = brute_force(
-        scores, lab, range(n), range(n), exclude_self=True, recall_at=(1, 5), n_levels=1,
-        binary_pos=lambda a, b: a[0] == b[0],
-    )  # fmt: skip
-    ours = evaluate_retrieval(x.double(), labels, metrics=ALL, recall_at=(1, 5), chunk_size=16)
-    _check(ours, brute, ["recall@1", "recall@5", "precision@1", "r_precision", "map@r", "map", "ndcg", "hap", "asi"])
+    _vs_brute_force(x.double(), ints, labels, recall_at=(1, 5), n_levels=1, chunk_size=16)
 
 
 def test_query_gallery_split_vs_brute_force():
@@ -149,21 +179,12 @@ def test_query_gallery_split_vs_brute_force():
     x, ints = _tied_embeddings(n, 9, 8, gen)
     fine = torch.randint(0, 10, (n,), generator=gen)
     labels = torch.stack([fine, fine // 3], 1)
-    lab = [tuple(int(v) for v in row) for row in labels]
-    scores = {(i, j): Fraction(int(ints[i, j]), 4) for i in range(n) for j in range(n)}
     q, g = list(range(0, 25)), list(range(20, 70))  # overlapping: items 20..24 are in both
     for exclude_self in (True, False):
-        brute = brute_force(
-            scores, lab, q, g, exclude_self=exclude_self, recall_at=(1, 4), n_levels=2,
-            binary_pos=lambda a, b: a[0] == b[0],
+        _vs_brute_force(
+            x.double(), ints, labels, recall_at=(1, 4), n_levels=2, chunk_size=6, split=(q, g),
+            exclude_self=exclude_self,
         )  # fmt: skip
-        ours = evaluate_retrieval(
-            x.double(), labels, query_idx=torch.tensor(q), gallery_idx=torch.tensor(g), metrics=ALL,
-            recall_at=(1, 4), exclude_self=exclude_self, chunk_size=6,
-        )  # fmt: skip
-        _check(
-            ours, brute, ["recall@1", "recall@4", "precision@1", "r_precision", "map@r", "map", "ndcg", "hap", "asi"]
-        )
 
 
 def test_multilabel_vs_brute_force():
@@ -171,14 +192,10 @@ def test_multilabel_vs_brute_force():
     n, c = 50, 5
     x, ints = _tied_embeddings(n, 8, 8, gen)
     labels = torch.rand(n, c, generator=gen) < 0.3
-    lab = [tuple(bool(v) for v in row) for row in labels]
-    scores = {(i, j): Fraction(int(ints[i, j]), 4) for i in range(n) for j in range(n)}
-    brute = brute_force(
-        scores, lab, range(n), range(n), exclude_self=True, recall_at=(1, 5), n_levels=c,
+    _vs_brute_force(
+        x.double(), ints, labels, recall_at=(1, 5), n_levels=c, chunk_size=9,
         binary_pos=lambda a, b: any(u and v for u, v in zip(a, b)),
     )  # fmt: skip
-    ours = evaluate_retrieval(x.double(), labels, metrics=ALL, recall_at=(1, 5), chunk_size=9)
-    _check(ours, brute, ["recall@1", "recall@5", "precision@1", "r_precision", "map@r", "map", "ndcg", "hap", "asi"])
 
 
 def test_relevance_without_self_count_vs_brute_force():
@@ -187,12 +204,11 @@ def test_relevance_without_self_count_vs_brute_force():
     x, ints = _tied_embeddings(n, 6, 8, gen)
     fine = torch.randint(0, 8, (n,), generator=gen)
     labels = torch.stack([fine, fine // 2, fine // 4], 1)  # three levels
-    lab = [tuple(int(v) for v in row) for row in labels]
-    scores = {(i, j): Fraction(int(ints[i, j]), 4) for i in range(n) for j in range(n)}
+    scores, lab = _exact_case(ints, labels)
     for count_self in (True, False):
         brute = brute_force(
             scores, lab, range(n), range(n), exclude_self=True, recall_at=(1,), n_levels=3,
-            binary_pos=lambda a, b: a[0] == b[0], count_self=count_self,
+            binary_pos=_same_finest, count_self=count_self,
         )  # fmt: skip
         ours = retrieval_metrics(x.double(), labels, metrics=("hap", "ndcg", "asi"), count_self_in_relevance=count_self)
         _check(ours, brute, ["hap", "ndcg", "asi"])

@@ -16,8 +16,8 @@ from common.rehearsal.check import empty_cells
 from common.rehearsal.layouts import write_all
 from tests.conftest import ROOT
 
-# datasets that no paper table reads (HAPPIER's extensions, In-Shop, OpenOOD's lists): not written by the rehearsal
-NOT_REHEARSED = {"inshop", "gldv2-metadata", "gldv2", "coco", "openood"}
+# datasets that no table reads (In-Shop, OpenOOD's lists): not written by the rehearsal
+NOT_REHEARSED = {"inshop", "openood"}
 
 
 @pytest.fixture(scope="module")

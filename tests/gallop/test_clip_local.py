@@ -108,16 +108,27 @@ def test_value_path_computed_only_in_the_last_block(vit, monkeypatch):
     assert calls == [vit.visual.transformer.resblocks[-1]]
 
 
-def test_resnet_local_features_are_the_attnpool_value_path(rn):
+def test_resnet_local_features_are_the_attnpool_value_path_without_positional_embedding(rn):
+    """The original's ResNet local path: v_proj then c_proj on each location of the attention pool's input, with no
+    positional embedding (the original's AttentionPool2d applies both linear maps to the permuted feature map before
+    it adds the embedding for the pooled query)."""
     images = _x((2, 3, 64, 64), seed=5)
     lf = LocalFeatureVisual(rn.visual).eval()
     g, loc = lf(images)
     v, pool = rn.visual, rn.visual.attnpool
     fmap = v.layer4(v.layer3(v.layer2(v.layer1(v.stem(images)))))  # [B, C, 2, 2]
-    tok = fmap.flatten(2).transpose(1, 2) + pool.positional_embedding[1:]
-    ref = (tok @ pool.v_proj.weight.T + pool.v_proj.bias) @ pool.c_proj.weight.T + pool.c_proj.bias
+    # location (i, j) is token i * w + j, computed one location at a time from the weights
+    ref = torch.empty(2, 4, 32)
+    for b in range(2):
+        for i in range(2):
+            for j in range(2):
+                x = fmap[b, :, i, j]
+                ref[b, i * 2 + j] = pool.c_proj.weight @ (pool.v_proj.weight @ x + pool.v_proj.bias) + pool.c_proj.bias
     assert loc.shape == (2, 4, 32)
     torch.testing.assert_close(loc, F.normalize(ref, dim=-1), rtol=1e-5, atol=1e-5)
+    with_pos = fmap.flatten(2).transpose(1, 2) + pool.positional_embedding[1:]
+    wrong = F.normalize(pool.c_proj(pool.v_proj(with_pos)), dim=-1)
+    assert not torch.allclose(loc, wrong, atol=1e-3)  # the embedding would move the features
     torch.testing.assert_close(g, F.normalize(rn.encode_image(images), dim=-1), rtol=1e-5, atol=1e-5)
     assert lf.local_proj.weight.shape == (32, 32)
 

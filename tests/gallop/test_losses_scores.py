@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -55,9 +56,24 @@ def test_prompt_dropout_keeps_drawn_prompts():
     idx = torch.randint(0, 4, (5, 2), generator=torch.Generator().manual_seed(7))
     ref = torch.stack([g[b][:, idx[b]].mean(-1) for b in range(5)])
     torch.testing.assert_close(out, ref)
-    torch.testing.assert_close(prompt_dropout(g, 0.0), g.mean(-1))
     one = prompt_dropout(g, 0.75, torch.Generator().manual_seed(1))  # one prompt per image
     assert all(any(torch.allclose(one[b], g[b, :, j]) for j in range(4)) for b in range(5))
+
+
+def test_prompt_dropout_at_zero_draws_m_prompts_with_replacement_like_the_original():
+    """The original draws ``keep = M - int(0 * M) = M`` indices with ``torch.randint`` (with replacement) even at
+    p = 0: every image's output is the mean over a multiset of M prompts, and not always the mean of all M."""
+    m, n_img = 3, 40
+    g = _r(n_img, 2, m, seed=4)
+    out = prompt_dropout(g, 0.0, torch.Generator().manual_seed(0))
+    multisets = list(itertools.combinations_with_replacement(range(m), m))  # 10 multisets of 3 prompts
+    used = []
+    for b in range(n_img):
+        match = [ms for ms in multisets if torch.allclose(out[b], g[b][:, list(ms)].mean(-1))]
+        assert match, f"image {b}: not the mean over a multiset of {m} prompts"
+        used.append(match[0])
+    assert any(ms != (0, 1, 2) for ms in used)  # some image did not see every prompt once
+    assert (0, 1, 2) in used  # and (probability 2/9 per image) some did
 
 
 def _ce(logits, y):

@@ -138,7 +138,42 @@ def test_zero_shot_runs_test_only_and_coop_trains(clip):
     _trainer().fit(coop, dm)
     _trainer().test(coop, dm, verbose=False)
     assert "test/ood/far/mcm/auroc" in coop.last_test_metrics
-    assert "test/ood/far/gl_mcm/auroc" not in coop.last_test_metrics
+    assert "test/acc_local" not in coop.last_test_metrics  # CoOp predicts from the global prompt only
+
+
+def _gl_mcm_by_hand(global_feat, local_feat, text):
+    """GL-MCM from its definition, one image at a time: ``-max_k softmax_k(<g, t_k>) - max_p max_k softmax_k(<f_p,
+    t_k>)`` with T = 1 on raw cosines; features ``[D]`` / ``[P, D]``, text ``[K, D]``."""
+    out = []
+    for g, f in zip(global_feat, local_feat, strict=True):
+        mcm = max(torch.softmax(torch.stack([g @ t for t in text]), 0).tolist())
+        l_mcm = max(max(torch.softmax(torch.stack([fp @ t for t in text]), 0).tolist()) for fp in f)
+        out.append(-mcm - l_mcm)
+    return torch.tensor(out)
+
+
+def test_coop_logs_gl_mcm_with_its_learned_prompt_on_the_local_features(clip):
+    """CoOp's GL-MCM (GalLoP's OOD table, row "CoOp GL-MCM"): the MCM of the learned global prompt plus the L-MCM of
+    the CLIP patch features (value path, no local_proj) against the same learned text features."""
+    dm = _dm()
+    coop = GalLoPModule(CoOp(clip), optimizer=partial(torch.optim.SGD, lr=0.05), heatmap_images=0)
+    _trainer().fit(coop, dm)
+    coop.net.train()
+    assert coop.net(dm.test_dataset.images[:2])[1] is None  # training: global cosines only
+    _trainer().test(coop, dm, verbose=False)
+    m = coop.last_test_metrics
+    net = coop.net.eval()
+    assert net.visual.local_proj is None
+    with torch.no_grad():
+        text = net.global_text()[:, 0]  # [K, D], the learned prompt
+        scores = []
+        for ds in (dm.test_dataset, dm.ood_datasets["far"]):
+            g, f = net.visual(ds.images)
+            scores.append(_gl_mcm_by_hand(g, f, text))
+        ref = ood_metrics(*scores)
+    for k, v in ref.items():
+        assert m[f"test/ood/far/gl_mcm/{k}"] == pytest.approx(v, abs=1e-6)
+    assert {"test/ood/far/l_mcm/auroc", "test/ood/avg/gl_mcm/fpr95_closest"} <= set(m)
 
 
 def test_missing_class_names_is_a_clear_error(clip):

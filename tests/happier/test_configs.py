@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"
 ROWS = sorted(p.stem for p in (CONFIGS / "experiment" / "happier").glob("*.yaml") if not p.stem.endswith("_base"))
 LEVELS = {"sop": 2, "inat_base": 2, "inat_full": 7, "dyml_vehicle": 3, "dyml_animal": 3, "dyml_product": 3, "demo": 2}
+LEVELS |= {"hgldv2": 2, "coco": 2}  # coco: multi-label; its losses on multi-hot labels: test_rows_hgldv2_coco.py
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -107,6 +107,25 @@ def test_data_configs_build_on_fixture_trees(tmp_path, data):
     assert test[0]["image"].shape[-1] == test[0]["image"].shape[-2]
 
 
+@pytest.mark.parametrize(("row", "levels"), [("tpami_sop_resnet50_supndcg", 2), ("tpami_cub_resnet50_supndcg", 3)])
+def test_tpami_ndcg_rows_train_on_every_hierarchy_level(tmp_path, row, levels):
+    """The TPAMI NDCG rows feed [B, L] labels (SOP [product, category], CUB [species, family, order]) to a graded
+    SupNDCG, as the original's NDCG configs; the loss on those labels differs from binary NDCG on column 0."""
+    if "sop" in row:
+        make_sop(_fixture_root(tmp_path, "Stanford_Online_Products"))
+    else:
+        make_cub(_fixture_root(tmp_path, "CUB_200_2011"), n_classes=200, per_class=1)
+    cfg = compose_row(row, [f"paths.data_dir={tmp_path}"])
+    labels = torch.as_tensor(instantiate(cfg.data.train_dataset).labels)
+    assert labels.ndim == 2 and labels.shape[1] == levels
+    loss = instantiate(cfg.model.losses.supndcg)
+    assert loss.graded
+    fine = torch.arange(8).repeat_interleave(4)
+    batch = torch.stack([fine // 2**lv for lv in range(levels)], dim=1)  # nested [B, L] labels
+    z = torch.randn(len(batch), 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert abs(loss(z, batch).item() - type(loss)(graded=False)(z, batch).item()) > 1e-3
+
+
 def test_published_yaml_covers_every_row_and_quotes_sources():
     pub = load_published(ROOT / "results" / "roadmap" / "published.yaml")
     rows = {r for t in pub.tables.values() for r in t.rows}

@@ -3,20 +3,23 @@
 Every reader in ``common/data/datasets`` parses its official split files into a list of paths and a label
 array, and hands them to :class:`ImageListDataset`. Items are dicts ``{"image", "label", "index"}``.
 Readers whose official ids are sparse (iNaturalist, DyML train) renumber them with :func:`remap_labels`.
+Readers of one list file per split under a dataset folder (SOP, In-Shop, iNaturalist) subclass
+:class:`SplitFileDataset`, which checks the split, the levels and the files, and write only the parser.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from common.data.errors import check_labels
+from common.data.errors import check_labels, require_path
 
 log = logging.getLogger(__name__)
 
@@ -128,3 +131,51 @@ class ImageListDataset(Dataset):
         if self.transform is not None:
             image = self.transform(image)
         return {"image": image, "label": self.labels[j], "index": j}
+
+
+class SplitFileDataset(ImageListDataset):
+    """Images listed in one official file per split under a dataset folder, with ``levels`` label columns.
+
+    The constructor checks ``split`` and ``levels``, finds ``root`` and the split's list file (a missing one raises
+    :class:`~common.data.errors.DatasetNotFoundError` naming :attr:`LAYOUT` and ``make`` :attr:`MAKE_TARGET`),
+    parses it with :meth:`read`, and hands the images (paths relative to ``root``) and labels to
+    :class:`ImageListDataset`. A reader sets the class attributes and writes :meth:`read`.
+
+    Args:
+        root: the dataset folder of :attr:`LAYOUT`.
+        split: a key of :attr:`SPLIT_FILES`.
+        levels: a key of :attr:`LEVELS`, the number of label columns (1 gives labels ``[N]``).
+        transform, on_error: see :class:`ImageListDataset`.
+    """
+
+    DATASET: ClassVar[str]  # the human name that errors use ("Stanford Online Products")
+    LAYOUT: ClassVar[str]  # the expected files under root, shown when one is missing
+    MAKE_TARGET: ClassVar[str]  # the make target that fetches the data ("data-sop")
+    SPLIT_FILES: ClassVar[Mapping[str, str]]  # split -> its list file, relative to root
+    LEVELS: ClassVar[Mapping[int, str]]  # accepted levels -> what the columns hold ("product, category")
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        levels: int = 1,
+        transform: Callable | None = None,
+        on_error: str = "raise",
+    ) -> None:
+        if split not in self.SPLIT_FILES:
+            raise ValueError(f"split must be one of {sorted(self.SPLIT_FILES)}, got {split!r}")
+        if levels not in self.LEVELS:
+            known = ", ".join(f"{k} ({what})" for k, what in self.LEVELS.items())
+            raise ValueError(f"{self.DATASET} has levels {known}; got levels={levels}")
+        self.root = self.require(root)
+        self.split, self.levels = split, levels
+        rel_paths, labels = self.read(self.require(self.root / self.SPLIT_FILES[split]))
+        super().__init__([self.root / p for p in rel_paths], labels, transform=transform, on_error=on_error)
+
+    def require(self, path: str | Path) -> Path:
+        """``path`` if it exists, else the :class:`~common.data.errors.DatasetNotFoundError` of this dataset."""
+        return require_path(path, dataset=self.DATASET, layout=self.LAYOUT, make_target=self.MAKE_TARGET)
+
+    def read(self, list_file: Path) -> tuple[Sequence[str], np.ndarray]:
+        """(image paths relative to ``root``, int64 labels ``[N]`` or ``[N, levels]``) of :attr:`split`."""
+        raise NotImplementedError(f"{type(self).__name__} must implement read(list_file)")

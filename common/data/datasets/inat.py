@@ -31,13 +31,14 @@ as proxy-based losses need; ``class_ids[c][labels[:, c]] == original_labels[:, c
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from common.data.datasets.base import ImageListDataset, remap_labels
+from common.data.datasets.base import SplitFileDataset, remap_labels
 from common.data.errors import data_file_error, int_field, require_path
 
 LAYOUT = """  <root>/Inat_dataset_splits/Inaturalist_{train,test}_set1.txt  (paths: train_val2018/<supercat>/<cat_id>/<img>.jpg)
@@ -180,8 +181,11 @@ def inat_taxonomy_ids(
     return np.array([ids[int(s)] for s in species], dtype=np.int64)
 
 
-class INaturalist2018(ImageListDataset):
-    """iNaturalist-2018 Smooth-AP ``split`` with ``levels`` in {1, 2, 7} (see the module docstring).
+class SmoothAPSplitDataset(SplitFileDataset):
+    """An iNaturalist-2018 Smooth-AP split whose label columns are renumbered within the split.
+
+    :meth:`original_ids` gives the official ids of each image from its split line; every column is then renumbered
+    to ``0..n_c-1`` (:func:`~common.data.datasets.base.remap_labels`).
 
     Attributes:
         labels: int64 ``[N]`` (levels=1) or ``[N, levels]``, each column renumbered to ``0..n_c-1``.
@@ -189,38 +193,53 @@ class INaturalist2018(ImageListDataset):
         class_ids: per column, the sorted original ids ``[n_c]``; ``class_ids[c][k]`` is the id of label ``k``.
     """
 
+    LAYOUT, MAKE_TARGET = LAYOUT, MAKE_TARGET
+    SPLIT_FILES = {split: f"Inat_dataset_splits/{name}" for split, name in SPLIT_FILES.items()}
+
+    def read(self, list_file: Path) -> tuple[list[str], np.ndarray]:
+        rel = read_inat_split(list_file)
+        species, supers = path_labels(rel, list_file)
+        original = self.original_ids(rel, species, supers)
+        labels, self.class_ids = remap_labels(original)
+        self.original_labels = torch.as_tensor(original, dtype=torch.long)
+        return rel, labels
+
+    def original_ids(self, rel_paths: list[str], species: np.ndarray, supers: list[str]) -> np.ndarray:
+        """int64 ``[N]`` or ``[N, levels]`` official ids of the images of ``rel_paths`` (category ids ``species``,
+        supercategory folder names ``supers``)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement original_ids")
+
+
+class INaturalist2018(SmoothAPSplitDataset):
+    """iNaturalist-2018 Smooth-AP ``split`` with ``levels`` in {1, 2, 7} (see the module docstring).
+
+    ``supercategories``: the names that ``levels=2`` numbers in sorted order. The other arguments and the
+    attributes are those of :class:`SmoothAPSplitDataset`.
+    """
+
+    DATASET = "iNaturalist-2018 (Smooth-AP split)"
+    LEVELS = {1: "species", 2: "species, supercategory", 7: "species, genus, ..., kingdom"}
+
     def __init__(
         self,
         root: str | Path,
         split: str = "train",
         levels: int = 1,
-        transform: Callable | None = None,
-        on_error: str = "raise",
+        *,
         supercategories: Sequence[str] = SUPERCATEGORIES,
+        **options: Any,
     ) -> None:
-        if split not in SPLIT_FILES:
-            raise ValueError(f"split must be one of {sorted(SPLIT_FILES)}, got {split!r}")
-        if levels not in (1, 2, 7):
-            raise ValueError(f"iNaturalist levels must be 1, 2 (base) or 7 (full), got {levels}")
-        ds = "iNaturalist-2018 (Smooth-AP split)"
-        root = require_path(root, dataset=ds, layout=LAYOUT, make_target=MAKE_TARGET)
-        split_file = require_path(
-            root / "Inat_dataset_splits" / SPLIT_FILES[split], dataset=ds, layout=LAYOUT, make_target=MAKE_TARGET
-        )
-        rel = read_inat_split(split_file)
-        species, supers = path_labels(rel, split_file)
-        if levels == 1:
-            original = species
-        elif levels == 2:
-            index = {name: i for i, name in enumerate(sorted(supercategories))}
+        self.supercategories = tuple(supercategories)
+        super().__init__(root, split, levels, **options)
+
+    def original_ids(self, rel_paths: list[str], species: np.ndarray, supers: list[str]) -> np.ndarray:
+        if self.levels == 1:
+            return species
+        if self.levels == 2:
+            index = {name: i for i, name in enumerate(sorted(self.supercategories))}
             unknown = sorted(set(supers) - set(index))
             if unknown:
                 raise ValueError(f"unknown supercategories {unknown}; pass them in `supercategories`")
-            original = np.stack([species, np.array([index[s] for s in supers], dtype=np.int64)], axis=1)
-        else:
-            taxonomy = load_inat_taxonomy(root / "train2018.json", dataset=ds, layout=LAYOUT)
-            original = inat_taxonomy_ids(species, taxonomy, rel)
-        labels, self.class_ids = remap_labels(original)
-        self.original_labels = torch.as_tensor(original, dtype=torch.long)
-        super().__init__([root / p for p in rel], labels, transform=transform, on_error=on_error)
-        self.split, self.levels = split, levels
+            return np.stack([species, np.array([index[s] for s in supers], dtype=np.int64)], axis=1)
+        taxonomy = load_inat_taxonomy(self.root / "train2018.json", dataset=self.DATASET, layout=self.LAYOUT)
+        return inat_taxonomy_ids(species, taxonomy, rel_paths)

@@ -22,17 +22,18 @@ HAPPIER's (up to their numbering).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 
-from common.data.datasets.base import ImageListDataset, relabel_columns, remap_labels
+from common.data.datasets.base import relabel_columns
 from common.data.datasets.inat import (
     INAT_LEVELS,
     MAKE_TARGET,
     SPLIT_FILES,
+    SmoothAPSplitDataset,
     inat_taxonomy_ids,
     load_inat_taxonomy,
     path_labels,
@@ -74,7 +75,7 @@ def inat_hierarchy_labels(rel_paths: Sequence[str], taxonomy: Mapping[int, Seque
     return relabel_columns(inat_taxonomy_ids(species, taxonomy, rel_paths))
 
 
-class INatHierarchyDataset(ImageListDataset):
+class INatHierarchyDataset(SmoothAPSplitDataset):
     """iNaturalist-2018 retrieval split with 7-level labels ``[N, 7]`` (species ... kingdom).
 
     Attributes:
@@ -86,31 +87,28 @@ class INatHierarchyDataset(ImageListDataset):
         root: the folder of the layout above.
         split: "train" or "test".
         levels: keep the first ``levels`` columns (7 = iNat-full).
-        transform, on_error: see :class:`~common.data.datasets.base.ImageListDataset`.
         check_files: verify that every image exists (off by default: 461k stat calls).
+        options: ``transform``, ``on_error``, see :class:`~common.data.datasets.base.ImageListDataset`.
     """
+
+    DATASET, LAYOUT = "iNaturalist-2018", INAT_LAYOUT
+    LEVELS = {k: ", ".join(INAT_LEVELS[:k]) for k in range(1, len(INAT_LEVELS) + 1)}
 
     def __init__(
         self,
         root: str | Path,
         split: str = "train",
         levels: int = 7,
-        transform: Callable | None = None,
-        on_error: str = "raise",
+        *,
         check_files: bool = False,
+        **options: Any,
     ) -> None:
-        if not 1 <= levels <= len(INAT_LEVELS):
-            raise ValueError(f"levels must be in 1..{len(INAT_LEVELS)}, got {levels}")
-        root = require_path(root, dataset="iNaturalist-2018", layout=INAT_LAYOUT, make_target=MAKE_TARGET)
-        rel = read_split(root, split)
-        taxonomy = load_inat_taxonomy(root / "train2018.json", layout=INAT_LAYOUT)
-        species, _ = path_labels(rel, root / "Inat_dataset_splits" / SPLIT_FILES[split])
-        original = inat_taxonomy_ids(species, taxonomy, rel)[:, :levels]
-        labels, self.class_ids = remap_labels(original)
-        self.original_labels = torch.as_tensor(original, dtype=torch.long)
-        paths = [root / p for p in rel]
+        super().__init__(root, split, levels, **options)
+        self.level_names = INAT_LEVELS[:levels]
         if check_files:
-            for p in paths:
+            for p in self.paths:
                 require_path(p, dataset="iNaturalist-2018 image", layout=INAT_LAYOUT, make_target=MAKE_TARGET)
-        self.root, self.split, self.level_names = root, split, INAT_LEVELS[:levels]
-        super().__init__(paths, labels, transform=transform, on_error=on_error)
+
+    def original_ids(self, rel_paths: list[str], species: np.ndarray, supers: list[str]) -> np.ndarray:
+        taxonomy = load_inat_taxonomy(self.root / "train2018.json", layout=INAT_LAYOUT)
+        return inat_taxonomy_ids(species, taxonomy, rel_paths)[:, : self.levels]

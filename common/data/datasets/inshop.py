@@ -13,13 +13,12 @@ parts 1-2) indexed among the sorted category names of the whole file.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from common.data.datasets.base import ImageListDataset
-from common.data.errors import data_file_error, int_field, require_path
+from common.data.datasets.base import SplitFileDataset
+from common.data.errors import data_file_error, int_field
 
 LAYOUT = """  <root>/list_eval_partition.txt   (count, header "image_name item_id evaluation_status", rows)
   <root>/img/<MEN|WOMEN>/<category>/<item_id>/<image>.jpg"""
@@ -55,33 +54,20 @@ def read_inshop_partition(path: str | Path) -> list[tuple[str, str, str]]:
     return rows
 
 
-class InShop(ImageListDataset):
+class InShop(SplitFileDataset):
     """In-Shop ``split`` ("train", "query", "gallery"), ``levels`` 1 ([item]) or 2 ([item, category])."""
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        levels: int = 1,
-        transform: Callable | None = None,
-        on_error: str = "raise",
-    ) -> None:
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        if levels not in (1, 2):
-            raise ValueError(f"In-Shop has levels 1 (item) or 2 (item, category), got {levels}")
-        root = require_path(root, dataset="In-Shop", layout=LAYOUT, make_target="data-inshop")
-        part = require_path(
-            root / "list_eval_partition.txt", dataset="In-Shop", layout=LAYOUT, make_target="data-inshop"
-        )
-        rows = read_inshop_partition(part)
+    DATASET, LAYOUT, MAKE_TARGET = "In-Shop", LAYOUT, MAKE_TARGET
+    SPLIT_FILES = dict.fromkeys(SPLITS, "list_eval_partition.txt")  # one file; its third column names the split
+    LEVELS = {1: "item", 2: "item, category"}
+
+    def read(self, list_file: Path) -> tuple[list[str], np.ndarray]:
+        rows = read_inshop_partition(list_file)
         category = lambda name: "/".join(name.split("/")[1:3])
         cat_index = {c: i for i, c in enumerate(sorted({category(r[0]) for r in rows}))}
-        rows = [r for r in rows if r[2] == split]
+        rows = [r for r in rows if r[2] == self.split]
         items = np.array([int(r[1][3:]) for r in rows], dtype=np.int64)
-        if levels == 1:
-            labels = items
-        else:
-            labels = np.stack([items, np.array([cat_index[category(r[0])] for r in rows], dtype=np.int64)], axis=1)
-        super().__init__([root / r[0] for r in rows], labels, transform=transform, on_error=on_error)
-        self.split, self.levels = split, levels
+        if self.levels == 1:
+            return [r[0] for r in rows], items
+        categories = np.array([cat_index[category(r[0])] for r in rows], dtype=np.int64)
+        return [r[0] for r in rows], np.stack([items, categories], axis=1)

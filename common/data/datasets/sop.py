@@ -13,13 +13,12 @@ categories). ``levels=1`` gives ``[N]`` products; ``levels=2`` gives ``[N, 2]`` 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from common.data.datasets.base import ImageListDataset
-from common.data.errors import check_label_range, data_file_error, int_field, require_path
+from common.data.datasets.base import SplitFileDataset
+from common.data.errors import check_label_range, data_file_error, int_field
 
 LAYOUT = """  <root>/Ebay_train.txt, <root>/Ebay_test.txt   (header: image_id class_id super_class_id path)
   <root>/<category>_final/<image>.JPG          (paths relative to <root>)"""
@@ -65,26 +64,12 @@ def read_sop_split(path: str | Path) -> tuple[list[str], np.ndarray, np.ndarray]
     return [r[col["path"]] for _, r in rows], ids["class_id"] - 1, ids["super_class_id"] - 1
 
 
-class StanfordOnlineProducts(ImageListDataset):
+class StanfordOnlineProducts(SplitFileDataset):
     """SOP ``split`` ("train" or "test") with ``levels`` 1 ([product]) or 2 ([product, category]) labels."""
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        levels: int = 1,
-        transform: Callable | None = None,
-        on_error: str = "raise",
-    ) -> None:
-        if split not in SPLIT_FILES:
-            raise ValueError(f"split must be one of {sorted(SPLIT_FILES)}, got {split!r}")
-        if levels not in (1, 2):
-            raise ValueError(f"SOP has levels 1 (product) or 2 (product, category), got {levels}")
-        root = require_path(root, dataset="Stanford Online Products", layout=LAYOUT, make_target="data-sop")
-        split_file = require_path(
-            root / SPLIT_FILES[split], dataset="Stanford Online Products", layout=LAYOUT, make_target="data-sop"
-        )
-        rel, cls, sup = read_sop_split(split_file)
-        labels = cls if levels == 1 else np.stack([cls, sup], axis=1)
-        super().__init__([root / p for p in rel], labels, transform=transform, on_error=on_error)
-        self.split, self.levels = split, levels
+    DATASET, LAYOUT, MAKE_TARGET, SPLIT_FILES = "Stanford Online Products", LAYOUT, MAKE_TARGET, SPLIT_FILES
+    LEVELS = {1: "product", 2: "product, category"}
+
+    def read(self, list_file: Path) -> tuple[list[str], np.ndarray]:
+        rel, cls, sup = read_sop_split(list_file)
+        return rel, (cls if self.levels == 1 else np.stack([cls, sup], axis=1))
