@@ -1,15 +1,18 @@
-"""``make demo``: every method's demo on Fashion-MNIST, one after another, into an untracked folder.
+"""``make demo``: every method's demo on Fashion-MNIST, two parts at a time on a machine with 2 cores or more, into an
+untracked folder.
 
-    python -m common.demo [--out outputs/demo] [--seeds 0,1,2] [--only roadmap happier] [<hydra overrides>]
+    python -m common.demo [--out outputs/demo] [--seeds 0,1,2] [--only roadmap happier] [--jobs 2] [<hydra overrides>]
 
-(Hydra overrides go to the demos that run the launcher, :data:`LAUNCHER_DEMOS`.)
+(Hydra overrides go to the retrieval demos, :data:`LAUNCHER_DEMOS`.)
 
 Each method ships ``<method>/demo.py`` (``python -m <method>.demo --out <out> --seeds ...``): a thin script that runs
 the launcher on ``configs/experiment/<method>/demo*.yaml`` (one Hydra multirun over rows and seeds, :func:`launch`),
 whose runs write result records (table ``demo``) into ``<out>/records`` and log to wandb offline; it then reads the
 records back and writes ``<out>/<method>.json`` (with ``headline``: the method's line of the summary, and ``claim``:
 the paper's claim and the verdict from the seeds) and ``<out>/<method>.md``. A part may be run by another package's
-script (:data:`PART_SCRIPTS`: the ``multilabel`` part is ``python -m happier.demo --part multilabel``). This runner times each part and writes
+script (:data:`PART_SCRIPTS`: the ``multilabel`` part is ``python -m happier.demo --part multilabel``). This runner
+runs the parts ``--jobs`` at a time (every part is single-threaded, so the numbers do not depend on it; side by side,
+each part's output goes to ``<out>/logs/<part>.log``), times each part and writes
 ``<out>/SUMMARY.md``: the headline table (:func:`headline`), then every part's table and command.
 
 Nothing is written to tracked files: ``<out>`` defaults to ``outputs/demo`` (git-ignored). The committed reference
@@ -25,6 +28,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +36,9 @@ from common.results.record import ResultRecord, load_records
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMOS = ("roadmap", "happier", "multilabel", "heat", "gallop")
-LAUNCHER_DEMOS = ("roadmap", "happier", "multilabel")  # the demos that take Hydra overrides (the others do not)
+# the demos that take `make demo`'s Hydra overrides: their configs share the retrieval demos' keys (HEAT's and GalLoP's
+# configs have others: give them overrides through `make demo-heat ARGS=...`)
+LAUNCHER_DEMOS = ("roadmap", "happier", "multilabel")
 # parts run by another package's demo script: part -> (package, its arguments)
 PART_SCRIPTS = {"multilabel": ("happier", ["--part", "multilabel"])}
 DEFAULT_OUT = ROOT / "outputs" / "demo"
@@ -65,10 +71,17 @@ def demo_env(out: Path) -> dict[str, str]:
     return env
 
 
-def launch(experiments: list[str], seeds: list[int], out: Path, name: str, overrides: list[str]) -> tuple[Path, str]:
-    """For each experiment, one Hydra multirun of the launcher over ``seeds`` (a sweep over ``experiment`` itself
-    would reject overrides of keys that only the experiment defines); job folders under
-    ``<out>/runs/<name>/<experiment>/<job>``.
+def launch(
+    experiments: list[str],
+    seeds: list[int],
+    out: Path,
+    name: str,
+    overrides: list[str],
+    entry: str = "common.launch",
+) -> tuple[Path, str]:
+    """For each experiment, one Hydra multirun of ``python -m <entry>`` (the launcher, or another Hydra entry point
+    such as ``heat.evaluate``) over ``seeds`` (a sweep over ``experiment`` itself would reject overrides of keys that
+    only the experiment defines); job folders under ``<out>/runs/<name>/<experiment>/<job>``.
 
     Returns the folder of the sweeps and the commands as a user would type them. Raises RuntimeError when the
     launcher fails.
@@ -78,10 +91,10 @@ def launch(experiments: list[str], seeds: list[int], out: Path, name: str, overr
     for experiment in experiments:
         sweep_dir = root / experiment.replace("/", "_")
         args = ["-m", f"experiment={experiment}", "seed=" + ",".join(str(s) for s in seeds), *overrides]
-        cmd = "python -m common.launch " + " ".join(args)
+        cmd = f"python -m {entry} " + " ".join(args)
         print(f"[demo] {cmd}", flush=True)
         rc = subprocess.call(
-            [sys.executable, "-m", "common.launch", *args, f"hydra.sweep.dir={sweep_dir}"], cwd=ROOT, env=demo_env(out)
+            [sys.executable, "-m", entry, *args, f"hydra.sweep.dir={sweep_dir}"], cwd=ROOT, env=demo_env(out)
         )
         if rc != 0:
             raise RuntimeError(f"the launcher failed (exit {rc}): {cmd}; the runs are under {sweep_dir}")
@@ -153,32 +166,88 @@ def headline(out: Path) -> str:
     return "\n".join(lines)
 
 
+# relative CPU cost of each part (measured: `make demo`'s SUMMARY.md, one thread each); with --jobs > 1 the parts
+# start most expensive first, so that the lanes end close together
+PART_COST = {"happier": 4, "roadmap": 3, "heat": 2, "gallop": 1.5, "multilabel": 1}
+
+
+def default_jobs() -> int:
+    """Parts run at once: one per core, at most 2 (each part is one single-threaded process at a time; a third lane
+    on a 2-core machine only interleaves)."""
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def part_command(method: str, out: Path, seeds: str, overrides: list[str]) -> list[str]:
+    """The command of one part: ``python -m <package>.demo [part args] --out <out> --seeds <seeds> [overrides]``."""
+    extra = overrides if method in LAUNCHER_DEMOS else []
+    # few-shot splits follow CoOp's protocol, seeds 1-3 (GalLoP's scene study); the other demos take --seeds
+    seeds = FEWSHOT_SEEDS if method == "gallop" else seeds
+    package, part_args = script(method)
+    return [sys.executable, "-m", f"{package}.demo", *part_args, "--out", str(out), "--seeds", seeds, *extra]
+
+
+def run_part(method: str, cmd: list[str], out: Path, log: Path | None) -> tuple[int, float]:
+    """Run one part; its output streams to the terminal, or into ``log`` when parts run side by side. Returns (exit
+    code, wall seconds)."""
+    start = time.perf_counter()
+    if log is None:
+        rc = subprocess.call(cmd, cwd=ROOT, env=demo_env(out))
+    else:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("w") as fh:
+            rc = subprocess.call(cmd, cwd=ROOT, env=demo_env(out), stdout=fh, stderr=subprocess.STDOUT)
+    return rc, time.perf_counter() - start
+
+
+def run_parts(
+    methods: list[str], out: Path, seeds: str, overrides: list[str], jobs: int
+) -> dict[str, tuple[int, float]]:
+    """Every part, ``jobs`` at a time (each part is its own processes, one thread each: the numbers do not depend on
+    ``jobs``). With ``jobs > 1`` each part's output goes to ``<out>/logs/<part>.log`` and a failed part's last lines
+    are printed. Returns ``{part: (exit code, wall seconds)}``."""
+    order = sorted(methods, key=lambda m: -PART_COST.get(m, 1)) if jobs > 1 else list(methods)
+    ended: dict[str, tuple[int, float]] = {}
+
+    def one(method: str) -> None:
+        cmd = part_command(method, out, seeds, overrides)
+        log = out / "logs" / f"{method}.log" if jobs > 1 else None
+        where = f" (output: {log})" if log else ""
+        print(f"\n=== {method} demo: started{where} ===", flush=True)
+        rc, seconds = run_part(method, cmd, out, log)
+        ended[method] = rc, seconds
+        status = "ok" if rc == 0 else f"FAILED (exit {rc})"
+        print(f"=== {method}: {status} in {seconds:.0f}s ({len(ended)}/{len(methods)} parts done)", flush=True)
+        if rc != 0 and log is not None:
+            tail = log.read_text(errors="replace").splitlines()[-30:]
+            print("\n".join(f"  {method}| {line}" for line in tail), file=sys.stderr, flush=True)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        list(pool.map(one, order))
+    return ended
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", default=None, help="run only these methods")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="where everything goes (default outputs/demo)")
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma-separated seeds (default 0,1,2)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=default_jobs(),
+        help="parts run side by side (default: one per core, at most 2; 1 streams every part's output here)",
+    )
     args, overrides = parser.parse_known_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
     methods = args.only or available()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
-    failed: list[str] = []
-    for i, method in enumerate(methods, 1):
-        print(f"\n=== [{i}/{len(methods)}] {method} demo ===", flush=True)
-        start = time.perf_counter()
-        extra = overrides if method in LAUNCHER_DEMOS else []
-        # few-shot splits follow CoOp's protocol, seeds 1-3 (GalLoP's scene study); the other demos take --seeds
-        seeds = FEWSHOT_SEEDS if method == "gallop" else args.seeds
-        package, part_args = script(method)
-        cmd = [sys.executable, "-m", f"{package}.demo", *part_args, "--out", str(out), "--seeds", seeds, *extra]
-        rc = subprocess.call(cmd, cwd=ROOT, env=demo_env(out))
-        timings[method] = time.perf_counter() - start
-        if rc != 0:
-            failed.append(method)
-        done = ", ".join(f"{m} {t:.0f}s" for m, t in timings.items())
-        status = "ok" if rc == 0 else f"FAILED (exit {rc})"
-        print(f"=== {method}: {status} in {timings[method]:.0f}s | so far: {done}", flush=True)
+    start = time.perf_counter()
+    ended = run_parts(methods, out, args.seeds, overrides, args.jobs)
+    wall = time.perf_counter() - start
+    timings = {m: ended[m][1] for m in methods if m in ended}
+    failed = [m for m in methods if ended.get(m, (1, 0))[0] != 0]
     command = "python -m common.demo " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = ["# Demo results (Fashion-MNIST, CPU)", "", f"Made by `{command.strip()}`.", ""]
     lines += [headline(out), ""]
@@ -188,9 +257,8 @@ def main(argv: list[str] | None = None) -> int:
             lines += [md.read_text().strip(), ""]
     lines.append("Wall time per part: " + ", ".join(f"{m} {t:.0f} s" for m, t in timings.items()))
     lines.append(
-        f"Total: {sum(timings.values()):.0f} s on {os.cpu_count()} cores; load average at the end: "
-        + " ".join(f"{x:.2f}" for x in os.getloadavg())
-        + "."
+        f"Total: {wall:.0f} s wall ({sum(timings.values()):.0f} s of parts, {args.jobs} at a time) on "
+        f"{os.cpu_count()} cores; load average at the end: " + " ".join(f"{x:.2f}" for x in os.getloadavg()) + "."
     )
     (out / "SUMMARY.md").write_text("\n".join(lines) + "\n")
     print("\n" + "\n".join(lines))

@@ -26,6 +26,7 @@ import hydra
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 import common  # noqa: F401  (registers resolvers)
@@ -86,6 +87,19 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     return str(Path(ckpt).resolve())
 
 
+def start_loggers(cfg: DictConfig) -> list[Logger]:
+    """The run's loggers (``cfg.logger``; wandb offline unless a mode or credentials say otherwise), each given the
+    resolved config as hyper-parameters: the top-level keys (method, dataset, backbone, table, row, job_type) are
+    what a wandb dashboard groups and filters by."""
+    if cfg.get("logger") and any("wandb" in str(c.get("_target_", "")).lower() for c in cfg.logger.values()):
+        default_wandb_mode()
+    loggers = instantiate_loggers(cfg.get("logger"))
+    hparams = OmegaConf.to_container(cfg, resolve=True)
+    for lg in loggers:
+        lg.log_hyperparams(hparams)
+    return loggers
+
+
 def run(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Train and/or test as the config says; return ``(metrics, objects)``.
 
@@ -126,16 +140,10 @@ def _run(
     log.info("instantiating model <%s>", cfg.model._target_)
     model = hydra.utils.instantiate(cfg.model)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
-    if cfg.get("logger") and any("wandb" in str(c.get("_target_", "")).lower() for c in cfg.logger.values()):
-        default_wandb_mode()
-    loggers = instantiate_loggers(cfg.get("logger"))
+    loggers = start_loggers(cfg)
     if not loggers:  # LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-
-    hparams = OmegaConf.to_container(cfg, resolve=True)
-    for lg in loggers:
-        lg.log_hyperparams(hparams)
 
     metrics: dict[str, float] = {}
     if cfg.get("train", True):

@@ -1,7 +1,7 @@
 """The HEAT demo's classifier: a cross-entropy LightningModule, and a tiny timm-style CNN for CPU demos.
 
 ``ImageClassifier`` trains any backbone that maps images to logits with cross-entropy (AdamW, cosine schedule); its
-``train/acc`` and ``val/acc`` are torchmetrics ``MulticlassAccuracy`` objects, so under DDP the epoch value is the
+``train/acc``, ``val/acc`` and ``test/acc`` are torchmetrics ``MulticlassAccuracy`` objects, so under DDP the epoch value is the
 accuracy over every rank's items (synchronised by torchmetrics), not rank 0's.
 ``SmallCNN`` exposes timm's interface (``forward_features`` -> ``[N, C, H, W]`` map, ``forward_head(map,
 pre_logits=False)``, ``get_classifier``), so feature extractors written for timm models work on it unchanged.
@@ -80,6 +80,7 @@ class ImageClassifier(CheckpointIdentityMixin, L.LightningModule):
         self.backbone = backbone
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
 
     @staticmethod
     def _unpack(batch) -> tuple[Tensor, Tensor]:
@@ -106,6 +107,11 @@ class ImageClassifier(CheckpointIdentityMixin, L.LightningModule):
         self.log("val/loss", F.cross_entropy(logits, y), batch_size=len(y))
         self.val_acc(logits, y)
         self.log("val/acc", self.val_acc, prog_bar=True, batch_size=len(y))
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        x, y = self._unpack(batch)
+        self.test_acc(self(x), y)
+        self.log("test/acc", self.test_acc, batch_size=len(y))
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

@@ -1,109 +1,81 @@
-"""HEAT on Fashion-MNIST in about two minutes on 2 CPU cores: ``python -m heat.demo`` (``make demo-heat``).
+"""HEAT on Fashion-MNIST in a few minutes on 2 CPU cores: ``python -m heat.demo [--out outputs/demo] [--seeds 0,1,2]
+[<hydra overrides>]`` (``make demo-heat``).
 
-Protocol (all seeds fixed):
+Protocol (configs/experiment/heat/demo_fmnist*.yaml; all seeds fixed):
 
-- **ID**: Fashion-MNIST classes 0-7 (T-shirt ... Sneaker). A small CNN (:class:`heat.classifier.SmallCNN`,
-  64-d last stage on a 7x7 map) is trained on a per-class subset of the training set for a few epochs, never seeing
-  classes 8 and 9.
+- **ID**: Fashion-MNIST classes 0-7 (T-shirt ... Sneaker). A small CNN (:class:`heat.classifier.SmallCNN`, 64-d last
+  stage on a 7x7 map) is trained on a per-class subset of the training set for a few epochs, never seeing classes 8
+  and 9.
 - **near-OOD**: the held-out Fashion-MNIST test images of Bag (8) and Ankle boot (9).
 - **far-OOD**: scikit-learn's bundled 8x8 digits, upscaled to 20x20 and padded to 28x28 (MNIST-like framing);
   Gaussian noise (pixel mean/std of Fashion-MNIST, clipped); uniform noise on [0, 255].
-- Features (avg/std/max-pooled last stage, logits) are extracted **once** and cached in ``--cache-dir``.
+- Features (avg/std/max-pooled last stage, logits) are extracted once per seed and cached (:class:`DemoFeatures`).
 - Priors EL, GMM, GMM-std; baselines MSP, Energy, Mahalanobis, KNN; a residual EBM per prior trained briefly with
   HEAT's recipe (SGLD on the hybrid energy, CD loss, Adam betas (0, 0.999)); the composition (beta = 0, z-scores).
 - Metrics: ``common.metrics.ood.ood_metrics`` (FPR95 with ID positive as HEAT, and AUROC), on near-OOD and on the
   union of the far-OOD sets.
 
-Over seeds (``--seeds 0,1,2``; the seed draws the training subset, the noise images, the classifier and the EBMs),
-every scorer's near/far metrics go to one result record per (scorer, seed) (table ``demo``, ``<out>/records``);
-``<out>/heat.json`` holds every number, the mean ± std over seeds and the verdict (the composition must beat every
-single scorer on the seeds' mean, by more than the std of the paired difference); ``<out>/heat.md`` the table.
-
-Not yet on the launcher: the classifier and the EBMs are trained on Lightning Trainers built here, with the
-settings in :data:`EBM` (moving them to ``configs/experiment/heat/demo_fmnist*.yaml`` needs a launcher path for the
-image classifier and for image-set extraction of the demo's OOD sets).
+Every step runs from a config, each a Hydra multirun over the seeds (:func:`common.demo.launch`), into
+``<out>/runs/heat``: the launcher trains the classifier (``heat/demo_fmnist_classifier``) and the three EBMs
+(``heat/demo_fmnist_{el,gmm,gmm_std}``), then ``python -m heat.evaluate`` scores every scorer
+(``heat/demo_fmnist_eval``) and writes one result record per (scorer, seed) (table ``demo``, ``<out>/records``). Every
+run logs to wandb (offline unless WANDB_MODE=online), group ``heat/demo``. This script then reads the records back:
+``<out>/heat.json`` holds the mean ± std over seeds and the verdict (the composition must beat every single scorer on
+the seeds' mean, by more than the std of the paired difference), ``<out>/heat.md`` the table; the loss curves of the
+EBMs and the score arrays of the composition and MSP (first seed) go to ``<out>/artifacts`` for the report.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
+from hydra.utils import instantiate
 from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
-from common.callbacks.loss_curve import LossCurve
 from common.data.datasets.fashion_mnist import load_fashion_mnist
-from common.metrics.ood import ood_metrics
-from common.results.record import load_records, write_demo_record
+from common.demo import DEFAULT_OUT, SEEDS, demo_records, launch, parse_seeds
+from common.report.artifacts import export_loss_curve
+from common.results.record import ResultRecord
 from common.results.seeds import MIN_SEEDS, Stat, paired, stat, verdict
 from heat.cache import extract_features
-from heat.classifier import ImageClassifier, SmallCNN
+from heat.classifier import ImageClassifier
 from heat.datamodule import FeatureDataModule
 from heat.features import Features
-from heat.mlp import EnergyMLP
-from heat.module import HEATModule
-from heat.scorers.combine import Combine
-from heat.scorers.gaussian import GMM, GMMStd, Mahalanobis
-from heat.scorers.knn import KNN
-from heat.scorers.logits import MSP, Energy, EnergyLogits
 
 ID_CLASSES = tuple(range(8))
 HELD_OUT = (8, 9)
 MEAN, STD = 0.2860, 0.3530  # Fashion-MNIST pixel statistics (of [0, 1] images)
-
-# Demo EBM settings. The paper rows' CIFAR values (docs/methods/heat.md#defaults) are for 512-d features, 1024-wide MLPs and 20 epochs of
-# 50k; here the features are 64-d, the MLP 128 wide and training lasts 150 steps, so K is lowered (40/50 -> 10) and the
-# learning rate raised (1e-5 -> 1e-4 for EL, 1e-3 for the GMMs, whose lambda = 10 otherwise keeps E_theta at ~0 in 150
-# steps). T_prior, eta_0, eps_0, lambda and the proposals follow CIFAR-10.
-EBM = {
-    "el": dict(
-        temperature_prior=1.0,
-        proposal="random_normal",
-        sgld_steps=10,
-        sgld_step_size=1e-1,
-        sgld_noise=1e-1,
-        l2=0.1,
-        lr=1e-4,
-    ),
-    "gmm": dict(
-        temperature_prior=1e3,
-        proposal="base_dist",
-        sgld_steps=10,
-        sgld_step_size=1e-4,
-        sgld_noise=5e-3,
-        l2=10.0,
-        lr=1e-3,
-    ),
-    "gmm_std": dict(
-        temperature_prior=1e3,
-        proposal="base_dist",
-        sgld_steps=1,
-        sgld_step_size=1e-4,
-        sgld_noise=5e-3,
-        l2=10.0,
-        lr=1e-3,
-    ),
+FAR_SETS = ("far_digits", "far_gaussian", "far_uniform")
+#: the OOD sets of the evaluation: near = the held-out classes, far = the union of the far sets
+OOD_SETS = ("heldout", "digits_noise")
+TRAINING = ("heat/demo_fmnist_classifier", "heat/demo_fmnist_el", "heat/demo_fmnist_gmm", "heat/demo_fmnist_gmm_std")
+EVALUATION = "heat/demo_fmnist_eval"
+#: record row -> label, in table order
+ROWS = {
+    "msp": "MSP",
+    "energy": "Energy",
+    "mahalanobis": "Mahalanobis",
+    "knn_k50": "KNN (k=50)",
+    "el": "EL",
+    "gmm": "GMM",
+    "gmm_std": "GMM-std",
+    "heat_el": "HEAT-EL",
+    "heat_gmm": "HEAT-GMM",
+    "heat_gmm_std": "HEAT-GMM-std",
+    "heat": "HEAT (sum of z-scored HEAT-EL/GMM/GMM-std)",
+    "priors_composed_no_ebm": "priors composed (no EBM)",
 }
-EBM_HIDDEN = 128
-
-
-def default_data_dir() -> Path:
-    env = os.environ.get("DATA_DIR")
-    for cand in ([Path(env) / "fashion-mnist"] if env else []) + [
-        Path("data/fashion-mnist"),
-        Path("/usr/share/datasets/fashion-mnist"),
-    ]:
-        if cand.exists():
-            return cand
-    return Path("data/fashion-mnist")
+COMPOSED = ("heat", "priors_composed_no_ebm")
+#: EBM row -> the prior's name in the artifacts (``heat_curve_<name>.csv``)
+CURVES = {"heat_el": "EL", "heat_gmm": "GMM", "heat_gmm_std": "GMM-std"}
+KEYS = ("fpr95", "fpr95_ood_positive", "auroc")
 
 
 def digits_28x28() -> np.ndarray:
@@ -118,7 +90,8 @@ def digits_28x28() -> np.ndarray:
 
 
 def build_sets(data_dir: Path, per_class: int, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
-    """uint8 image arrays [N, 28, 28] (and labels) of every split used by the demo."""
+    """uint8 image arrays [N, 28, 28] (and labels) of every split used by the demo; ``seed`` draws the training subset
+    and the noise images."""
     rng = np.random.default_rng(seed)
     xtr, ytr = load_fashion_mnist(data_dir, "train")
     xte, yte = load_fashion_mnist(data_dir, "test")
@@ -139,105 +112,84 @@ def build_sets(data_dir: Path, per_class: int, seed: int) -> dict[str, tuple[np.
 
 
 def to_tensor(x: np.ndarray) -> torch.Tensor:
+    """uint8 images ``[N, 28, 28]`` -> normalised float ``[N, 1, 28, 28]``."""
     return (torch.from_numpy(x).float().div_(255.0).sub_(MEAN).div_(STD)).unsqueeze(1)
 
 
-def train_classifier(x: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> SmallCNN:
-    L.seed_everything(seed, workers=True)
-    net = SmallCNN(num_classes=len(ID_CLASSES), in_chans=1, width=16)
-    ds = TensorDataset(to_tensor(x), torch.from_numpy(y))
-    loader = DataLoader(ds, batch_size=128, shuffle=True, generator=torch.Generator().manual_seed(seed))
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=True,
-        enable_model_summary=False,
-    )
-    trainer.fit(ImageClassifier(net, lr=5e-3), loader)
-    return net.eval()
+def _tensors(x: np.ndarray, y: np.ndarray | None) -> TensorDataset:
+    return TensorDataset(to_tensor(x)) if y is None else TensorDataset(to_tensor(x), torch.from_numpy(y))
 
 
-def train_ebm(
-    prior,
-    train: Features,
-    pooling: str,
-    cfg: dict,
-    steps: int,
-    seed: int,
-    batch_size: int,
-    curve: LossCurve | None = None,
-    sgld_prior_gradient: str = "euclidean",
-) -> HEATModule:
-    L.seed_everything(seed, workers=True)
-    mlp = EnergyMLP(train.pooled(pooling).shape[1], hidden=EBM_HIDDEN, n_hidden=4, tie_hidden=True)
-    module = HEATModule(prior, mlp, milestones=(10_000,), sgld_prior_gradient=sgld_prior_gradient, **cfg)
-    dm = FeatureDataModule(train, pooling=pooling, batch_size=batch_size, seed=seed)
-    trainer = L.Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=True,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        callbacks=[curve] if curve is not None else None,
-    )
-    trainer.fit(module, datamodule=dm)
-    return module.eval()
+class DemoImages(L.LightningDataModule):
+    """The classifier's data: the seed's ``per_class`` training images of each ID class (shuffled by the seed) and
+    the ID test images."""
+
+    def __init__(self, data_dir: str, per_class: int = 1500, seed: int = 0, batch_size: int = 128) -> None:
+        super().__init__()
+        sets = build_sets(Path(data_dir), per_class, seed)
+        self.train_set, self.test_set = _tensors(*sets["id_train"]), _tensors(*sets["id_test"])
+        self.seed, self.batch_size = seed, batch_size
+
+    def train_dataloader(self) -> DataLoader:
+        g = torch.Generator().manual_seed(self.seed)
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, generator=g)
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.test_set, batch_size=512)
 
 
-def evaluate(scorers: dict, id_test: Features, near: Features, far: Features) -> dict:
-    res = {}
-    for name, s in scorers.items():
-        sid, snear, sfar = (s.score(f).double() for f in (id_test, near, far))
-        res[name] = {"near": ood_metrics(sid, snear), "far": ood_metrics(sid, sfar)}
-    return res
+class DemoFeatures(FeatureDataModule):
+    """The features of every demo set under the seed's trained classifier (``checkpoint`` of an
+    :class:`heat.classifier.ImageClassifier` around ``backbone``), cached in ``cache_dir`` (the key holds the weights'
+    hash): ID train and test, and the OOD sets :data:`OOD_SETS` (the held-out classes; digits + noise as one set).
+
+    ``backbone`` is a config. The classifier is built and the features extracted (or read from the cache) with the
+    global RNG forked: the seeded initialisation of the model that follows (the EBM) is the same whether or not the
+    features were cached.
+    """
+
+    def __init__(
+        self,
+        data_dir: str,
+        backbone: dict,
+        checkpoint: str,
+        cache_dir: str,
+        per_class: int = 1500,
+        seed: int = 0,
+        pooling: str = "avg",
+        batch_size: int = 256,
+    ) -> None:
+        if not Path(checkpoint).is_file():
+            raise FileNotFoundError(
+                f"no classifier checkpoint {checkpoint}: train it first with "
+                f"`python -m common.launch experiment=heat/demo_fmnist_classifier seed={seed}` (same heat_demo.runs)"
+            )
+        with torch.random.fork_rng(devices=[]):  # loading and extracting (DataLoader iterators) draw from it
+            feats = _extract(data_dir, backbone, checkpoint, cache_dir, per_class, seed)
+        far = Features.concat([feats[k] for k in FAR_SETS])
+        super().__init__(
+            train=feats["id_train"],
+            pooling=pooling,
+            val_id=feats["id_test"],
+            val_ood=[feats["near_heldout"], far],
+            ood_names=list(OOD_SETS),
+            batch_size=batch_size,
+            seed=seed,
+        )
 
 
-def save_score_artifacts(folder: Path, scorers: dict, id_test: Features, ood: dict[str, Features]) -> None:
-    """``heat_ood_<name>.npz`` (``id``, ``ood/<set>``) per scorer, for the report's histograms and ROC curves."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, scorer in scorers.items():
-        arrays = {"id": scorer.score(id_test).double().numpy()}
-        arrays.update({f"ood/{k}": scorer.score(f).double().numpy() for k, f in ood.items()})
-        np.savez_compressed(folder / f"heat_ood_{name}.npz", **arrays)
-
-
-HEAT_NAME = "HEAT (sum of z-scored HEAT-EL/GMM/GMM-std)"
-KEYS = ("fpr95", "fpr95_ood_positive", "auroc")
-
-
-def row_name(scorer: str) -> str:
-    """The record row of a scorer: ``HEAT (sum of ...)`` -> ``heat``, ``KNN (k=50)`` -> ``knn_k50``, ``GMM-std`` ->
-    ``gmm_std``."""
-    if scorer == HEAT_NAME:
-        return "heat"
-    return "".join(c if c.isalnum() else "_" for c in scorer.lower().replace("=", "")).strip("_").replace("__", "_")
-
-
-def run_seed(args: argparse.Namespace, seed: int, save_artifacts: bool) -> dict:
-    """One full run (classifier, features, priors, baselines, EBMs, composition) at ``seed``."""
-    t_start = time.perf_counter()
-    timings: dict[str, float] = {}
-    data_dir = args.data_dir or default_data_dir()
-    sets = build_sets(data_dir, args.per_class, seed)
-    t = time.perf_counter()
-    net = train_classifier(*sets["id_train"], epochs=args.epochs, seed=seed)
-    timings["classifier"] = time.perf_counter() - t
-    with torch.no_grad():
-        xte, yte = sets["id_test"]
-        acc = float((net(to_tensor(xte)).argmax(-1).numpy() == yte).mean())
-
-    t = time.perf_counter()
-    feats: dict[str, Features] = {}
-    for name, (x, y) in sets.items():
-        tensors = (to_tensor(x),) if y is None else (to_tensor(x), torch.from_numpy(y))
+def _extract(
+    data_dir: str, backbone: dict, checkpoint: str, cache_dir: str, per_class: int, seed: int
+) -> dict[str, Features]:
+    """``{set: features}`` of every set of :func:`build_sets` under the trained classifier, through the cache."""
+    net = ImageClassifier.load_from_checkpoint(checkpoint, backbone=instantiate(backbone), map_location="cpu")
+    net = net.backbone.eval()
+    feats = {}
+    for name, (x, y) in build_sets(Path(data_dir), per_class, seed).items():
         feats[name] = extract_features(
             net,
-            DataLoader(TensorDataset(*tensors), batch_size=512),
-            cache_dir=args.cache_dir,
+            DataLoader(_tensors(x, y), batch_size=512),
+            cache_dir=cache_dir,
             backbone="SmallCNN-w16",
             checkpoint=net,  # the trained weights enter the cache key by their state-dict hash
             dataset="fashion-mnist-demo",
@@ -245,82 +197,14 @@ def run_seed(args: argparse.Namespace, seed: int, save_artifacts: bool) -> dict:
             transform=f"normalize({MEAN},{STD})",
             num_samples=len(x),
         ).to(dtype=torch.float32)
-    timings["features"] = time.perf_counter() - t
-    train = feats["id_train"]
-    near = feats["near_heldout"]
-    far = Features.concat([feats[k] for k in ("far_digits", "far_gaussian", "far_uniform")])
-
-    t = time.perf_counter()
-    reg = 1e-6  # HEAT's 1e-12 is too small for 64-d features of a tiny CNN (some channels are nearly constant)
-    priors = {"EL": EnergyLogits().fit(train), "GMM": GMM(reg=reg).fit(train), "GMM-std": GMMStd(reg=reg).fit(train)}
-    baselines = {
-        "MSP": MSP(),
-        "Energy": Energy(),
-        "Mahalanobis": Mahalanobis(reg=reg).fit(train),
-        "KNN (k=50)": KNN(k=50).fit(train),
-    }
-    timings["fit_priors_baselines"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    heat = {}
-    for key, (pname, pooling) in {"el": ("EL", "avg"), "gmm": ("GMM", "avg"), "gmm_std": ("GMM-std", "std")}.items():
-        curve = LossCurve()
-        heat[f"HEAT-{pname}"] = train_ebm(
-            priors[pname],
-            train,
-            pooling,
-            EBM[key],
-            args.ebm_steps,
-            seed,
-            args.ebm_batch,
-            curve,
-            sgld_prior_gradient=args.sgld_prior_gradient,
-        )
-        if save_artifacts:
-            curve.write_csv(args.out_dir / "artifacts" / f"heat_curve_{pname}.csv")  # contrastive-divergence loss
-    timings["heat_training"] = time.perf_counter() - t
-    composed = {
-        HEAT_NAME: Combine(list(heat.values()), beta=0.0, seed=seed).fit(train),
-        "priors composed (no EBM)": Combine(list(priors.values()), beta=0.0, seed=seed).fit(train),
-    }
-    all_scorers = {**baselines, **priors, **heat, **composed}
-    res = evaluate(all_scorers, feats["id_test"], near, far)
-    timings["total"] = time.perf_counter() - t_start
-    for name, r in res.items():
-        write_demo_record(
-            "heat",
-            row_name(name),
-            seed,
-            {f"{split}/{k}": r[split][k] for split in ("near", "far") for k in KEYS},
-            records_dir=args.out_dir / "records",
-            dataset="fashion-mnist-demo",
-            backbone="SmallCNN-w16",
-            command="python -m heat.demo " + " ".join(args.argv),
-            wall_time_s=round(timings["total"], 1),
-        )
-    if save_artifacts:
-        save_score_artifacts(
-            args.out_dir / "artifacts",
-            {"composition": all_scorers[HEAT_NAME], "msp": baselines["MSP"]},
-            feats["id_test"],
-            {"near (held-out classes)": near, "far (digits+noise)": far},
-        )
-    return {
-        "seed": seed,
-        "n_id_train": len(train),
-        "n_id_test": len(feats["id_test"]),
-        "near_ood": {"fashion_mnist_classes": list(HELD_OUT), "n": len(near)},
-        "far_ood": {k: len(feats[k]) for k in ("far_digits", "far_gaussian", "far_uniform")},
-        "classifier_test_accuracy": acc,
-        "results": res,
-        "timings_s": timings,
-    }
+    return feats
 
 
-def claim(records: list, scorers: list[str]) -> dict:
+# ---------------------------------------------------------------------------------------------- the summary
+def claim(records: list[ResultRecord]) -> dict:
     """Does the composition beat every single scorer? Per split and metric: the paired difference to the best
     single scorer (best on the seeds' mean) must be beyond its seed std (common.results.seeds.verdict)."""
-    singles = [row_name(k) for k in scorers if k not in (HEAT_NAME, "priors composed (no EBM)")]
+    singles = [r for r in ROWS if r not in COMPOSED]
     beats, detail = {}, []
     for split in ("near", "far"):
         for m in ("auroc", "fpr95"):
@@ -329,9 +213,7 @@ def claim(records: list, scorers: list[str]) -> dict:
             d = paired(records, "heat", "heat", best, key)
             word = verdict(d, higher_is_better=higher)
             beats[f"{split}_{m}"] = word == "ahead"
-            detail.append(
-                f"{split} {m.upper().replace('FPR95', 'FPR95')}: vs {best} {d.text(100, 1, signed=True)} ({word})"
-            )
+            detail.append(f"{split} {m.upper()}: vs {best} {d.text(100, 1, signed=True)} ({word})")
     n = stat(records, "heat", "heat", "near/auroc").n
     caveat = "" if n >= MIN_SEEDS else f" This rests on {n} seed(s) only."
     return {
@@ -343,102 +225,111 @@ def claim(records: list, scorers: list[str]) -> dict:
     }
 
 
-def table(records: list, scorers: list[str]) -> str:
+def table(records: list[ResultRecord]) -> str:
     """Markdown table, x100, mean ± std over seeds: FPR95 (ID positive, HEAT), FPR95 (OOD positive), AUROC."""
     lines = [
         "| scorer | near FPR95 | near FPR95 (OOD+) | near AUROC | far FPR95 | far FPR95 (OOD+) | far AUROC |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name in scorers:
+    for row, label in ROWS.items():
         cells = []
         for split in ("near", "far"):
             for k in KEYS:
-                s = stat(records, "heat", row_name(name), f"{split}/{k}")
+                s = stat(records, "heat", row, f"{split}/{k}")
                 cells.append(f"{100 * s.mean:.1f} ± {100 * s.std:.1f}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", type=Path, default=None)
-    ap.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default <out>/heat_cache)")
-    ap.add_argument("--out-dir", "--out", type=Path, default=Path("outputs/demo"))
-    ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
-    ap.add_argument("--per-class", type=int, default=1500, help="ID training images per class")
-    ap.add_argument("--epochs", type=int, default=3, help="classifier epochs")
-    ap.add_argument("--ebm-steps", type=int, default=150, help="EBM optimisation steps per prior")
-    ap.add_argument("--ebm-batch", type=int, default=256)
-    ap.add_argument(
-        "--sgld-prior-gradient",
-        choices=("euclidean", "tangent"),
-        default="euclidean",
-        help="HEATModule.sgld_prior_gradient (euclidean = the released code)",
-    )
-    # one thread by default: on a loaded 2-core machine, 2 OpenMP threads made the small SGLD matmuls ~10x slower
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
-    args.cache_dir = args.cache_dir or args.out_dir / "heat_cache"
-    torch.set_num_threads(args.threads)
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    runs = [run_seed(args, seed, save_artifacts=i == 0) for i, seed in enumerate(seeds)]
-    records = [
-        r
-        for r in load_records(args.out_dir / "records")
-        if r.method == "heat" and r.table == "demo" and r.seed in seeds
-    ]
-    scorers = list(runs[0]["results"])
-    c = claim(records, scorers)
-    acc = Stat.of(r["classifier_test_accuracy"] for r in runs)
+def headline(records: list[ResultRecord], c: dict) -> dict:
+    """The row of ``make demo``'s headline table: HEAT's near/far FPR95 vs the best single scorer, and the verdict."""
     heat_near, heat_far = (stat(records, "heat", "heat", f"{s}/fpr95") for s in ("near", "far"))
-    singles = [k for k in scorers if k not in (HEAT_NAME, "priors composed (no EBM)")]
-    best = {
-        s: min(singles, key=lambda k: stat(records, "heat", row_name(k), f"{s}/fpr95").mean) for s in ("near", "far")
-    }
+    singles = [r for r in ROWS if r not in COMPOSED]
+    best = {s: min(singles, key=lambda r: stat(records, "heat", r, f"{s}/fpr95").mean) for s in ("near", "far")}
     base = "; ".join(
-        f"{s}: {best[s]} {100 * stat(records, 'heat', row_name(best[s]), f'{s}/fpr95').mean:.1f}"
-        for s in ("near", "far")
+        f"{s}: {ROWS[best[s]]} {100 * stat(records, 'heat', best[s], f'{s}/fpr95').mean:.1f}" for s in ("near", "far")
     )
     yes = [k.replace("_", " ").replace("fpr95", "FPR95").replace("auroc", "AUROC") for k, v in c["beats"].items() if v]
     where = "on " + ", ".join(yes) + " only" if 0 < len(yes) < len(c["beats"]) else ("everywhere" if yes else "nowhere")
     state = "claim holds" if c["holds"] else "claim does NOT hold"
-    command = "python -m heat.demo " + " ".join(args.argv)
-    out = {
+    return {
+        "task": "OOD (near / far)",
+        "metric": "FPR95 (lower is better)",
+        "ours": f"HEAT {100 * heat_near.mean:.1f} ± {100 * heat_near.std:.1f} / "
+        f"{100 * heat_far.mean:.1f} ± {100 * heat_far.std:.1f}",
+        "baselines": f"best single scorer {base}",
+        "verdict": f"{state} over {c['n_seeds']} seeds: the composition beats every single scorer {where}",
+    }
+
+
+def export_artifacts(runs: Path, seed: int, artifacts: Path) -> None:
+    """The report's pictures from the first seed's runs: each EBM's contrastive-divergence loss per step
+    (``heat_curve_<prior>.csv``) and the score arrays of the composition and MSP (``heat_ood_<name>.npz``)."""
+    for row, prior in CURVES.items():
+        export_loss_curve(
+            runs / f"heat_demo_fmnist_{row.removeprefix('heat_')}" / f"seed{seed}", artifacts, "heat", prior
+        )
+    labels = {"heldout": "near (held-out classes)", "digits_noise": "far (digits+noise)"}
+    for scorer, name in (("heat", "composition"), ("msp", "msp")):
+        data = np.load(runs / "heat_demo_fmnist_eval" / f"seed{seed}" / f"scores_{scorer}.npz")
+        arrays = {"id": data["id"], **{f"ood/{labels[k]}": data[f"ood/{k}"] for k in OOD_SETS}}
+        np.savez_compressed(artifacts / f"heat_ood_{name}.npz", **arrays)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="where heat.json/.md, records and runs go")
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma-separated seeds")
+    args, overrides = parser.parse_known_args(argv)
+    out, seeds = Path(args.out), parse_seeds(args.seeds)
+    runs = out.resolve() / "runs" / "heat"
+    overrides = [f"heat_demo.runs={runs}", *overrides]
+    start = time.perf_counter()
+    _, trained = launch(list(TRAINING), seeds, out, "heat", overrides)
+    _, evaluated = launch([EVALUATION], seeds, out, "heat", overrides, entry="heat.evaluate")
+    wall = time.perf_counter() - start
+    records = [r for r in demo_records(out, "heat") if r.seed in seeds]
+    missing = [(row, s) for row in ROWS for s in seeds if not any(r.row == row and r.seed == s for r in records)]
+    if missing:
+        raise RuntimeError(f"no result record for {missing} under {out / 'records'}")
+    export_artifacts(runs, seeds[0], out / "artifacts")
+    accuracy = {
+        s: json.loads((runs / "heat_demo_fmnist_classifier" / f"seed{s}" / "metrics.json").read_text())["test/acc"]
+        for s in seeds
+    }
+    sizes = json.loads((runs / "heat_demo_fmnist_eval" / f"seed{seeds[0]}" / "fashion-mnist-demo.json").read_text())
+    n = sizes["sizes"]
+    acc = Stat.of(accuracy.values())
+    c = claim(records)
+    command = f"{trained}; {evaluated}"
+    payload = {
         "command": command,
         "seeds": seeds,
         "id_classes": list(ID_CLASSES),
-        "ebm_settings": EBM,
-        "ebm_steps": args.ebm_steps,
-        "sgld_prior_gradient": args.sgld_prior_gradient,
-        "runs": runs,
+        "sizes": n,
+        "classifier_test_accuracy": {str(s): a for s, a in accuracy.items()},
+        "rows": {
+            row: {f"{s}/{k}": vars(stat(records, "heat", row, f"{s}/{k}")) for s in ("near", "far") for k in KEYS}
+            for row in ROWS
+        },
         "claim": c,
         "composition_beats_every_single_scorer": c["beats"],
-        "headline": {
-            "task": "OOD (near / far)",
-            "metric": "FPR95 (lower is better)",
-            "ours": f"HEAT {100 * heat_near.mean:.1f} ± {100 * heat_near.std:.1f} / "
-            f"{100 * heat_far.mean:.1f} ± {100 * heat_far.std:.1f}",
-            "baselines": f"best single scorer {base}",
-            "verdict": f"{state} over {c['n_seeds']} seeds: the composition beats every single scorer {where}",
-        },
+        "headline": headline(records, c),
+        "wall_seconds": wall,
     }
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "heat.json").write_text(json.dumps(out, indent=2))
-    r0 = runs[0]
-    wall = sum(r["timings_s"]["total"] for r in runs)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "heat.json").write_text(json.dumps(payload, indent=2))
     md = (
-        f"## HEAT demo (Fashion-MNIST)\n\nCommand: `make demo-heat` (= `{command.strip()}`), seeds {seeds}, "
-        f"{wall:.0f} s. Mean ± std over seeds (population std), x100.\n\nID: Fashion-MNIST classes 0-7 "
-        f"({r0['n_id_train']} train images); classifier test accuracy {100 * acc.mean:.1f} ± {100 * acc.std:.1f}%. "
-        f"Near-OOD: held-out classes 8, 9 ({r0['near_ood']['n']}). Far-OOD: sklearn digits, Gaussian and uniform "
-        f"noise ({sum(r0['far_ood'].values())}). FPR95 = FPR on OOD at 95% TPR on ID (HEAT's convention); FPR95 "
-        f"(OOD+) = FPR on ID at 95% TPR on OOD (OpenOOD v1.5)."
-        f"\n\n{table(records, scorers)}\n\n{c['detail']}\n"
+        f"## HEAT demo (Fashion-MNIST)\n\nCommand: `make demo-heat` (= `{command}`), seeds {seeds}, {wall:.0f} s. "
+        f"Mean ± std over seeds (population std), x100.\n\nID: Fashion-MNIST classes 0-7 ({n['train']} train "
+        f"images); classifier test accuracy {100 * acc.mean:.1f} ± {100 * acc.std:.1f}%. Near-OOD: held-out classes "
+        f"8, 9 ({n['heldout']}). Far-OOD: sklearn digits, Gaussian and uniform noise ({n['digits_noise']}). FPR95 = "
+        "FPR on OOD at 95% TPR on ID (HEAT's convention); FPR95 (OOD+) = FPR on ID at 95% TPR on OOD (OpenOOD v1.5)."
+        f"\n\n{table(records)}\n\n{c['detail']}\n"
     )
-    (args.out_dir / "heat.md").write_text(md)
+    (out / "heat.md").write_text(md)
     print(md)
-    return out
+    return payload
 
 
 if __name__ == "__main__":

@@ -1,18 +1,25 @@
-"""The HEAT evaluation: baselines, priors, HEAT-* and the composition on cached features, near/far OOD.
+"""The HEAT evaluation: baselines, priors, HEAT-* and the compositions on cached features, near/far OOD.
 
-``python -m heat.evaluate experiment=heat/cifar10_eval`` (``make table-heat``). For one ID dataset it loads the cached
-train / test / OOD features of ``data`` (extract them with ``python -m heat.extract``), fits every scorer of
-``heat_eval.baselines`` and ``heat_eval.priors``, restores the trained HEAT rows from ``heat_eval.heat_checkpoints`` (missing ones
-are skipped and named), composes them (beta = ``heat_eval.beta``), and scores each OOD set with
-``common.metrics.ood.ood_metrics``. Output: per-set, near/far and all-set ("average", HEAT's own mean) values of FPR95
-(ID positive, HEAT's convention), FPR95 with OOD positive (OpenOOD v1.5) and AUROC: one result record per scorer
-(``common.results.record``, row ``<row>_<scorer>``, metric keys ``<ood set>/<fpr95|fpr95_ood_positive|auroc>``) and
-the raw numbers as JSON in ``heat_eval.out_dir``. ``make tables`` turns the records into the table.
+``python -m heat.evaluate experiment=heat/cifar10_eval`` (``make table-heat``). For one ID dataset it builds the
+feature datamodule ``data`` (cached train / test / OOD features; extract them with ``python -m heat.extract``), fits
+every scorer of ``heat_eval.baselines`` and ``heat_eval.priors``, restores the trained HEAT rows from
+``heat_eval.heat_checkpoints`` (missing ones are skipped and named), composes them (``heat_eval.compositions``, beta =
+``heat_eval.beta``), and scores each OOD set with ``common.metrics.ood.ood_metrics``. Output: per-set, near/far and
+all-set ("average", HEAT's own mean) values of FPR95 (ID positive, HEAT's convention), FPR95 with OOD positive
+(OpenOOD v1.5) and AUROC:
 
-The prior rows "EL", "GMM" and "GMM-std" are the paper's stand-alone priors as the released code scores them (the
-energy of the logits; the minimum squared Mahalanobis distance, SSD+, on L2-normalised avg / std features); the
-mixture energies that HEAT-GMM / HEAT-GMM-std correct are the separate rows "GMM-energy" and "GMM-std-energy". All are
-configured in ``heat_eval.priors``.
+- one result record per scorer (``common.results.record``, row ``heat_eval.record_row``, default
+  ``<row>_<scorer>``, metric keys ``<ood set>/<fpr95|fpr95_ood_positive|auroc>``), with the wandb run id;
+- the raw numbers (and the number of items of each set) as JSON in ``heat_eval.out_dir`` (and ``scores_<scorer>.npz`` for the scorers named in
+  ``heat_eval.save_scores``);
+- the run's loggers (``cfg.logger``; the eval experiments use csv + wandb, offline unless WANDB_MODE says otherwise):
+  the resolved config (top-level keys method, dataset, backbone, table, row, ``job_type: eval``; wandb group
+  ``heat/<table>``, run name ``<row>-s<seed>``) and every number as ``test/<scorer>/<set>/<key>``.
+
+``make tables`` turns the records into the table. The prior rows "EL", "GMM" and "GMM-std" are the paper's
+stand-alone priors as the released code scores them (the energy of the logits; the minimum squared Mahalanobis
+distance, SSD+, on L2-normalised avg / std features); the mixture energies that HEAT-GMM / HEAT-GMM-std correct are
+the separate rows "GMM-energy" and "GMM-std-energy". All are configured in ``heat_eval.priors``.
 """
 
 from __future__ import annotations
@@ -20,18 +27,20 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import hydra
+import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.loggers import WandbLogger
+from omegaconf import DictConfig
 
 import common.config.resolvers  # noqa: F401
 from common.callbacks.result_record import command_line
+from common.launch import finish_loggers, start_loggers
 from common.metrics.ood import ood_metrics
 from common.results.record import write_record
-from heat.datamodule import load_features
 from heat.features import Features
 from heat.module import HEATModule
 from heat.scorers.combine import Combine
@@ -61,16 +70,21 @@ def evaluate_scorers(
     return out
 
 
-def write_records(cfg: DictConfig, results: dict, wall_time_s: float) -> list[str]:
-    """One result record per scorer: table ``cfg.table``, row ``<cfg.row>_<scorer>``, metrics ``<set>/<key>``."""
-    backbone = OmegaConf.select(cfg, "extract.backbone_name") or OmegaConf.select(cfg, "extract.backbone.name")
+def record_row(cfg: DictConfig, scorer: str) -> str:
+    """The record row of a scorer: ``heat_eval.record_row`` (default ``{row}_{scorer}``) filled in."""
+    return str(cfg.heat_eval.get("record_row") or "{row}_{scorer}").format(row=cfg.row, scorer=scorer)
+
+
+def write_records(cfg: DictConfig, results: dict, wall_time_s: float, wandb_run_id: str | None = None) -> list[str]:
+    """One result record per scorer: table ``cfg.table``, row :func:`record_row`, metrics ``<set>/<key>``."""
+    backbone = cfg.get("backbone")
     rows = []
     for scorer, per in results.items():
         metrics = {f"{group}/{k}": float(v) for group, m in per.items() for k, v in m.items() if k in KEYS}
         rec = write_record(
             method="heat",
             table=str(cfg.table),
-            row=f"{cfg.row}_{scorer}",
+            row=record_row(cfg, scorer),
             seed=cfg.get("seed"),
             metrics=metrics,
             dataset=str(cfg.heat_eval.name),
@@ -78,6 +92,7 @@ def write_records(cfg: DictConfig, results: dict, wall_time_s: float) -> list[st
             command=command_line(),
             wall_time_s=wall_time_s,
             run_dir=None,
+            wandb_run_id=wandb_run_id,
         )
         rows.append(rec.row)
     return rows
@@ -96,37 +111,76 @@ def load_heat_row(experiment: str, ckpt: str) -> HEATModule:
     return HEATModule.load_from_checkpoint(ckpt, prior=prior, mlp=mlp, map_location="cpu").eval()
 
 
-def run(cfg: DictConfig) -> dict:
-    start = time.monotonic()
-    ev, data = cfg.heat_eval, cfg.data
-    train = load_features(OmegaConf.to_container(data.train, resolve=True), data.cache_dir)
-    id_test = load_features(OmegaConf.to_container(data.val_id, resolve=True), data.cache_dir)
-    ood = {
-        n: load_features(OmegaConf.to_container(s, resolve=True), data.cache_dir)
-        for n, s in zip(data.ood_names, data.val_ood)
-    }
+def eval_sets(cfg: DictConfig) -> tuple[Features, Features, dict[str, Features]]:
+    """``(ID train, ID test, {OOD set: features})`` of the run's feature datamodule (``cfg.data``)."""
+    dm = hydra.utils.instantiate(cfg.data)
+    names = [s.name for s in dm.test_splits if s.kind == "ood"]
+    return dm.train_features, dm.val_id, dict(zip(names, dm.val_ood))
+
+
+def build_scorers(cfg: DictConfig, train: Features) -> tuple[dict[str, object], list[str]]:
+    """Every scorer of ``heat_eval``, fitted on ``train``: baselines, priors, the trained HEAT rows (from
+    ``heat_checkpoints``) and the compositions (``heat_eval.compositions``: ``{name: [member scorers]}``, default
+    ``{"HEAT": <every HEAT row>}``; beta = ``heat_eval.beta``). Returns the scorers and what is missing (a HEAT row
+    without a checkpoint, and the compositions that need it)."""
+    ev = cfg.heat_eval
     scorers = {n: hydra.utils.instantiate(c).fit(train) for n, c in ev.baselines.items()}
     scorers.update({n: hydra.utils.instantiate(c).fit(train) for n, c in ev.priors.items()})
-    heat, missing = {}, []
+    missing = []
     for name, row in ev.heat_rows.items():
         ckpt = ev.heat_checkpoints.get(name)
         if ckpt and Path(ckpt).is_file():
-            heat[name] = load_heat_row(row, ckpt)
+            scorers[name] = load_heat_row(row, ckpt)
         else:
             missing.append(f"{name} ({ckpt or 'no checkpoint given'})")
-    scorers.update(heat)
-    if len(heat) == len(ev.heat_rows):
-        scorers["HEAT"] = Combine(list(heat.values()), beta=ev.beta, stats_batch_size=ev.stats_batch_size).fit(train)
-    groups = {"near": list(ev.near), "far": list(ev.far), AVERAGE: list(data.ood_names)}
-    res = evaluate_scorers(scorers, id_test, ood, groups)
-    out_dir = Path(ev.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    cmd = command_line()
-    (out_dir / f"{ev.name}.json").write_text(
-        json.dumps({"command": cmd, "missing_heat_rows": missing, "results": res}, indent=2)
-    )
-    if cfg.get("table") and cfg.get("row"):
-        write_records(cfg, res, round(time.monotonic() - start, 3))
+    compositions = ev.get("compositions") or {"HEAT": list(ev.heat_rows)}
+    for name, members in compositions.items():
+        if all(m in scorers for m in members):
+            scorers[name] = Combine(
+                [scorers[m] for m in members],
+                beta=ev.beta,
+                stats_batch_size=ev.stats_batch_size,
+                seed=int(cfg.get("seed") or 0),
+            ).fit(train)
+    return scorers, missing
+
+
+def save_scores(folder: Path, scorers: dict, names: Iterable[str], id_test: Features, ood: dict[str, Features]) -> None:
+    """``scores_<name>.npz`` (arrays ``id`` and ``ood/<set>``, higher = more OOD) per scorer in ``names``."""
+    for name in names:
+        arrays = {"id": scorers[name].score(id_test).double().numpy()}
+        arrays.update({f"ood/{k}": scorers[name].score(f).double().numpy() for k, f in ood.items()})
+        np.savez_compressed(folder / f"scores_{name}.npz", **arrays)
+
+
+def run(cfg: DictConfig) -> dict:
+    """Score every scorer on every OOD set, write the JSON, the records and (``cfg.logger``) the logged metrics."""
+    start = time.monotonic()
+    ev = cfg.heat_eval
+    loggers = start_loggers(cfg)  # before the work: the wandb run id goes into the records
+    try:
+        train, id_test, ood = eval_sets(cfg)
+        scorers, missing = build_scorers(cfg, train)
+        groups = {"near": list(ev.near), "far": list(ev.far), AVERAGE: list(ood)}
+        res = evaluate_scorers(scorers, id_test, ood, groups)
+        out_dir = Path(ev.out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        sizes = {"train": len(train), "id_test": len(id_test), **{k: len(f) for k, f in ood.items()}}
+        (out_dir / f"{ev.name}.json").write_text(
+            json.dumps(
+                {"command": command_line(), "missing_heat_rows": missing, "sizes": sizes, "results": res}, indent=2
+            )
+        )
+        save_scores(out_dir, scorers, ev.get("save_scores") or [], id_test, ood)
+        flat = {f"test/{s}/{g}/{k}": float(v) for s, per in res.items() for g, m in per.items() for k, v in m.items()}
+        for lg in loggers:
+            lg.log_metrics(flat, step=0)
+            lg.finalize("success")
+        wandb_id = next((str(lg.version) for lg in loggers if isinstance(lg, WandbLogger)), None)
+        if cfg.get("table") and cfg.get("row"):
+            write_records(cfg, res, round(time.monotonic() - start, 3), wandb_id)
+    finally:
+        finish_loggers()
     log.info(
         "HEAT evaluation of %s: %d scorers; missing HEAT rows: %s", ev.name, len(res), ", ".join(missing) or "none"
     )

@@ -6,7 +6,7 @@ GALLOP_ARGS ?=
 
 .PHONY: demo-gallop test-gallop table-gallop table-gallop-parity table-gallop-shots table-gallop-baselines table-gallop-render bench-gallop
 
-demo-gallop: ## GalLoP vs CoOp vs zero-shot CLIP on few-shot Fashion-MNIST (+ GL-MCM OOD, heatmaps), one seed -> $(DEMO_OUT)/gallop.*
+demo-gallop: ## GalLoP vs CoOp vs zero-shot CLIP on cluttered few-shot Fashion-MNIST scenes with the repo's small CLIP (+ GL-MCM OOD, heatmaps), seeds 1-3 -> $(DEMO_OUT)/gallop.*
 	"$(PY)" -m gallop.demo --out "$(DEMO_OUT)" $(ARGS)
 
 test-gallop: ## the GalLoP and CLIP-backbone tests

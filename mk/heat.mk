@@ -7,8 +7,8 @@ HEAT_ARGS ?=
 .PHONY: demo-heat test-heat weights-heat features-heat-cifar10 features-heat-cifar100 features-heat-imagenet \
 	train-heat table-heat table-heat-eval bench-heat
 
-demo-heat: install data-fashion-mnist ## HEAT on Fashion-MNIST (CPU, seeds $(DEMO_SEEDS)) -> $(DEMO_OUT)/heat.{json,md}
-	"$(PY)" -m heat.demo --data-dir "$(DATA_DIR)/fashion-mnist" --out "$(DEMO_OUT)" --seeds $(DEMO_SEEDS) $(ARGS)
+demo-heat: install data-fashion-mnist ## HEAT on Fashion-MNIST (CPU, seeds $(DEMO_SEEDS), configs/experiment/heat/demo_fmnist*) -> $(DEMO_OUT)/heat.{json,md}
+	"$(PY)" -m heat.demo --out "$(DEMO_OUT)" --seeds $(DEMO_SEEDS) $(ARGS)
 
 test-heat: install ## run the HEAT tests (tests/heat)
 	"$(PY)" -m pytest -q tests/heat $(ARGS)

@@ -85,8 +85,13 @@ def test_demo_targets_leave_git_status_unchanged(tmp_path: Path) -> None:
     runs = {
         "demo-roadmap": TINY_DEMO_OVERRIDES[:-1] + ["data.sampler.m=4"],
         "demo-happier": hydra.split(),
-        "demo-heat": ["--per-class", "8", "--epochs", "1", "--ebm-steps", "2", "--ebm-batch", "16"],
-        "demo-gallop": ["--shots", "2", "--epochs", "1", "--test-per-class", "2"],
+        "demo-heat": ["heat_demo.per_class=8", "trainer.max_epochs=1", "trainer.max_steps=2", "data.batch_size=16"],
+        "demo-gallop": [
+            "data.shots=2",
+            "scenes.test_per_class=2",
+            "scenes.ood_per_class=2",
+            "scenes.train_per_class=4",
+        ],
         "demo-report": [],
     }
     before = _status()

@@ -1,4 +1,5 @@
-"""The GalLoP scene study end to end on tiny IDX files (a 1-step tiny CLIP), and its verdict rule by hand."""
+"""The GalLoP scene study: its rows' configs, one row through the launcher on tiny IDX files (a 1-step tiny CLIP), and
+its table and verdict rule by hand."""
 
 from __future__ import annotations
 
@@ -6,10 +7,15 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
+from common.launch import run
 from gallop import scene_study, tiny_clip
 from gallop.scene_study import _paired, table_rows, verdicts
-from tests.conftest import make_tiny_fashion_mnist
+from tests.conftest import compose_train, make_tiny_fashion_mnist
+
+#: tiny scenes: 2 shots, 2 scenes per class in the test and OOD sets, 4 in the few-shot pool
+TINY = ["data.shots=2", "scenes.test_per_class=2", "scenes.ood_per_class=2", "scenes.train_per_class=4"]
 
 
 def test_paired_verdict_rule():
@@ -78,42 +84,47 @@ def test_table_and_verdicts_from_hand_made_runs():
     assert "**does not hold**" in line and "held_out: +2.5 ± 7.5, 1/2" in line
 
 
-def test_unknown_override_is_named():
-    with pytest.raises(ValueError, match="unknown StudyConfig field 'lr'"):
-        scene_study._apply_overrides(scene_study.StudyConfig(), ["lr=0.1"])
-    cfg = scene_study._apply_overrides(scene_study.StudyConfig(), ["topk=[1, 2]", "lr_gallop=0.05", "epochs=3"])
-    assert cfg.topk == (1, 2) and cfg.lr_gallop == 0.05 and cfg.epochs == 3
+def test_rows_hold_the_study_setting(tmp_path):
+    """The demo rows' configs: the budget and the learning rates chosen on the val scenes, one scene stream."""
+    cfgs = {
+        row: compose_train([f"experiment=gallop/demo_scenes_{row}"], tmp_path) for row in ("zeroshot", "coop", "gallop")
+    }
+    g, c, z = cfgs["gallop"], cfgs["coop"], cfgs["zeroshot"]
+    assert (g.model.optimizer.lr, c.model.optimizer.lr, z.model.optimizer) == (0.2, 0.05, None)
+    assert g.trainer.max_epochs == c.trainer.max_epochs == 25 and z.trainer.max_epochs == 0
+    assert list(g.model.topk) == [2, 4, 6, 8] and g.model.prompt_dropout == c.model.prompt_dropout == 0.75
+    assert g.model.optimizer.weight_decay == c.model.optimizer.weight_decay == 1e-2
+    assert (g.data.shots, g.data.train_dataset.per_class, g.data.test_dataset.per_class) == (16, 500, 100)
+    assert g.data.train_dataset.transform.min_scale == 0.5 and g.data.test_dataset.split == "test"
+    assert (g.row, c.row, z.row, g.table) == ("gallop", "coop", "zeroshot_clip", "demo")
+    assert "scene_diagnostics" in g.callbacks and "scene_diagnostics" not in c.callbacks
+    # the preprocessing written in the base config is the small CLIP's own
+    pre = json.loads((tiny_clip.ASSET_DIR / tiny_clip.CONFIG_NAME).read_text())["preprocess_cfg"]
+    assert (g.scenes.image_size, list(g.scenes.mean), list(g.scenes.std)) == (pre["size"], pre["mean"], pre["std"])
 
 
-@pytest.mark.slow
-def test_study_runs_every_method_and_writes_table_verdicts_and_heatmaps(tmp_path: Path):
-    root = make_tiny_fashion_mnist(tmp_path / "fmnist", per_class=6)
+def test_load_clip_leaves_the_global_rng_alone():
+    state = torch.random.get_rng_state()
+    clip = scene_study.load_clip()
+    assert torch.equal(torch.random.get_rng_state(), state) and not clip.training
+    assert scene_study.caption_templates() == list(tiny_clip.TEMPLATES)
+
+
+def test_gallop_row_through_the_launcher(tmp_path: Path):
+    """The GalLoP row on tiny scenes with a 1-step small CLIP: its diagnostics, heatmaps and result record."""
+    root = make_tiny_fashion_mnist(tmp_path / "data" / "fashion-mnist", per_class=6)
     clip_dir = tmp_path / "clip"
     tiny_clip.train(clip_dir, root, steps=1, batch_size=8, val_items=8, threads=1, warmup=1, log=lambda s: None)
-    out = tmp_path / "out"
-    sets = ["epochs=1", "shots=2", "test_per_class=2", "ood_per_class=2", "train_pool_per_class=4"]
-    argv = ["--data-root", str(root), "--clip-dir", str(clip_dir), "--out", str(out), "--seeds", "1", "2"]
-    assert scene_study.main([*argv, "--threads", "1", "--set", *sets]) == 0
-    saved = json.loads((out / "scenes.json").read_text())
-    assert set(saved["runs"]) == {"zero-shot CLIP", "CoOp", "GalLoP"} and saved["config"]["epochs"] == 1
-    assert saved["runs"]["zero-shot CLIP"]["1"] == saved["runs"]["zero-shot CLIP"]["2"]  # seed-free, run once
-    g = saved["runs"]["GalLoP"]["1"]
-    assert {"test/acc", "test/acc_global", "test/acc_local", "test/ood/held_out/gl_mcm/auroc"} <= set(g)
-    assert "test/ood/held_out_in_id_clutter/gl_mcm/auroc" in g
-    # the local-only diagnostic recomputes GalLoP's own local-only top-1
-    assert g["diag/acc_local"] == pytest.approx(g["test/acc_local"])
-    assert 0.0 <= g["diag/box_hit"] <= 100.0 and "diag/acc_local" in saved["runs"]["zero-shot CLIP"]["1"]
-    assert saved["clip"]["sha256"] == tiny_clip.sha256(clip_dir / tiny_clip.WEIGHTS_NAME)
-    assert len(saved["table"]) == 9 and "GalLoP beats CoOp (top-1)" in saved["verdicts"]["headline"]
-    md = (out / "scenes.md").read_text()
-    assert "| GalLoP local-only |" in md and "GL-MCM beats MCM" in md and saved["command"] in md
-    assert (out / "scenes_heatmaps.png").stat().st_size > 10_000 and saved["heatmaps"] == "scenes_heatmaps.png"
-    for name in ("coop", "gallop"):  # training loss of every step of the first seed (2 shots x 8 classes: 1 step)
-        rows = (out / "artifacts" / f"scenes_curve_{name}.csv").read_text().split()
-        assert rows[0] == "step,loss" and len(rows) == 2
-    assert (
-        scene_study.main([*argv, "--threads", "1", "--tune", "--lrs", "0.01", "--epochs-grid", "1", "--set", *sets])
-        == 0
+    overrides = [f"scenes.clip_dir={clip_dir}", f"paths.data_dir={tmp_path / 'data'}", "logger=csv", *TINY]
+    cfg = compose_train(["experiment=gallop/demo_scenes_gallop", "trainer.max_epochs=1", *overrides], tmp_path / "run")
+    metrics, _ = run(cfg)
+    assert {"test/acc", "test/acc_global", "test/acc_local", "test/ood/held_out_in_id_clutter/gl_mcm/auroc"} <= set(
+        metrics
     )
-    tuned = json.loads((out / "tuning.json").read_text())["rows"]
-    assert [(r["method"], r["lr"], r["epochs"]) for r in tuned] == [("CoOp", 0.01, 1), ("GalLoP", 0.01, 1)]
+    # the local-only diagnostic recomputes GalLoP's own local-only top-1
+    assert metrics["test/diag/acc_local"] == pytest.approx(metrics["test/acc_local"])
+    assert 0.0 <= metrics["test/diag/box_hit"] <= 100.0
+    assert (tmp_path / "run" / "scenes_heatmaps.png").stat().st_size > 10_000
+    record = json.loads((tmp_path / "run" / "record.json").read_text())
+    assert (record["row"], record["table"], record["seed"]) == ("gallop", "demo", 1)
+    assert record["metrics"]["diag/acc_local"] == pytest.approx(metrics["test/diag/acc_local"])

@@ -1,10 +1,11 @@
-"""End to end on a fixture CIFAR tree: heat.extract (backbone once) -> cached features -> heat.evaluate records."""
+"""End to end on a fixture CIFAR tree: heat.extract (backbone once) -> cached features -> heat.evaluate records, and
+the evaluation's offline wandb run read back (job_type eval, group heat/<table>, name <row>-s<seed>, top-level keys)."""
 
 import json
+import time
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import common.config.resolvers  # noqa: F401
@@ -12,8 +13,9 @@ from common.results.record import load_records
 from heat.datamodule import FeatureDataModule
 from heat.evaluate import run
 from heat.extract import extract_all
-from tests.heat.test_configs_eval import CONFIG_DIR
+from tests.conftest import compose_train
 from tests.heat.test_readers import _cifar_batch
+from tests.helpers.wandb_offline import read_offline_run
 
 
 def test_extract_then_evaluate(tmp_path, monkeypatch):
@@ -23,15 +25,15 @@ def test_extract_then_evaluate(tmp_path, monkeypatch):
         _cifar_batch(base / f"data_batch_{i}", 12, [j % 3 for j in range(12)], seed=i)
     _cifar_batch(base / "test_batch", 9, [j % 3 for j in range(9)], seed=9)
     _cifar_batch(tmp_path / "data" / "cifar-100-python" / "test", 8, [1] * 8, coarse=[0] * 8, seed=10)
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(
-            "train.yaml",
-            overrides=[
-                "experiment=heat/cifar10_eval",
-                f"paths.data_dir={tmp_path / 'data'}",
-                f"paths.cache_dir={tmp_path / 'cache'}",
-            ],
-        )
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = compose_train(
+        [
+            "experiment=heat/cifar10_eval",
+            f"paths.data_dir={tmp_path / 'data'}",
+            f"paths.cache_dir={tmp_path / 'cache'}",
+        ],
+        tmp_path / "run",
+    )
     OmegaConf.set_struct(cfg, False)
     cfg.extract.backbone = {
         "_target_": "heat.backbones.create_classifier",
@@ -71,3 +73,22 @@ def test_extract_then_evaluate(tmp_path, monkeypatch):
     assert (knn.method, knn.table, knn.dataset) == ("heat", "cifar10", "cifar10")
     assert knn.metrics["cifar100/auroc"] == pytest.approx(res["knn"]["cifar100"]["auroc"])
     assert knn.metrics["average/fpr95"] == pytest.approx(res["knn"]["cifar100"]["fpr95"])  # one set: its own mean
+    # the evaluation's offline wandb run: an eval job in the table's group, named <row>-s<seed>, with the top-level keys
+    assert knn.wandb_run_id
+    (run_dir,) = (tmp_path / "run").rglob(f"offline-run-*-{knn.wandb_run_id}")
+    for _ in range(20):  # wandb-core may still be flushing the record log after finish()
+        logged = read_offline_run(run_dir)
+        if "test/knn/cifar100/auroc" in logged["summary"]:
+            break
+        time.sleep(0.5)
+    assert logged["run"]["job_type"] == "eval" and logged["run"]["group"] == "heat/cifar10"
+    assert logged["run"]["name"] == "cifar10-s0" and logged["run"]["project"] == "robust-retrieval"
+    config = logged["config"]
+    assert (config["method"], config["table"], config["row"], config["job_type"]) == (
+        "heat",
+        "cifar10",
+        "cifar10",
+        "eval",
+    )
+    assert config["dataset"] == "heat_cifar10" and config["backbone"] == "resnet34-cifarstem"
+    assert logged["summary"]["test/knn/cifar100/auroc"] == pytest.approx(res["knn"]["cifar100"]["auroc"])
