@@ -148,7 +148,7 @@ def make_vars(method: str, out: Path, target: str = "") -> list[str]:
 def environment(out: Path) -> dict[str, str]:
     """Where everything goes: data, records, tables, report, caches, weights, all under ``out``."""
     # each `make` here is a top-level one: variables given to `make rehearse` (ARGS="--out ...") must not reach it.
-    # make passes them on twice: in MAKEFLAGS and as environment variables of the recipe (`make tables` would read
+    # GNU make passes them on twice: in MAKEFLAGS and as environment variables of the recipe (`make tables` would read
     # that ARGS and hand `--out ...` to the collector)
     makeflags = os.environ.get("MAKEFLAGS", "")
     drop = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "ARGS"}

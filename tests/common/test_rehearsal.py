@@ -168,7 +168,7 @@ def test_run_make_times_a_target_and_names_a_failure(tmp_path):
     env = rehearsal.environment(tmp_path)
     wall, cpu = rehearsal.run_make("help", [], env, tmp_path / "log")
     assert wall > 0 and cpu >= 0 and "### make help" in (tmp_path / "log").read_text()
-    with pytest.raises(RuntimeError, match="`make no-such-target` failed"):
+    with pytest.raises(RuntimeError, match="no-such-target` failed"):
         rehearsal.run_make("no-such-target", [], env, tmp_path / "log")
 
 
