@@ -7,6 +7,16 @@ PIP := $(VENV)/bin/pip
 DATA_DIR ?= data
 WEIGHTS_DIR ?= weights
 ARGS ?=
+# `$(call experiments,<method>,<row> ...)` -> <method>/<row>,<method>/<row>,...: one Hydra multirun over rows (one
+# process for a whole table; with hydra/launcher=slurm one job per row). MULTIRUN_JOB_DIR names each job's folder
+# after its experiment (<sweep dir>/<row>). Hydra reads a nested ${...} only in a quoted value, and the shell must
+# leave it alone: such overrides go in single quotes around Hydra's double quotes.
+comma := ,
+empty :=
+space := $(empty) $(empty)
+commas = $(subst $(space),$(comma),$(strip $(1)))
+experiments = $(call commas,$(addprefix $(1)/,$(2)))
+MULTIRUN_JOB_DIR := hydra.sweep.subdir="$${basename:$${experiment_name}}"
 # where `make demo` and the demo-* targets write (git-ignored); the committed reference run is results/reference/
 DEMO_OUT ?= outputs/demo
 DEMO_SEEDS ?= 0,1,2
@@ -75,7 +85,7 @@ tables-wandb: install ## make tables, and log them as wandb Tables (offline unle
 report: install ## build results/report/index.html and REPORT.md from the records, the tables and the demo outputs (no wandb needed)
 	"$(PY)" -m common.report.build
 
-rehearse: install ## every `make table-*` on tiny synthetic data in every official layout (CPU), then tables + report into outputs/rehearsal; fails naming each empty cell
+rehearse: install ## every `make table-*` on tiny synthetic data in every official layout (CPU, 2 lanes, ~6 min on 2 cores), then tables + report into outputs/rehearsal; fails naming each empty cell
 	"$(PY)" -m common.rehearsal.run $(ARGS)
 
 rehearse-ci: install ## the rehearsal of one table per method (CI): ROADMAP XBM, HAPPIER DyML-Product, HEAT CIFAR-10, GalLoP DG

@@ -12,36 +12,41 @@ demo-gallop: ## GalLoP vs CoOp vs zero-shot CLIP on cluttered few-shot Fashion-M
 test-gallop: ## the GalLoP and CLIP-backbone tests
 	"$(PY)" -m pytest -q tests/gallop tests/common/test_clip_backbone.py
 
-table-gallop: ## 16-shot GalLoP on the 11 datasets x seeds $(GALLOP_SEEDS), then the tables (results/tables/gallop.md, mean ± std)
-	@set -e; for d in $(GALLOP_DATASETS); do for s in $(GALLOP_SEEDS); do \
-	  "$(PY)" -m common.launch experiment=gallop/$${d}_16shot seed=$$s "hydra.run.dir=$(GALLOP_RUNS)/$${d}_16shot/shots16/seed$$s" $(GALLOP_ARGS); \
-	done; done
+# Each table target runs its rows as Hydra multiruns (one process per multirun; with hydra/launcher=slurm one job per
+# row), one sweep folder per multirun under $(GALLOP_RUNS), each run in <sweep>/<experiment>/shots<K>/seed<S>. A
+# multirun over experiments first composes GALLOP_ARGS on the root config: give a key that only the experiment has
+# with `++` (GALLOP_ARGS="++model.net.clip.pretrained=...").
+GALLOP_JOB_DIR := hydra.sweep.subdir="$${basename:$${experiment_name}}/shots$${data.shots}/seed$${seed}"
+gallop_multirun = "$(PY)" -m common.launch -m "hydra.sweep.dir=$(GALLOP_RUNS)/$(1)" '$(GALLOP_JOB_DIR)' seed=$(or $(2),$(call commas,$(GALLOP_SEEDS)))
+
+table-gallop: ## 16-shot GalLoP on the 11 datasets x seeds $(GALLOP_SEEDS) (one multirun), then the tables (results/tables/gallop.md, mean ± std)
+	$(call gallop_multirun,shots16) experiment=$(call experiments,gallop,$(addsuffix _16shot,$(GALLOP_DATASETS))) $(GALLOP_ARGS)
 	$(MAKE) table-gallop-render
 
 # The original's few-shot subsets: its proportional split with its class ids (data.sampling=gallop_parity), seed 1
 # as the original; rows <dataset>_16shot_gallop_parity.
 table-gallop-parity: ## 16-shot GalLoP on the 11 datasets with the original's few-shot subsets (gallop_parity, seed 1), then the tables
-	@set -e; for d in $(GALLOP_DATASETS); do \
-	  "$(PY)" -m common.launch experiment=gallop/$${d}_16shot data.sampling=gallop_parity seed=1 "hydra.run.dir=$(GALLOP_RUNS)/$${d}_16shot_gallop_parity/shots16/seed1" $(GALLOP_ARGS); \
-	done
+	$(call gallop_multirun,parity,1) ++data.sampling=gallop_parity \
+	  experiment=$(call experiments,gallop,$(addsuffix _16shot,$(GALLOP_DATASETS))) $(GALLOP_ARGS)
 	$(MAKE) table-gallop-render
 
 # Lower shots: GalLoP only published 16-shot settings. Our choice: CoOp's epochs per shot (1 -> 50, 2/4 -> 100,
 # 8 -> 200; ImageNet 50 for every shot), with each dataset's 16-shot batch size, keeping the last partial batch
 # (dropping it, as the 16-shot rows do, would skip 5 of Pets' 37 images per 1-shot epoch, and all of a set smaller
-# than one batch).
+# than one batch). One multirun per shot count (all datasets but ImageNet), and one for ImageNet over the four counts.
+GALLOP_LOW_SHOT_DATASETS = $(filter-out imagenet,$(GALLOP_DATASETS))
 table-gallop-shots: ## 1/2/4/8-shot GalLoP (CoOp's epochs per shot, our choice) x seeds, then the tables
-	@set -e; for k in 1 2 4 8; do case $$k in 1) ep=50;; 2|4) ep=100;; 8) ep=200;; esac; \
-	  for d in $(GALLOP_DATASETS); do e=$$ep; if [ $$d = imagenet ]; then e=50; fi; for s in $(GALLOP_SEEDS); do \
-	    "$(PY)" -m common.launch experiment=gallop/$${d}_16shot data.shots=$$k data.drop_last=false trainer.max_epochs=$$e seed=$$s \
-	      "hydra.run.dir=$(GALLOP_RUNS)/$${d}_16shot/shots$$k/seed$$s" $(GALLOP_ARGS); \
-	  done; done; done
+	@set -e; if [ -n "$(strip $(GALLOP_LOW_SHOT_DATASETS))" ]; then for k in 1 2 4 8; do \
+	  case $$k in 1) ep=50;; 2|4) ep=100;; 8) ep=200;; esac; \
+	  $(call gallop_multirun,shots$$k) ++data.shots=$$k ++data.drop_last=false trainer.max_epochs=$$ep \
+	    experiment=$(call experiments,gallop,$(addsuffix _16shot,$(GALLOP_LOW_SHOT_DATASETS))) $(GALLOP_ARGS); \
+	done; fi
+	$(if $(filter imagenet,$(GALLOP_DATASETS)),$(call gallop_multirun,shots1-8_imagenet) data.shots=1$(comma)2$(comma)4$(comma)8 \
+	  ++data.drop_last=false trainer.max_epochs=50 experiment=gallop/imagenet_16shot $(GALLOP_ARGS))
 	$(MAKE) table-gallop-render
 
 table-gallop-baselines: ## CoOp (16 shots) and zero-shot CLIP on ImageNet with DG and OOD sets (rows of the DG/OOD tables)
-	@set -e; for s in $(GALLOP_SEEDS); do \
-	  "$(PY)" -m common.launch experiment=gallop/imagenet_coop seed=$$s "hydra.run.dir=$(GALLOP_RUNS)/imagenet_coop/shots16/seed$$s" $(GALLOP_ARGS); \
-	done
+	$(call gallop_multirun,coop) experiment=gallop/imagenet_coop $(GALLOP_ARGS)
 	"$(PY)" -m common.launch experiment=gallop/imagenet_zeroshot "hydra.run.dir=$(GALLOP_RUNS)/imagenet_zeroshot/shots0/seed1" $(GALLOP_ARGS)
 	$(MAKE) table-gallop-render
 

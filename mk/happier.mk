@@ -28,17 +28,35 @@ happier-dyml-tests-%: happier-row-% ## a DyML-Vehicle/Animal row, then its middl
 	    "ckpt_path=$(HAPPIER_RUNS)/$*/checkpoints/last.ckpt" "hydra.run.dir=$(HAPPIER_RUNS)/$*_$$b" $(ARGS) || exit 1; \
 	done
 
-table-happier-sop: $(addprefix happier-row-sop_,$(HAPPIER_MODELS)) ## HAPPIER table, SOP rows (GPU; data-sop, weights-timm)
+# one table: its rows (HAPPIER_MODELS) as one multirun into $(HAPPIER_RUNS)/<dataset>/<row>
+happier_table = "$(PY)" -m common.launch -m "hydra.sweep.dir=$(HAPPIER_RUNS)/$(1)" '$(MULTIRUN_JOB_DIR)' \
+	  experiment=$(call experiments,happier,$(addprefix $(1)_,$(HAPPIER_MODELS))) $(ARGS)
+# DyML-Vehicle/Animal: each row's last checkpoint tested on the middle and coarse benchmarks (one multirun) into
+# $(HAPPIER_RUNS)/<dataset>_tests/<row>_<benchmark>
+happier_dyml_tests = "$(PY)" -m common.launch -m "hydra.sweep.dir=$(HAPPIER_RUNS)/$(1)_tests" \
+	  'hydra.sweep.subdir="$${basename:$${experiment_name}}_$${dyml_benchmark}"' \
+	  experiment=$(call experiments,happier,$(addprefix $(1)_,$(HAPPIER_MODELS))) train=false dyml_benchmark=middle,coarse \
+	  'ckpt_path="$(HAPPIER_RUNS)/$(1)/$${basename:$${experiment_name}}/checkpoints/last.ckpt"' $(ARGS)
+
+table-happier-sop: ## HAPPIER table, SOP rows (GPU; data-sop, weights-timm)
+	$(call happier_table,sop)
 	"$(PY)" -m common.results.collect --method happier
-table-happier-inat-base: $(addprefix happier-row-inat_base_,$(HAPPIER_MODELS)) ## HAPPIER table, iNat-base rows (GPU)
+table-happier-inat-base: ## HAPPIER table, iNat-base rows (GPU)
+	$(call happier_table,inat_base)
 	"$(PY)" -m common.results.collect --method happier
-table-happier-inat-full: $(addprefix happier-row-inat_full_,$(HAPPIER_MODELS)) ## HAPPIER table, iNat-full rows (GPU)
+table-happier-inat-full: ## HAPPIER table, iNat-full rows (GPU)
+	$(call happier_table,inat_full)
 	"$(PY)" -m common.results.collect --method happier
-table-happier-dyml-vehicle: $(addprefix happier-dyml-tests-dyml_vehicle_,$(HAPPIER_MODELS)) ## HAPPIER table, DyML-Vehicle (3 benchmarks, averaged)
+table-happier-dyml-vehicle: ## HAPPIER table, DyML-Vehicle (3 benchmarks, averaged)
+	$(call happier_table,dyml_vehicle)
+	$(call happier_dyml_tests,dyml_vehicle)
 	"$(PY)" -m common.results.collect --method happier
-table-happier-dyml-animal: $(addprefix happier-dyml-tests-dyml_animal_,$(HAPPIER_MODELS)) ## HAPPIER table, DyML-Animal (3 benchmarks, averaged)
+table-happier-dyml-animal: ## HAPPIER table, DyML-Animal (3 benchmarks, averaged)
+	$(call happier_table,dyml_animal)
+	$(call happier_dyml_tests,dyml_animal)
 	"$(PY)" -m common.results.collect --method happier
-table-happier-dyml-product: $(addprefix happier-row-dyml_product_,$(HAPPIER_MODELS)) ## HAPPIER table, DyML-Product (levels averaged)
+table-happier-dyml-product: ## HAPPIER table, DyML-Product (levels averaged)
+	$(call happier_table,dyml_product)
 	"$(PY)" -m common.results.collect --method happier
 
 # HAPPIER's two extensions (docs/hgldv2_coco.md): H-GLDv2 (data-gldv2 + data-hgldv2) and multi-label COCO (data-coco)

@@ -4,28 +4,24 @@ ROADMAP_LOSS_ROWS ?= $(foreach d,sop cub inat,$(foreach l,supap smoothap fastap 
 XBM_ARGS ?=
 ROADMAP_XBM_ROWS ?= sop_resnet50_xbm cub_resnet50_xbm inat_resnet50_xbm
 ROADMAP_TPAMI_ROWS ?= $(foreach d,sop cub,$(foreach l,roadmap suprecall supndcg triplet multisimilarity nsm,tpami_$(d)_resnet50_$(l))) tpami_inat_resnet50_roadmap
-roadmap_comma := ,
-roadmap_empty :=
-roadmap_space := $(roadmap_empty) $(roadmap_empty)
-roadmap_join = $(subst $(roadmap_space),$(roadmap_comma),$(foreach r,$(1),roadmap/$(r)))
 
 .PHONY: table-roadmap table-roadmap-losses table-roadmap-xbm table-roadmap-tpami report-roadmap bench-roadmap demo-roadmap test-roadmap
 
 table-roadmap: ## ROADMAP NeurIPS main rows (SOP/CUB/iNat x R50/DeiT-S) as one multirun; ARGS="hydra/launcher=slurm ..."
-	"$(PY)" -m common.launch -m experiment=$(call roadmap_join,$(ROADMAP_ROWS)) $(ARGS)
+	"$(PY)" -m common.launch -m '$(MULTIRUN_JOB_DIR)' experiment=$(call experiments,roadmap,$(ROADMAP_ROWS)) $(ARGS)
 	"$(PY)" -m common.results.collect --method roadmap
 
 table-roadmap-losses: ## ROADMAP NeurIPS loss comparison rows (SupAP, Smooth-AP, FastAP, BlackBox-AP, SoftBin-AP)
-	"$(PY)" -m common.launch -m experiment=$(call roadmap_join,$(ROADMAP_LOSS_ROWS)) $(ARGS)
+	"$(PY)" -m common.launch -m '$(MULTIRUN_JOB_DIR)' experiment=$(call experiments,roadmap,$(ROADMAP_LOSS_ROWS)) $(ARGS)
 	"$(PY)" -m common.results.collect --method roadmap
 
 # The memory's loss weight and start epoch are not published: the rows leave model.memory.weight mandatory (???).
 table-roadmap-xbm: ## ROADMAP NeurIPS XBM rows (SOP/CUB/iNat, R50); XBM_ARGS="model.memory.weight=W model.memory.activate_after=E" (unpublished)
-	"$(PY)" -m common.launch -m experiment=$(call roadmap_join,$(ROADMAP_XBM_ROWS)) $(XBM_ARGS) $(ARGS)
+	"$(PY)" -m common.launch -m '$(MULTIRUN_JOB_DIR)' experiment=$(call experiments,roadmap,$(ROADMAP_XBM_ROWS)) $(XBM_ARGS) $(ARGS)
 	"$(PY)" -m common.results.collect --method roadmap
 
 table-roadmap-tpami: ## SupRank (TPAMI) rows: ROADMAP 0.9/0.1, SupRecall, SupNDCG, triplet, MS, NSM
-	"$(PY)" -m common.launch -m experiment=$(call roadmap_join,$(ROADMAP_TPAMI_ROWS)) $(ARGS)
+	"$(PY)" -m common.launch -m '$(MULTIRUN_JOB_DIR)' experiment=$(call experiments,roadmap,$(ROADMAP_TPAMI_ROWS)) $(ARGS)
 	"$(PY)" -m common.results.collect --method roadmap
 
 report-roadmap: ## the ROADMAP / SupRank tables from the records beside results/roadmap/published.yaml (results/tables/roadmap.md)

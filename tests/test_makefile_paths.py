@@ -82,7 +82,7 @@ def test_recipes_pass_paths_with_spaces_as_one_argument(setup):
         f"hydra.run.dir={h}/dyml_vehicle_happier_coarse",
         f"hydra.run.dir={heat}/cifar10_el",
         f"heat_eval.heat_checkpoints.HEAT-GMM-std={heat}/cifar10_gmm_std/checkpoints/last.ckpt",
-        f"hydra.run.dir={g}/dtd_16shot/shots16/seed1",
+        f"hydra.sweep.dir={g}/shots16",
     ]
     for arg in expected:
         assert any(arg in argv for argv in argvs), f"{arg!r} not passed as one argument; calls: {argvs}"

@@ -9,6 +9,8 @@
   else the experiment's name (so the seeds of one experiment share a group).
 - ``${run_name_of:${row},${experiment_name},${seed}}``: the wandb run name, ``<row>-s<seed>`` (the experiment's last
   path part stands in for the row outside the paper tables).
+- ``${basename:${experiment_name}}``: the last path part (``happier/sop_happier`` -> ``sop_happier``); the make
+  targets name each job folder of a multirun after its experiment with it (``hydra.sweep.subdir``).
 """
 
 from __future__ import annotations
@@ -46,8 +48,13 @@ def _run_name_of(row: str | None, experiment: str | None, seed: int | None) -> s
     return f"{stem}-s{seed}"
 
 
+def _basename(path: str | None) -> str:
+    return str(path).rstrip("/").split("/")[-1]
+
+
 _RESOLVERS = {
     "eval": _safe_eval,
+    "basename": _basename,
     "method_of": _method_of,
     "job_type_of": _job_type_of,
     "group_of": _group_of,

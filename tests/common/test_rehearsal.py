@@ -4,11 +4,17 @@ the empty-cell check names what is empty, and (slow) the whole rehearsal fills e
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 
+import common  # noqa: F401  (registers the resolvers)
 from common.data.catalogue import DATASETS
 from common.data.download import verify
 from common.rehearsal import run as rehearsal
@@ -71,8 +77,129 @@ def test_empty_cells_are_named(tmp_path):
 @pytest.mark.slow
 def test_make_rehearse_fills_every_table_of_every_method(tmp_path):
     """The whole rehearsal: every `make table-*` target on the tiny layouts, then `make tables` and `make report`."""
-    empty = rehearsal.rehearse(tmp_path / "rehearsal", rehearsal.TARGETS)
-    assert empty == []
-    tables = json.loads((tmp_path / "rehearsal" / "tables" / "tables.json").read_text())
+    out = tmp_path / "rehearsal"
+    empty = rehearsal.rehearse(out, rehearsal.TARGETS)
+    assert empty == [], "empty cells of ours:\n" + "\n".join(empty)
+    tables = json.loads((out / "tables" / "tables.json").read_text())
     assert {t["method"] for t in tables} >= {"roadmap", "happier", "heat", "gallop"}
-    assert (tmp_path / "rehearsal" / "report" / "index.html").is_file()
+    assert (out / "report" / "index.html").is_file()
+    timings = json.loads((out / "timings.json").read_text())
+    run = [(t["method"], t["target"]) for t in timings["targets"]]
+    expected = [(m, e.split()[0]) for m, entries in rehearsal.TARGETS.items() for e in entries]
+    assert run == [("-", "write tiny datasets"), *expected, ("-", "tables"), ("-", "report")]
+    assert timings["cpu_s"] > 0 and timings["wall_s"] > 0
+
+
+# ------------------------------------------------------------------ the multiruns that the table targets start
+def _launches(tmp_path: Path, *targets: str, **variables: str) -> list[list[str]]:
+    """The arguments of every ``python -m common.launch`` that ``make <targets>`` starts, recorded by a stand-in
+    interpreter (``VENV`` points at a folder whose ``bin/python`` only writes its arguments down)."""
+    log = tmp_path / "calls.jsonl"
+    python = tmp_path / "venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text(
+        f"#!{sys.executable}\nimport json, sys\nwith open({str(log)!r}, 'a') as f:\n    f.write(json.dumps(sys.argv[1:]) + '\\n')\n"
+    )
+    python.chmod(0o755)
+    (tmp_path / "venv" / ".installed").touch()
+    cmd = ["make", "--no-print-directory", "-C", str(ROOT), *targets, f"VENV={tmp_path / 'venv'}", "ARGS="]
+    cmd += ["GALLOP_ARGS=", *(f"{k}={v}" for k, v in variables.items())]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env={**os.environ, "MAKEFLAGS": ""})
+    assert out.returncode == 0, out.stdout + out.stderr
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    return [c[2:] for c in calls if c[:2] == ["-m", "common.launch"]]
+
+
+def _job_folder(overrides: list[str], experiment: str, **values) -> str:
+    """The job folder (``hydra.sweep.subdir``) that Hydra resolves for one job of the multirun."""
+    parsed = {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(overrides)}
+    cfg = OmegaConf.create({"experiment_name": experiment, "sub": parsed["hydra.sweep.subdir"], **values})
+    return cfg.sub
+
+
+def test_a_happier_table_is_one_multirun_and_its_dyml_tests_another(tmp_path):
+    train, tests = _launches(tmp_path, "table-happier-dyml-vehicle", HAPPIER_RUNS="/r")
+    assert train[0] == "-m" and tests[0] == "-m"
+    parser = OverridesParser.create()
+    rows = [f"happier/dyml_vehicle_{m}" for m in ("happier", "csl", "roadmap", "nsm")]
+    sweeps = {o.key_or_group: o for o in parser.parse_overrides(train[1:])}
+    assert list(sweeps["experiment"].sweep_string_iterator()) == rows
+    assert sweeps["hydra.sweep.dir"].value() == "/r/dyml_vehicle"
+    assert _job_folder(train[1:], rows[0]) == "dyml_vehicle_happier"
+    # the tests: every row x {middle, coarse}, each reading its row's last checkpoint
+    t = {o.key_or_group: o for o in parser.parse_overrides(tests[1:])}
+    assert list(t["dyml_benchmark"].sweep_string_iterator()) == ["middle", "coarse"]
+    cfg = OmegaConf.create(
+        {"experiment_name": rows[1], "dyml_benchmark": "coarse", "ckpt": t["ckpt_path"].value(), "sub": None}
+    )
+    cfg.sub = t["hydra.sweep.subdir"].value()
+    assert cfg.ckpt == "/r/dyml_vehicle/dyml_vehicle_csl/checkpoints/last.ckpt"
+    assert cfg.sub == "dyml_vehicle_csl_coarse"
+
+
+def test_gallop_tables_are_multiruns_over_datasets_and_seeds(tmp_path):
+    launches = _launches(
+        tmp_path,
+        "table-gallop",
+        "table-gallop-shots",
+        GALLOP_RUNS="/g",
+        GALLOP_DATASETS="imagenet dtd",
+        GALLOP_SEEDS="1 2",
+    )
+    assert all(args[0] == "-m" for args in launches) and len(launches) == 1 + 4 + 1  # 16 shots, 1/2/4/8, ImageNet
+    parsed = [{o.key_or_group: o for o in OverridesParser.create().parse_overrides(a[1:])} for a in launches]
+    assert list(parsed[0]["experiment"].sweep_string_iterator()) == ["gallop/imagenet_16shot", "gallop/dtd_16shot"]
+    assert list(parsed[0]["seed"].sweep_string_iterator()) == ["1", "2"]
+    assert [p["hydra.sweep.dir"].value() for p in parsed] == [f"/g/shots{k}" for k in ("16", "1", "2", "4", "8")] + [
+        "/g/shots1-8_imagenet"
+    ]
+    assert parsed[1]["experiment"].value() == "gallop/dtd_16shot"  # ImageNet has its own epochs at every shot count
+    assert list(parsed[-1]["data.shots"].sweep_string_iterator()) == ["1", "2", "4", "8"]
+    folder = _job_folder(launches[0][1:], "gallop/dtd_16shot", data={"shots": 16}, seed=2)
+    assert folder == "dtd_16shot/shots16/seed2"
+
+
+def test_basename_resolver():
+    cfg = OmegaConf.create({"e": "happier/sop_happier", "b": "${basename:${e}}", "c": "${basename:sop}"})
+    assert (cfg.b, cfg.c) == ("sop_happier", "sop")
+
+
+def test_run_make_times_a_target_and_names_a_failure(tmp_path):
+    env = rehearsal.environment(tmp_path)
+    wall, cpu = rehearsal.run_make("help", [], env, tmp_path / "log")
+    assert wall > 0 and cpu >= 0 and "### make help" in (tmp_path / "log").read_text()
+    with pytest.raises(RuntimeError, match="no-such-target` failed"):
+        rehearsal.run_make("no-such-target", [], env, tmp_path / "log")
+
+
+def test_lanes_report_every_failure(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run_make(target, variables, env, log):
+        calls.append(target)
+        if target.startswith("bad"):
+            raise RuntimeError(f"`make {target}` failed")
+        return 1.0, 0.5
+
+    monkeypatch.setattr(rehearsal, "run_make", fake_run_make)
+    targets = {"roadmap": ["a", "bad-1", "never"], "heat": ["b", "c"], "gallop": ["bad-2"]}
+    with pytest.raises(SystemExit) as e:
+        rehearsal.run_lanes(targets, tmp_path, {}, jobs=2)
+    assert "bad-1" in str(e.value) and "bad-2" in str(e.value)
+    assert "never" not in calls and {"a", "b", "c"} <= set(calls)
+    timings = rehearsal.run_lanes({"heat": ["b", "c"]}, tmp_path, {}, jobs=2)
+    assert [(t.method, t.target, t.wall_s, t.cpu_s) for t in timings] == [
+        ("heat", "b", 1.0, 0.5),
+        ("heat", "c", 1.0, 0.5),
+    ]
+
+
+def test_variables_given_to_make_rehearse_do_not_reach_its_makes(tmp_path, monkeypatch):
+    """`make rehearse ARGS="--out x"` exports ARGS to the rehearsal: `make tables` must not read it as its own ARGS."""
+    monkeypatch.setenv("MAKEFLAGS", r" -- ARGS=--out\ /tmp/x XBM_ARGS=a=1")
+    monkeypatch.setenv("ARGS", "--out /tmp/x")
+    monkeypatch.setenv("XBM_ARGS", "a=1")
+    monkeypatch.setenv("MAKELEVEL", "1")
+    env = rehearsal.environment(tmp_path)
+    assert not {"ARGS", "XBM_ARGS", "MAKEFLAGS", "MAKELEVEL"} & set(env)
+    assert env["RESULTS_TABLES_DIR"] == str(tmp_path / "tables") and "PATH" in env
