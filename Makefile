@@ -56,7 +56,7 @@ format: install ## apply ruff fixes and formatting
 	"$(VENV)/bin/ruff" check --fix .
 	"$(VENV)/bin/ruff" format .
 
-demo: install data-fashion-mnist ## the main job: the four methods vs their baselines on Fashion-MNIST (CPU, seeds $(DEMO_SEEDS)) -> $(DEMO_OUT)/, then its report
+demo: install data-fashion-mnist ## the main job: the four methods vs their baselines on Fashion-MNIST (CPU, seeds $(DEMO_SEEDS), two parts at a time) -> $(DEMO_OUT)/, then its report
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} "$(PY)" -m common.demo --out "$(DEMO_OUT)" --seeds $(DEMO_SEEDS) $(ARGS)
 	$(DEMO_REPORT)
 
