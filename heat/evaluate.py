@@ -34,7 +34,7 @@ import hydra
 import numpy as np
 import torch
 from lightning.pytorch.loggers import WandbLogger
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 import common.config.resolvers  # noqa: F401
 from common.callbacks.result_record import command_line
@@ -76,8 +76,10 @@ def record_row(cfg: DictConfig, scorer: str) -> str:
 
 
 def write_records(cfg: DictConfig, results: dict, wall_time_s: float, wandb_run_id: str | None = None) -> list[str]:
-    """One result record per scorer: table ``cfg.table``, row :func:`record_row`, metrics ``<set>/<key>``."""
+    """One result record per scorer: table ``cfg.table``, row :func:`record_row`, metrics ``<set>/<key>``; the
+    record's protocol names the rows' trainer precision (the config that trained the EBMs)."""
     backbone = cfg.get("backbone")
+    precision = OmegaConf.select(cfg, "trainer.precision")
     rows = []
     for scorer, per in results.items():
         metrics = {f"{group}/{k}": float(v) for group, m in per.items() for k, v in m.items() if k in KEYS}
@@ -93,6 +95,7 @@ def write_records(cfg: DictConfig, results: dict, wall_time_s: float, wandb_run_
             wall_time_s=wall_time_s,
             run_dir=None,
             wandb_run_id=wandb_run_id,
+            protocol=None if precision is None else {"precision": str(precision)},
         )
         rows.append(rec.row)
     return rows

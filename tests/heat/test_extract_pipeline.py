@@ -71,6 +71,7 @@ def test_extract_then_evaluate(tmp_path, monkeypatch):
     assert set(records) == {f"cifar10_{s}" for s in res}  # one record per scorer, row <row>_<scorer>
     knn = records["cifar10_knn"]
     assert (knn.method, knn.table, knn.dataset) == ("heat", "cifar10", "cifar10")
+    assert knn.protocol == {"precision": "32-true"}  # the tables say which precision made each number
     assert knn.metrics["cifar100/auroc"] == pytest.approx(res["knn"]["cifar100"]["auroc"])
     assert knn.metrics["average/fpr95"] == pytest.approx(res["knn"]["cifar100"]["fpr95"])  # one set: its own mean
     # the evaluation's offline wandb run: an eval job in the table's group, named <row>-s<seed>, with the top-level keys
