@@ -80,6 +80,9 @@ class RankSliceBatchSampler(Sampler[list[int]]):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
         self.batch_sampler, self.rank, self.world_size = batch_sampler, rank, world_size
+        check = getattr(batch_sampler, "check_splittable", None)  # samplers whose batch size can vary refuse here
+        if check is not None:
+            check(world_size)
 
     @property
     def epoch(self) -> int:

@@ -9,6 +9,12 @@ class has fewer than ``m`` images) as long as they fit in the part. The whole li
 SOP (12 categories): C(12, 2) = 66 pairs; ROADMAP B=128, m=4, 10 per pair = 660 batches/epoch; HAPPIER B=256,
 5 per pair = 330. Randomness: ``numpy.random.RandomState(seed + 1_000_003 * epoch)``, so ``set_epoch`` reshuffles
 reproducibly; under DDP each rank keeps every ``world_size``-th batch of the shared list.
+
+A super-class with fewer than ``batch_size / (super_classes_per_batch * m)`` classes fills only part of its half, so
+its batches are shorter (as in the original sampler). One process trains on them as they are; under DDP every rank
+must hold the same number of items per step (the losses all-gather the batch), so the sampler refuses such a
+configuration when ``world_size > 1``, or when :class:`common.data.global_batch.RankSliceBatchSampler` would split
+its batches, with an error that names the super-classes and the largest batch size that works.
 """
 
 from __future__ import annotations
@@ -70,7 +76,27 @@ class HierarchicalBatchSampler(EpochBatchSampler):
         self.super_tuples = list(itertools.combinations(supers, super_classes_per_batch))
         super().__init__(batch_size, seed, rank, world_size)
         self.m, self.batches_per_super_tuple = m, batches_per_super_tuple
+        self.super_classes_per_batch = super_classes_per_batch
         self.num_global_batches = len(self.super_tuples) * batches_per_super_tuple
+        # super-classes whose part of a batch comes out short: {super-label: number of classes}
+        self.short_supers = {s: len(c) for s, c in self.super_to_classes.items() if len(c) * m < self.part_size}
+        self.check_splittable(world_size)
+
+    def check_splittable(self, world_size: int) -> None:
+        """Refuse batches of varying size when ``world_size`` ranks must each load the same number of items."""
+        if world_size <= 1 or not self.short_supers:
+            return
+        fewest = min(self.short_supers.values())
+        shown = ", ".join(f"{s} ({n} classes)" for s, n in sorted(self.short_supers.items())[:8])
+        more = f" and {len(self.short_supers) - 8} more" if len(self.short_supers) > 8 else ""
+        largest = self.super_classes_per_batch * self.m * fewest
+        raise ValueError(
+            f"HierarchicalBatchSampler under DDP ({world_size} ranks): super-class(es) {shown}{more} hold fewer than "
+            f"batch_size / ({self.super_classes_per_batch} * m) = {self.part_size // self.m} classes, so their "
+            f"batches come out shorter than {self.batch_size} items and the ranks would load different numbers of "
+            f"items in one step (the losses all-gather equal batches). Use data.batch_size <= {largest} "
+            f"({self.super_classes_per_batch} x m={self.m} x {fewest} classes), or train on one device"
+        )
 
     def global_batches(self) -> list[list[int]]:
         rng = np.random.RandomState(self.epoch_seed)

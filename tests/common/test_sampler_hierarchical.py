@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from common.data.global_batch import RankSliceBatchSampler
 from common.data.sampler_hierarchical import HierarchicalBatchSampler
 
 
@@ -64,6 +65,19 @@ def test_part_is_short_when_super_class_has_few_classes():
     sizes = {len(b) for b in s}
     # super 2 has only 2 classes (4 images < part size 6), so batches with it are shorter
     assert sizes == {12, 10}
+
+
+def test_ddp_refuses_short_batches_with_the_largest_batch_size_that_works():
+    labels = make_labels()  # super 2 has 2 classes: with m=2, parts of 6 items come out short (4)
+    with pytest.raises(ValueError, match=r"2 \(2 classes\).*data.batch_size <= 8 \(2 x m=2 x 2 classes\)"):
+        HierarchicalBatchSampler(labels, batch_size=12, m=2, seed=0, rank=0, world_size=2)
+    one = HierarchicalBatchSampler(labels, batch_size=12, m=2, seed=0)  # one process: short batches are fine
+    with pytest.raises(ValueError, match="ranks would load different numbers of items"):
+        RankSliceBatchSampler(one, rank=0, world_size=2)  # the global-batch split refuses it too
+    ok = HierarchicalBatchSampler(labels, batch_size=8, m=2, seed=0)  # every super-class fills its part of 4
+    sizes = [len(b) for r in range(2) for b in RankSliceBatchSampler(ok, rank=r, world_size=2)]
+    assert set(sizes) == {4}
+    HierarchicalBatchSampler(labels, batch_size=8, m=2, seed=0, rank=1, world_size=2)
 
 
 def test_epochs_and_ddp():
