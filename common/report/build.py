@@ -152,7 +152,10 @@ def _pr_curves(page: Page, method: str, artifacts: Path) -> None:
     curves = {}
     for npz in sorted(artifacts.glob(f"{method}_retrieval_*.npz")):
         data = np.load(npz)
-        curves[npz.stem.split("_retrieval_", 1)[1]] = plots.interpolated_pr_curve(data["embeddings"], data["labels"])
+        queries = int(data["num_queries"]) if "num_queries" in data.files else None
+        curves[npz.stem.split("_retrieval_", 1)[1]] = plots.interpolated_pr_curve(
+            data["embeddings"], data["labels"], num_queries=queries
+        )
     if curves:
         png = plots.pr_curves_png(curves, page.img_dir / f"{method}_pr.png", f"{method}: precision-recall")
         page.add_image(png, f"{method}: mean interpolated precision-recall over test queries")

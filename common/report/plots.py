@@ -15,24 +15,42 @@ from sklearn.metrics import roc_curve  # noqa: E402
 
 
 def interpolated_pr_curve(
-    embeddings: np.ndarray, labels: np.ndarray, points: int = 21, chunk: int = 1024
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    points: int = 21,
+    chunk: int = 1024,
+    num_queries: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean interpolated precision at ``points`` recall levels over all queries (each query left out of its gallery).
+    """Mean interpolated precision at ``points`` recall levels over all queries.
 
     Interpolated precision at recall r is the best precision at any recall >= r (the PASCAL VOC convention).
-    Labels ``[N]`` or ``[N, L]`` (column 0 used). Queries without positives are skipped.
+    Relevance is binary: labels ``[N]`` compare as they are, hierarchical int ``[N, L]`` by column 0 (the fine
+    class), multi-label bool ``[N, C]`` by the whole set of labels (the same set; the graded metrics read the
+    shared labels). With ``num_queries`` (as ``test_embeddings.npz`` stores it for query/gallery benchmarks) the first
+    ``num_queries`` rows are the queries and the rest the gallery; without it every item is a query, left out of its
+    own gallery. Queries without positives are skipped.
     """
     z = torch.nn.functional.normalize(torch.as_tensor(embeddings, dtype=torch.float32), dim=1)
     y = torch.as_tensor(labels)
-    y = y[:, 0] if y.ndim == 2 else y
+    if y.ndim == 2 and y.dtype == torch.bool:
+        y = torch.unique(y, dim=0, return_inverse=True)[1]  # [N] id of each row's label set
+    elif y.ndim == 2:
+        y = y[:, 0]
+    n = len(z) if num_queries is None or num_queries >= len(z) else int(num_queries)
+    split = n < len(z)
+    queries, gallery = (z[:n], z[n:]) if split else (z, z)
+    y_query, y_gallery = (y[:n], y[n:]) if split else (y, y)
     levels = torch.linspace(0, 1, points, dtype=torch.float64)
     per_query = []
-    for start in range(0, len(z), chunk):
-        rows = torch.arange(start, min(start + chunk, len(z)))
-        sims = z[rows] @ z.T  # [q, N]
-        sims[torch.arange(len(rows)), rows] = -float("inf")  # the query goes last ...
-        order = sims.argsort(dim=1, descending=True)[:, :-1]  # ... and is dropped
-        rel = (y[order] == y[rows, None]).double()  # [q, N-1]
+    for start in range(0, len(queries), chunk):
+        rows = torch.arange(start, min(start + chunk, len(queries)))
+        sims = queries[rows] @ gallery.T  # [q, G]
+        if split:
+            order = sims.argsort(dim=1, descending=True)
+        else:
+            sims[torch.arange(len(rows)), rows] = -float("inf")  # the query goes last ...
+            order = sims.argsort(dim=1, descending=True)[:, :-1]  # ... and is dropped
+        rel = (y_gallery[order] == y_query[rows, None]).double()  # [q, G] (or [q, N-1])
         npos = rel.sum(dim=1)
         rel, npos = rel[npos > 0], npos[npos > 0]
         tp = rel.cumsum(dim=1)

@@ -36,6 +36,36 @@ def test_pr_curve_matches_sklearn_per_query_interpolation():
     np.testing.assert_allclose(ours, np.mean(expected, axis=0), atol=1e-5)
 
 
+def _sklearn_interpolated(scores: np.ndarray, relevant: np.ndarray, points: int) -> np.ndarray | None:
+    if relevant.sum() == 0:
+        return None
+    precision, recall, _ = precision_recall_curve(relevant.astype(int), scores)
+    precision, recall = precision[:-1], recall[:-1]
+    return np.array([precision[recall >= r - 1e-12].max() for r in np.linspace(0, 1, points)])
+
+
+def test_pr_curve_query_gallery_and_multilabel_sets_match_sklearn():
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(50, 6))
+    zn = z / np.linalg.norm(z, axis=1, keepdims=True)
+    # query/gallery: the first 15 rows query the other 35 (no self-exclusion, queries never in the gallery)
+    y = rng.integers(0, 5, 50)
+    expected = [_sklearn_interpolated(zn[15:] @ zn[q], y[15:] == y[q], 11) for q in range(15)]
+    _, ours = interpolated_pr_curve(z, y, points=11, num_queries=15)
+    np.testing.assert_allclose(ours, np.mean([e for e in expected if e is not None], axis=0), atol=1e-5)
+    # multi-label bool [N, C]: relevant = the same set of labels (not column 0)
+    sets = rng.integers(0, 2, size=(50, 3)).astype(bool)
+    same = (sets[:, None, :] == sets[None, :, :]).all(axis=2)
+    expected = []
+    for q in range(50):
+        others = np.arange(50) != q
+        expected.append(_sklearn_interpolated(zn[others] @ zn[q], same[q, others], 11))
+    _, ours = interpolated_pr_curve(z, sets, points=11)
+    np.testing.assert_allclose(ours, np.mean([e for e in expected if e is not None], axis=0), atol=1e-5)
+    _, by_column0 = interpolated_pr_curve(z, sets[:, :1].repeat(3, axis=1).astype(np.int64), points=11)
+    assert not np.allclose(ours, by_column0)  # the set, not its first column, decides
+
+
 def test_markdown_tables_and_lists():
     html = to_html('# T\n\n| a | b |\n|---|---|\n| 1 | `x` |\n\n- one\n- **two**\n\ntext [l](u)\n\n<a id="k"></a>\n')
     assert "<table>" in html and "<td><code>x</code></td>" in html
