@@ -241,6 +241,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
     methods = args.only or available()
+    skipped = [m for m in methods if m not in LAUNCHER_DEMOS]
+    if overrides and skipped:  # said once, before anything runs: these parts run with their own configs
+        print(
+            f"demo: the overrides {' '.join(overrides)} go to {', '.join(m for m in methods if m in LAUNCHER_DEMOS)} "
+            f"only; {', '.join(skipped)} run as configured (give them overrides with "
+            + ", ".join(f"make demo-{m} ARGS=..." for m in skipped)
+            + ")",
+            file=sys.stderr,
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -55,3 +55,19 @@ def test_a_failed_part_is_reported_with_its_last_lines_and_main_exits_1(tmp_path
 def test_jobs_below_one_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         demo.main(["--out", str(tmp_path), "--jobs", "0"])
+
+
+def test_overrides_reach_the_launcher_demos_and_the_others_are_named(tmp_path: Path, monkeypatch, capsys) -> None:
+    seen: dict[str, list[str]] = {}
+    real = demo.part_command
+
+    def command(method: str, out: Path, seeds: str, overrides: list[str]) -> list[str]:
+        seen[method] = real(method, out, seeds, overrides)
+        return [sys.executable, "-c", "pass"]
+
+    monkeypatch.setattr(demo, "part_command", command)
+    rc = demo.main(["--out", str(tmp_path), "--only", "roadmap", "heat", "--jobs", "1", "trainer.max_epochs=1"])
+    assert rc == 0
+    assert "trainer.max_epochs=1" in seen["roadmap"] and "trainer.max_epochs=1" not in seen["heat"]
+    err = capsys.readouterr().err
+    assert "go to roadmap only; heat run as configured" in err and "make demo-heat ARGS=..." in err
