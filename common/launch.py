@@ -30,7 +30,7 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 import common  # noqa: F401  (registers resolvers)
-from common.utils.config_check import ConfigError, check_overrides, check_types
+from common.utils.config_check import ConfigError, check_overrides, check_types, multirun_overrides
 from common.utils.instantiate import default_wandb_mode, instantiate_callbacks, instantiate_loggers
 from common.utils.rich_utils import print_config_tree, print_metrics_table
 from common.utils.run_folder import (
@@ -246,7 +246,8 @@ def precheck(overrides: list[str]) -> list[str]:
 
 
 def cli(argv: list[str] | None = None) -> None:
-    """``python -m common.launch``: the pre-check of :func:`precheck` (single runs), then Hydra."""
+    """``python -m common.launch``: the pre-check of :func:`precheck` (single runs) or of
+    :func:`~common.utils.config_check.multirun_overrides` (multiruns over experiments), then Hydra."""
     from hydra._internal.utils import get_args_parser
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -261,13 +262,15 @@ def cli(argv: list[str] | None = None) -> None:
         args.experimental_rerun,
         args.config_name not in (None, "train", "train.yaml"),
     )
-    if not any(meta):
-        flags = [a for a in argv if a not in args.overrides]
-        try:
+    flags = [a for a in argv if a not in args.overrides]
+    try:
+        if not any(meta):
             argv = [*flags, *precheck(list(args.overrides))]
-        except ConfigError as e:
-            print(e, file=sys.stderr)
-            sys.exit(2)
+        elif args.multirun and not any(meta[1:]):  # keys that only the swept experiments have
+            argv = [*flags, *multirun_overrides(list(args.overrides))]
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        sys.exit(2)
     sys.argv = [sys.argv[0], *argv]
     main()
 

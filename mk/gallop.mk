@@ -13,9 +13,9 @@ test-gallop: ## the GalLoP and CLIP-backbone tests
 	"$(PY)" -m pytest -q tests/gallop tests/common/test_clip_backbone.py
 
 # Each table target runs its rows as Hydra multiruns (one process per multirun; with hydra/launcher=slurm one job per
-# row), one sweep folder per multirun under $(GALLOP_RUNS), each run in <sweep>/<experiment>/shots<K>/seed<S>. A
-# multirun over experiments first composes GALLOP_ARGS on the root config: give a key that only the experiment has
-# with `++` (GALLOP_ARGS="++model.net.clip.pretrained=...").
+# row), one sweep folder per multirun under $(GALLOP_RUNS), each run in <sweep>/<experiment>/shots<K>/seed<S>. A key
+# of GALLOP_ARGS that only the experiments have (model.net.clip.pretrained=...) is checked in each of them and passed
+# on with `++` by the launcher (docs/runs.md#checks-before-a-run-starts).
 GALLOP_JOB_DIR := hydra.sweep.subdir="$${basename:$${experiment_name}}/shots$${data.shots}/seed$${seed}"
 gallop_multirun = "$(PY)" -m common.launch -m "hydra.sweep.dir=$(GALLOP_RUNS)/$(1)" '$(GALLOP_JOB_DIR)' seed=$(or $(2),$(call commas,$(GALLOP_SEEDS)))
 

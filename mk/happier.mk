@@ -28,9 +28,10 @@ happier-dyml-tests-%: happier-row-% ## a DyML-Vehicle/Animal row, then its middl
 	    "ckpt_path=$(HAPPIER_RUNS)/$*/checkpoints/last.ckpt" "hydra.run.dir=$(HAPPIER_RUNS)/$*_$$b" $(ARGS) || exit 1; \
 	done
 
-# one table: its rows (HAPPIER_MODELS) as one multirun into $(HAPPIER_RUNS)/<dataset>/<row>
+# one table: its rows (HAPPIER_MODELS, or the models given as $(2)) as one multirun into
+# $(HAPPIER_RUNS)/<dataset>/<row>; $(3): overrides of every row
 happier_table = "$(PY)" -m common.launch -m "hydra.sweep.dir=$(HAPPIER_RUNS)/$(1)" '$(MULTIRUN_JOB_DIR)' \
-	  experiment=$(call experiments,happier,$(addprefix $(1)_,$(HAPPIER_MODELS))) $(ARGS)
+	  experiment=$(call experiments,happier,$(addprefix $(1)_,$(or $(2),$(HAPPIER_MODELS)))) $(3) $(ARGS)
 # DyML-Vehicle/Animal: each row's last checkpoint tested on the middle and coarse benchmarks (one multirun) into
 # $(HAPPIER_RUNS)/<dataset>_tests/<row>_<benchmark>
 happier_dyml_tests = "$(PY)" -m common.launch -m "hydra.sweep.dir=$(HAPPIER_RUNS)/$(1)_tests" \
@@ -61,15 +62,18 @@ table-happier-dyml-product: ## HAPPIER table, DyML-Product (levels averaged)
 
 # HAPPIER's two extensions (docs/hgldv2_coco.md): H-GLDv2 (data-gldv2 + data-hgldv2) and multi-label COCO (data-coco)
 # HGLDV2_LANDMARKS: the number of training landmarks (proxies) when the hierarchy leaves some out (default 81,313)
-happier-row-hgldv2_%: ROW_ARGS = $(if $(HGLDV2_LANDMARKS),hgldv2_landmarks=$(HGLDV2_LANDMARKS))
-table-happier-hgldv2: $(addprefix happier-row-hgldv2_,$(HAPPIER_MODELS)) ## H-GLDv2 table: HAPPIER, CSL, ROADMAP, NSM on GLDv2 + builder super-categories (GPU)
+HGLDV2_ARGS = $(if $(HGLDV2_LANDMARKS),hgldv2_landmarks=$(HGLDV2_LANDMARKS))
+happier-row-hgldv2_%: ROW_ARGS = $(HGLDV2_ARGS)
+table-happier-hgldv2: ## H-GLDv2 table: HAPPIER, CSL, ROADMAP, NSM on GLDv2 + builder super-categories, one multirun (GPU)
+	$(call happier_table,hgldv2,,$(HGLDV2_ARGS))
 	"$(PY)" -m common.results.collect --method happier
 
 # COCO_QUERIES / COCO_TRAIN: the hashing protocol's query and training-set sizes (default: the data config's 5000 / 10000)
 COCO_MODELS ?= happier roadmap
 COCO_ARGS = $(if $(COCO_QUERIES),data.train_dataset.num_queries=$(COCO_QUERIES)) $(if $(COCO_TRAIN),data.train_dataset.num_train=$(COCO_TRAIN))
 happier-row-coco_%: ROW_ARGS = $(COCO_ARGS)
-table-happier-coco: $(addprefix happier-row-coco_,$(COCO_MODELS)) ## multi-label COCO table: HAPPIER (multi-label relevance) vs ROADMAP (binary) (GPU)
+table-happier-coco: ## multi-label COCO table: HAPPIER (multi-label relevance) vs ROADMAP (binary), one multirun (GPU)
+	$(call happier_table,coco,$(COCO_MODELS),$(COCO_ARGS))
 	"$(PY)" -m common.results.collect --method happier
 
 table-happier: table-happier-sop table-happier-inat-base table-happier-inat-full table-happier-dyml-vehicle table-happier-dyml-animal table-happier-dyml-product ## every HAPPIER paper table row (GPU, full datasets), then the tables (results/tables/happier.md)

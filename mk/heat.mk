@@ -31,10 +31,12 @@ features-heat-cifar100: install ## extract + cache ResNet-34 features of CIFAR-1
 features-heat-imagenet: install ## extract + cache ResNet-50 features of ImageNet (train streamed to memmaps) and the 4 MOS OOD sets
 	"$(PY)" -m heat.extract experiment=heat/imagenet_gmm $(HEAT_ARGS)
 
-train-heat: install ## train every HEAT row (HEAT_DATASETS x HEAT_ROWS) on cached features; checkpoints in $(HEAT_RUNS)/<row>
-	@set -e; for d in $(HEAT_DATASETS); do for r in $(HEAT_ROWS); do \
-	  "$(PY)" -m common.launch experiment=heat/$${d}_$${r} "hydra.run.dir=$(HEAT_RUNS)/$${d}_$${r}" $(HEAT_ARGS); \
-	done; done
+# every row (HEAT_DATASETS x HEAT_ROWS) in one multirun (with hydra/launcher=slurm, one job per row), each into
+# $(HEAT_RUNS)/<dataset>_<row>, where table-heat-eval reads its checkpoint
+HEAT_TRAIN_ROWS = $(foreach d,$(HEAT_DATASETS),$(addprefix $(d)_,$(HEAT_ROWS)))
+train-heat: install ## train every HEAT row (HEAT_DATASETS x HEAT_ROWS) on cached features, one multirun; checkpoints in $(HEAT_RUNS)/<row>
+	"$(PY)" -m common.launch -m "hydra.sweep.dir=$(HEAT_RUNS)" '$(MULTIRUN_JOB_DIR)' \
+	  experiment=$(call experiments,heat,$(HEAT_TRAIN_ROWS)) $(HEAT_ARGS)
 
 table-heat: train-heat table-heat-eval ## train the HEAT rows, then evaluate them (one record per scorer) and make the tables (results/tables/heat.md)
 

@@ -80,7 +80,7 @@ def test_recipes_pass_paths_with_spaces_as_one_argument(setup):
         f"ckpt_path={h}/dyml_vehicle_happier/checkpoints/last.ckpt",
         f"hydra.run.dir={h}/dyml_vehicle_happier_middle",
         f"hydra.run.dir={h}/dyml_vehicle_happier_coarse",
-        f"hydra.run.dir={heat}/cifar10_el",
+        f"hydra.sweep.dir={heat}",
         f"heat_eval.heat_checkpoints.HEAT-GMM-std={heat}/cifar10_gmm_std/checkpoints/last.ckpt",
         f"hydra.sweep.dir={g}/shots16",
     ]

@@ -84,9 +84,8 @@ _CPU_ONE_STEP = [
     "++extras.print_config=false",
 ]
 OVERRIDES = {
-    # ResNet-50 and DeiT rows alike run timm's random-init `test_resnet` (96-d features). `++`: a multirun over
-    # experiments first composes the overrides on the root config (Fashion-MNIST data, no experiment), where a key
-    # that only the experiments have does not exist yet
+    # ResNet-50 and DeiT rows alike run timm's random-init `test_resnet` (96-d features). `++`: some rows lack
+    # some of these keys (a multirun's launcher passes a plain key that every swept experiment has as `++` itself)
     "retrieval": [
         *_CPU_ONE_STEP,
         "++data.pin_memory=false",

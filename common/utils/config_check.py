@@ -145,6 +145,78 @@ def check_overrides(overrides: list[str], config_name: str = "train") -> DictCon
         raise ConfigError(_focused_message(e, overrides, config_name)) from e
 
 
+def _has_key(cfg: DictConfig, key: str) -> bool:
+    """Whether the dotted ``key`` exists in ``cfg`` (a mandatory ``???`` value counts as existing)."""
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, DictConfig) or part not in node.keys():
+            return False
+        node = node._get_node(part)
+    return True
+
+
+def multirun_overrides(overrides: list[str], config_name: str = "train") -> list[str]:
+    """The overrides of a multirun over experiments, with each plain ``key=value`` whose key only the experiments
+    have turned into ``++key=value``.
+
+    Hydra composes a multirun's overrides once on the root config before it sweeps (``experiment=a,b`` is not applied
+    then), so ``model.sgld_steps=10`` fails there when only the HEAT experiments define ``model.sgld_steps``. Such a key
+    is checked in every swept experiment instead: present in all of them, it is passed as ``++`` (applied to each run
+    as a plain override would be); missing from some, :class:`ConfigError` names them. Group choices, ``hydra``
+    overrides, ``+``/``++``/``~`` and keys of the root config are left as they are; without a sweep over
+    ``experiment`` nothing changes.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        sweep = next((o for o in parsed if o.key_or_group == "experiment" and o.is_sweep_override()), None)
+        experiments = list(sweep.sweep_string_iterator()) if sweep is not None else []
+    except Exception:  # a form this check does not read (glob, range): Hydra reports it
+        return overrides
+    if not experiments:
+        return overrides
+    candidates = [
+        i
+        for i, o in enumerate(parsed)
+        if o.type == OverrideType.CHANGE
+        and not o.is_hydra_override()
+        and o.package is None
+        and "/" not in o.key_or_group
+        and not (CONFIG_DIR / o.key_or_group.replace(".", "/")).is_dir()  # a config group choice
+    ]
+    if not candidates:
+        return overrides
+    root = _compose([], config_name)
+    only_in_experiments = [i for i in candidates if not _has_key(root, parsed[i].key_or_group)]
+    if not only_in_experiments:
+        return overrides
+    composed = {e: _compose([f"experiment={e}"], config_name) for e in experiments}
+    out = list(overrides)
+    for i in only_in_experiments:
+        key = parsed[i].key_or_group
+        lacking = [e for e, cfg in composed.items() if not _has_key(cfg, key)]
+        if lacking:
+            parent, _, leaf = key.rpartition(".")
+            node = OmegaConf.select(composed[lacking[0]], parent) if parent else composed[lacking[0]]
+            keys = sorted(str(k) for k in node.keys()) if isinstance(node, DictConfig) else []
+            hint = _did_you_mean(leaf, keys)
+            raise ConfigError(
+                "\n".join(
+                    [
+                        f"invalid override: {overrides[i]}: no key {key!r} in the root config nor in "
+                        f"experiment(s) {', '.join(lacking)} of this multirun",
+                        *([hint] if hint else []),
+                        *([f"Keys of {parent or 'the root config'} there: {', '.join(keys)}"] if keys else []),
+                        "New keys can be added with '+key=value'; see `python -m common.launch --help`.",
+                    ]
+                )
+            )
+        out[i] = "++" + overrides[i]
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- types
 def _describe(ann: Any) -> str:
     origin = typing.get_origin(ann)

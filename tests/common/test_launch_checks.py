@@ -10,7 +10,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import open_dict
 
 from common.launch import UndefinedMetricError, cli, precheck, run
-from common.utils.config_check import ConfigError, check_overrides, check_types
+from common.utils.config_check import ConfigError, check_overrides, check_types, multirun_overrides
 from common.utils.runs import read_status
 from tests.common.test_runs import _fake_run
 from tests.conftest import compose_train
@@ -82,6 +82,37 @@ def test_typo_lists_only_the_group_concerned():
 
 
 # ------------------------------------------------------------------------------------------------ ckpt_path=last
+# ------------------------------------------------------------------------------------------------ multiruns
+HEAT_ROWS = "experiment=heat/cifar10_el,heat/cifar10_gmm"
+
+
+def test_multirun_keys_that_only_the_experiments_have_are_forced_and_the_rest_left_alone():
+    given = [HEAT_ROWS, "model.sgld_steps=10,20", "extract.backbone.name=resnet18", "seed=1", "trainer=cpu"]
+    given += ["data.batch_size=32", "hydra.sweep.dir=x", "++data.num_workers=0", "~tags"]
+    out = multirun_overrides(given)
+    # model.sgld_steps and extract.* exist in both HEAT rows but not in the root config (Fashion-MNIST, no experiment)
+    assert out == [given[0], "++model.sgld_steps=10,20", "++extract.backbone.name=resnet18", *given[3:]]
+    assert multirun_overrides(["experiment=heat/cifar10_el", "model.sgld_steps=3"]) == [
+        "experiment=heat/cifar10_el",
+        "model.sgld_steps=3",
+    ]  # no sweep over experiments: Hydra applies the override after the experiment
+
+
+def test_multirun_key_missing_from_some_experiments_is_named_with_a_close_match():
+    with pytest.raises(ConfigError, match=r"no key 'extract.batch_size' .* experiment\(s\) roadmap/sop_resnet50 "):
+        multirun_overrides(["experiment=heat/cifar10_el,roadmap/sop_resnet50", "extract.batch_size=64"])
+    with pytest.raises(ConfigError, match="Did you mean 'sgld_steps'") as e:
+        multirun_overrides([HEAT_ROWS, "model.sgld_step=64"])
+    assert "Keys of model there:" in str(e.value)
+
+
+def test_multirun_typo_stops_the_launcher_with_exit_2(monkeypatch, capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        _cli(monkeypatch, ["-m", HEAT_ROWS, "model.sgld_step=64", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+    assert e.value.code == 2 and "Did you mean 'sgld_steps'" in capsys.readouterr().err
+    assert not (tmp_path / "sweep").exists()
+
+
 def test_ckpt_path_last_without_runs_is_rejected_before_a_folder_exists(tmp_path):
     with pytest.raises(ConfigError, match="ckpt_path=last: no run of experiment 'demo/fmnist_contrastive'"):
         precheck(["experiment=demo/fmnist_contrastive", "ckpt_path=last", f"paths.log_dir={tmp_path}"])

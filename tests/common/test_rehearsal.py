@@ -137,6 +137,22 @@ def test_a_happier_table_is_one_multirun_and_its_dyml_tests_another(tmp_path):
     assert cfg.sub == "dyml_vehicle_csl_coarse"
 
 
+def test_heat_rows_train_in_one_multirun_into_the_folders_that_the_evaluation_reads(tmp_path):
+    launches = _launches(tmp_path, "train-heat", HEAT_RUNS="/h", HEAT_DATASETS="cifar10 imagenet", HEAT_ROWS="el gmm")
+    assert len(launches) == 1 and launches[0][0] == "-m"
+    sweeps = {o.key_or_group: o for o in OverridesParser.create().parse_overrides(launches[0][1:])}
+    rows = ["heat/cifar10_el", "heat/cifar10_gmm", "heat/imagenet_el", "heat/imagenet_gmm"]
+    assert list(sweeps["experiment"].sweep_string_iterator()) == rows
+    assert sweeps["hydra.sweep.dir"].value() == "/h"
+    # table-heat-eval reads $(HEAT_RUNS)/<dataset>_<row>/checkpoints/last.ckpt
+    assert [_job_folder(launches[0][1:], r) for r in rows] == [
+        "cifar10_el",
+        "cifar10_gmm",
+        "imagenet_el",
+        "imagenet_gmm",
+    ]
+
+
 def test_gallop_tables_are_multiruns_over_datasets_and_seeds(tmp_path):
     launches = _launches(
         tmp_path,

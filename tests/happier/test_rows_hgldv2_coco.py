@@ -90,13 +90,17 @@ def test_make_targets_run_every_row() -> None:
             ["make", "-n", *args], cwd=ROOT, env=env, capture_output=True, text=True, check=True
         ).stdout
 
+    # one multirun per table (with hydra/launcher=slurm, one job per row) into runs/<dataset>/<row>
     out = dry("table-happier-hgldv2", "HGLDV2_LANDMARKS=8")
-    assert all(f'experiment=happier/{r} "hydra.run.dir=runs/{r}" {HGLDV2_TINY[0]}' in out for r in HGLDV2)
+    assert '"hydra.sweep.dir=runs/hgldv2"' in out
+    assert "experiment=" + ",".join(f"happier/{r}" for r in HGLDV2) + f" {HGLDV2_TINY[0]}" in out
     assert "common.results.collect --method happier" in out and "hgldv2_landmarks" not in dry("table-happier-hgldv2")
     out = dry("table-happier-coco", "COCO_QUERIES=8", "COCO_TRAIN=32")
-    for r in COCO:
-        assert f'experiment=happier/{r} "hydra.run.dir=runs/{r}" {" ".join(COCO_TINY)}' in out
+    assert '"hydra.sweep.dir=runs/coco"' in out
+    assert "experiment=" + ",".join(f"happier/{r}" for r in COCO) + f" {' '.join(COCO_TINY)}" in out
     assert "num_queries" not in dry("table-happier-coco")  # the data config's protocol sizes by default
+    # one row by hand keeps its own run folder
+    assert f'experiment=happier/{HGLDV2[0]} "hydra.run.dir=runs/{HGLDV2[0]}"' in dry(f"happier-row-{HGLDV2[0]}")
 
 
 # the HAPPIER row of each table in the fast suite (a few seconds each), the baselines in the slow one
