@@ -85,7 +85,7 @@ tables-wandb: install ## make tables, and log them as wandb Tables (offline unle
 report: install ## build results/report/index.html and REPORT.md from the records, the tables and the demo outputs (no wandb needed)
 	"$(PY)" -m common.report.build
 
-rehearse: install ## every `make table-*` on tiny synthetic data in every official layout (CPU, 2 lanes, ~6 min on 2 cores), then tables + report into outputs/rehearsal; fails naming each empty cell
+rehearse: install ## every `make table-*` on tiny synthetic data in every official layout (CPU, 2 lanes, ~5-6 min on 2 cores), then tables + report into outputs/rehearsal; fails naming each empty cell
 	"$(PY)" -m common.rehearsal.run $(ARGS)
 
 rehearse-ci: install ## the rehearsal of one table per method (CI): ROADMAP XBM, HAPPIER DyML-Product, HEAT CIFAR-10, GalLoP DG
