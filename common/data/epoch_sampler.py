@@ -49,3 +49,9 @@ class EpochBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return self.num_global_batches // self.world_size
+
+    def item_offset(self, b: int, n: int) -> int:
+        """Position, in the epoch's global list of items, of the first item of the ``b``-th batch this rank yields
+        (``n`` items): batch ``rank + b * world_size`` of the list, at ``batch_size`` items per batch. It seeds the
+        items' augmentations (:class:`common.data.resumable.SeededBatchSampler`), so no two ranks share a seed."""
+        return (self.rank + b * self.world_size) * self.batch_size

@@ -104,3 +104,11 @@ class RankSliceBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return len(self.batch_sampler)
+
+    def item_offset(self, b: int, n: int) -> int:
+        """Position of the first item of this rank's slice (``n`` items) of global batch ``b`` in the epoch's item
+        list: the same position that item has in one process, so each item gets the augmentation seed it would get
+        there (:class:`common.data.resumable.SeededBatchSampler`)."""
+        inner = getattr(self.batch_sampler, "item_offset", None)
+        start = inner(b, n * self.world_size) if inner is not None else b * n * self.world_size
+        return start + self.rank * n

@@ -8,7 +8,9 @@ Two pieces make a resumed run replay the batches of an uninterrupted one:
 2. :class:`SeededItems` gives every item its own augmentation seed, derived from ``(seed, epoch, position in the
    epoch)``, and draws the item under a forked RNG. Augmentations therefore do not depend on how many items were
    loaded before (prefetching, worker count, skipped batches), and they leave the global RNG (dropout, the model's
-   randomness; saved by :class:`common.callbacks.rng_state.RNGStateCallback`) untouched.
+   randomness; saved by :class:`common.callbacks.rng_state.RNGStateCallback`) untouched. The position is the item's
+   place in the epoch's *global* list of batches (the batch sampler's ``item_offset``): under DDP no two ranks
+   share a seed, and with ``data.global_batch`` an item is augmented exactly as in one process.
 """
 
 from __future__ import annotations
@@ -53,10 +55,12 @@ class SeededBatchSampler(Sampler[list[tuple[int, int]]]):
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         skip, self._skip = self._skip, 0
         epoch = self.epoch
+        offset = getattr(self.batch_sampler, "item_offset", None)
         for b, batch in enumerate(self.batch_sampler):
             if b < skip:
                 continue
-            yield [(int(i), _item_seed(self.seed, epoch, b * len(batch) + k)) for k, i in enumerate(batch)]
+            start = offset(b, len(batch)) if offset is not None else b * len(batch)
+            yield [(int(i), _item_seed(self.seed, epoch, start + k)) for k, i in enumerate(batch)]
 
     def __len__(self) -> int:
         return len(self.batch_sampler)

@@ -102,6 +102,25 @@ def test_global_batch_of_two_ranks_is_the_single_process_batch(name):
             assert counts[counts > 0].tolist() == [4, 4]
 
 
+def _keys(dm: RetrievalDataModule) -> list[list[tuple[int, int]]]:
+    """The ``(index, augmentation seed)`` pairs of each batch of the train loader."""
+    return list(dm.train_dataloader().batch_sampler)
+
+
+@pytest.mark.parametrize("name", ["random", "hierarchical"])
+def test_items_get_the_augmentation_seed_of_one_process_and_no_two_ranks_share_one(name):
+    single = _keys(_datamodule(SAMPLERS[name], world=1))
+    # global batch: rank slices put back together carry the single process's (index, seed) pairs
+    ranks = [_keys(_datamodule(SAMPLERS[name], world=2, rank=r)) for r in range(2)]
+    assert [a + b for a, b in zip(*ranks, strict=True)] == single
+    # per-rank batches: rank r's b-th batch is batch r + 2b of the shared list, with that batch's seeds
+    ranks = [_keys(_datamodule(SAMPLERS[name], global_batch=False, world=2, rank=r)) for r in range(2)]
+    single = _keys(_datamodule(SAMPLERS[name], global_batch=False, world=1))
+    assert ranks[0] == single[0::2][: len(ranks[0])] and ranks[1] == single[1::2][: len(ranks[1])]
+    seeds = [[seed for batch in r for _, seed in batch] for r in ranks]
+    assert not set(seeds[0]) & set(seeds[1]) and len(set(seeds[0])) == len(seeds[0])
+
+
 def test_multilabel_sampler_global_batch():
     labels = torch.zeros(64, 8, dtype=torch.bool)
     labels[torch.arange(64), torch.arange(64) % 8] = True
