@@ -97,6 +97,21 @@ class InterruptHandler:
         if _ACTIVE is self:
             _ACTIVE = None
 
+    def reassert(self) -> None:
+        """Be the SIGINT/SIGTERM handler again (in the process that installed it), without changing what
+        :meth:`restore` puts back. Lightning's fit wraps an existing SIGTERM handler with its own notifier, which
+        under DDP runs a ``broadcast`` inside the signal handler of whichever rank got the signal: a collective that
+        the other ranks never join, which desynchronises or kills the process group. The ranks' stop is decided
+        here instead, by an all-reduce at a batch boundary (:class:`InterruptCheckpoint`)."""
+        if os.getpid() != self.pid:
+            return
+        for sig in SIGNALS:
+            if signal.getsignal(sig) != self._handle:
+                try:
+                    signal.signal(sig, self._handle)
+                except ValueError:  # not the main thread: signals cannot be caught here
+                    return
+
     def __enter__(self) -> InterruptHandler:
         return self.install()
 
@@ -152,6 +167,7 @@ class InterruptCheckpoint(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.handler is not None:
+            self.handler.reassert()  # after Lightning's signal connector has wrapped it (see reassert)
             self.handler.graceful = True
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -80,6 +80,10 @@ class RunTracker:
             return RunInterrupted(received or signal.SIGTERM, saved)
         if isinstance(exc, KeyboardInterrupt):
             return RunInterrupted(signal.SIGINT, saved)
+        code = getattr(exc, "exit_code", None)  # ddp_spawn: a rank process ended with RunInterrupted's exit code
+        if type(exc).__name__ == "ProcessExitedException" and code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+            written = saved or newest_checkpoint(self.run_dir)  # the ranks wrote it before they exited
+            return RunInterrupted(code - 128, written, f"(a spawned rank exited with code {code})")
         if received is not None:  # Lightning's sys.exit(1) after a Ctrl+C, or a worker killed by the same signal
             return RunInterrupted(received, saved, f"({type(exc).__name__}: {exc})")
         return None

@@ -16,15 +16,18 @@ class SignalAt(L.Callback):
     """Send ``signum`` (default SIGTERM) ``times`` times to this process when a batch starts: the training batch of
     global step ``step`` (0-based, ``stage="train"``) or the test batch ``step`` (``stage="test"``)."""
 
-    def __init__(self, step: int, signum: int = signal.SIGTERM, times: int = 1, stage: str = "train") -> None:
-        self.step, self.signum, self.times, self.stage = step, int(signum), times, stage
+    def __init__(
+        self, step: int, signum: int = signal.SIGTERM, times: int = 1, stage: str = "train", rank: int | None = None
+    ) -> None:
+        self.step, self.signum, self.times, self.stage, self.rank = step, int(signum), times, stage, rank
 
     def _send(self) -> None:
         for _ in range(self.times):
             os.kill(os.getpid(), self.signum)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        if self.stage == "train" and trainer.global_step == self.step:
+        mine = self.rank is None or trainer.global_rank == self.rank  # under DDP: only that rank's process
+        if self.stage == "train" and trainer.global_step == self.step and mine:
             self._send()
 
     def on_test_batch_start(self, trainer, pl_module, batch, batch_idx: int, dataloader_idx: int = 0) -> None:

@@ -16,7 +16,7 @@ from common.utils.runs import read_run, read_status
 from tests.common.test_resume import _cfg, _params
 
 
-def _with_signal(cfg, step: int, signum: int, times: int = 1, stage: str = "train"):
+def _with_signal(cfg, step: int, signum: int, times: int = 1, stage: str = "train", rank: int | None = None):
     with open_dict(cfg):
         cfg.callbacks.signal = {
             "_target_": "tests.common.signals.SignalAt",
@@ -24,6 +24,7 @@ def _with_signal(cfg, step: int, signum: int, times: int = 1, stage: str = "trai
             "signum": int(signum),
             "times": times,
             "stage": stage,
+            "rank": rank,
         }
     return cfg
 
@@ -91,3 +92,29 @@ def test_signal_outside_training_interrupts_at_once(tmp_path):
     # the checkpoint of the finished epoch is what a resume starts from
     assert "checkpoints/last.ckpt" in status["resume_command"]
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+@pytest.mark.slow
+def test_sigterm_on_one_ddp_rank_stops_every_rank_with_one_checkpoint_and_resumes_exactly(tmp_path):
+    """Two gloo ranks (trainer=ddp_sim); SIGTERM reaches rank 1 only, in the middle of epoch 0. Every rank stops after
+    the batch in flight with one checkpoint (Lightning's own SIGTERM notifier, which broadcasts from inside the signal
+    handler and used to kill the process group, is kept out), the run is marked interrupted, and the resumed run ends
+    with the weights and metrics of an uninterrupted one."""
+    ddp = ["trainer=ddp_sim"]
+    full_metrics, full = run(_cfg(tmp_path / "full", ddp, image_size=16))
+    cut = tmp_path / "cut"
+    with pytest.raises(RunInterrupted) as e:
+        run(_with_signal(_cfg(cut, ddp, image_size=16), step=2, signum=signal.SIGTERM, rank=1))
+    assert e.value.code == 143
+    last = cut / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 3  # the batch in flight finished on both ranks
+    status = read_status(cut)
+    assert status["status"] == "interrupted" and status["signal"] == "SIGTERM"
+    assert f"ckpt_path={last.resolve()}" in status["resume_command"]
+
+    resumed_metrics, resumed = run(_cfg(cut, [*ddp, f"ckpt_path={last}"], image_size=16))
+    assert resumed["trainer"].global_step == full["trainer"].global_step
+    torch.testing.assert_close(_params(resumed), _params(full), rtol=0, atol=1e-6)
+    for key in ("test/map@r", "test/recall@1"):
+        assert resumed_metrics[key] == full_metrics[key]
+    assert read_status(cut)["status"] == "completed"
