@@ -40,11 +40,11 @@ class WaitForSignalAt(L.Callback):
     the run's interrupt handler has received a signal: the test sends it from outside, as SLURM does, at a known
     point in the middle of an epoch."""
 
-    def __init__(self, step: int, marker: str, timeout: float = 120.0) -> None:
-        self.step, self.marker, self.timeout = step, marker, timeout
+    def __init__(self, step: int, marker: str, timeout: float = 120.0, rank: int | None = None) -> None:
+        self.step, self.marker, self.timeout, self.rank = step, marker, timeout, rank
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        if trainer.global_step != self.step:
+        if trainer.global_step != self.step or (self.rank is not None and trainer.global_rank != self.rank):
             return
         from common.callbacks.interrupt import active_handler
 

@@ -156,6 +156,46 @@ def test_sigterm_from_outside_mid_epoch_resumes_to_the_uninterrupted_metrics(tmp
         assert torch.equal(a["state_dict"][key], value), key
 
 
+@pytest.mark.slow
+def test_sigterm_to_rank_0_of_a_ddp_run_stops_both_ranks_with_one_checkpoint_and_resumes_exactly(tmp_path):
+    """`trainer=ddp` as on a cluster (Lightning relaunches the command for rank 1), on CPU with 2 gloo processes.
+    SIGTERM reaches rank 0 alone (`kill <pid>` on a workstation) in the middle of epoch 1: both ranks stop after the
+    batch in flight with one checkpoint, the run exits 143 and is marked interrupted, and the printed command resumes
+    it to the test metrics and weights of the same DDP run left alone."""
+    ddp = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.sync_batchnorm=false"]
+    args = [*TINY, *ddp, "data.batch_size=8", "+data.train_dataset.augment_noise=0.3"]  # 4 steps per epoch
+    plain = _finish(_launch([*args, f"hydra.run.dir={tmp_path / 'plain'}"]))
+    assert plain[0] == 0, plain[1]
+    marker = tmp_path / "reached_step_5"
+    wait = [
+        "+callbacks.wait._target_=tests.common.signals.WaitForSignalAt",
+        "+callbacks.wait.step=5",
+        f"+callbacks.wait.marker={marker}",
+        "+callbacks.wait.rank=0",  # rank 1 goes on and waits for rank 0 in the step's all-reduce
+    ]
+    cut = _launch([*args, f"paths.log_dir={tmp_path / 'logs'}", *wait])
+    _wait_for(marker, cut)
+    os.kill(cut.pid, signal.SIGTERM)  # rank 0 only
+    rc, out = _finish(cut)
+    assert rc == 143, out
+    (run,) = list_runs(tmp_path / "logs")
+    assert run.status == "interrupted" and read_status(run.path)["signal"] == "SIGTERM"
+    assert torch.load(run.path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
+    command = out.split("Resume it", 1)[1].splitlines()[1].strip()
+    rc, out = _finish(_launch(shlex.split(command)[3:]))
+    assert rc == 0, out
+    (resumed,) = list_runs(tmp_path / "logs")
+    assert resumed.path == run.path and resumed.status == "completed"
+    ours, theirs = resumed.metrics(), json.loads((tmp_path / "plain" / "metrics.json").read_text())
+    tests = sorted(k for k in theirs if k.startswith("test/"))
+    assert tests and {k: ours[k] for k in tests} == {k: theirs[k] for k in tests}
+    a = torch.load(resumed.path / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(tmp_path / "plain" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 8
+    for key, value in b["state_dict"].items():
+        assert torch.equal(a["state_dict"][key], value), key
+
+
 FAKE_SCONTROL = """#!/bin/sh
 # stands in for SLURM: records the requeue request, then stops the job with SIGTERM as SLURM does before requeueing
 echo "$@" >> "{log}"
