@@ -22,6 +22,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from torch.multiprocessing import ProcessExitedException
+
 from common.callbacks.interrupt import InterruptHandler, RunInterrupted
 from common.utils.run_folder import claim_run_folder, is_follower_rank, launch_command, resume_hint, task_overrides
 from common.utils.runs import newest_checkpoint, now_iso, read_status, write_status
@@ -80,10 +82,10 @@ class RunTracker:
             return RunInterrupted(received or signal.SIGTERM, saved)
         if isinstance(exc, KeyboardInterrupt):
             return RunInterrupted(signal.SIGINT, saved)
-        code = getattr(exc, "exit_code", None)  # ddp_spawn: a rank process ended with RunInterrupted's exit code
-        if type(exc).__name__ == "ProcessExitedException" and code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        # ddp_spawn: a rank process ended with RunInterrupted's exit code
+        if isinstance(exc, ProcessExitedException) and exc.exit_code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
             written = saved or newest_checkpoint(self.run_dir)  # the ranks wrote it before they exited
-            return RunInterrupted(code - 128, written, f"(a spawned rank exited with code {code})")
+            return RunInterrupted(exc.exit_code - 128, written, f"(a spawned rank exited with code {exc.exit_code})")
         if received is not None:  # Lightning's sys.exit(1) after a Ctrl+C, or a worker killed by the same signal
             return RunInterrupted(received, saved, f"({type(exc).__name__}: {exc})")
         return None

@@ -117,6 +117,45 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
         time.sleep(0.1)
 
 
+def _wait_at_step_5(marker: Path, rank: int | None = None) -> list[str]:
+    """Overrides of a run that stops at the start of training step 5 until a signal arrives (only ``rank`` waits)."""
+    wait = [
+        "+callbacks.wait._target_=tests.common.signals.WaitForSignalAt",
+        "+callbacks.wait.step=5",  # 4 batches per epoch: the second batch of epoch 1
+        f"+callbacks.wait.marker={marker}",
+    ]
+    return wait + ([f"+callbacks.wait.rank={rank}"] if rank is not None else [])
+
+
+def _resume_the_run_stopped_at_step_5(logs: Path, out: str) -> Path:
+    """The run in ``logs`` was marked interrupted by SIGTERM with its checkpoint after step 5; the command it printed
+    resumes it to completion in the same folder. Returns that folder."""
+    (run,) = list_runs(logs)
+    assert run.status == "interrupted" and read_status(run.path)["signal"] == "SIGTERM"
+    assert torch.load(run.path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
+    command = out.split("Resume it", 1)[1].splitlines()[1].strip()
+    rc, out = _finish(_launch(shlex.split(command)[3:]))  # the waiting callback waits at step 5 only: not again
+    assert rc == 0, out
+    (resumed,) = list_runs(logs)
+    assert resumed.path == run.path and resumed.status == "completed"
+    return resumed.path
+
+
+def _assert_same_end(run_dir: Path, plain_dir: Path) -> None:
+    """Equal test metrics and bit-equal final weights, after 8 steps each."""
+    ours, theirs = (
+        json.loads((run_dir / "metrics.json").read_text()),
+        json.loads((plain_dir / "metrics.json").read_text()),
+    )
+    tests = sorted(k for k in theirs if k.startswith("test/"))
+    assert tests and {k: ours[k] for k in tests} == {k: theirs[k] for k in tests}
+    a = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(plain_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 8
+    for key, value in b["state_dict"].items():
+        assert torch.equal(a["state_dict"][key], value), key
+
+
 @pytest.mark.slow
 def test_sigterm_from_outside_mid_epoch_resumes_to_the_uninterrupted_metrics(tmp_path):
     """What SLURM does at a time limit: SIGTERM to every process of the job (DataLoader workers included) in the
@@ -125,35 +164,15 @@ def test_sigterm_from_outside_mid_epoch_resumes_to_the_uninterrupted_metrics(tmp
     args = [*TINY, "data.num_workers=2", "+data.train_dataset.augment_noise=0.3"]
     plain = _launch([*args, f"hydra.run.dir={tmp_path / 'plain'}"])  # the uninterrupted run, at the same time
     marker = tmp_path / "reached_step_5"
-    wait = [
-        "+callbacks.wait._target_=tests.common.signals.WaitForSignalAt",
-        "+callbacks.wait.step=5",  # 4 batches per epoch: the second batch of epoch 1
-        f"+callbacks.wait.marker={marker}",
-    ]
-    cut = _launch([*args, f"paths.log_dir={tmp_path / 'logs'}", *wait], start_new_session=True)
+    cut = _launch([*args, f"paths.log_dir={tmp_path / 'logs'}", *_wait_at_step_5(marker)], start_new_session=True)
     _wait_for(marker, cut)
     os.killpg(cut.pid, signal.SIGTERM)  # the whole process group, as SLURM signals every process of the job
     rc, out = _finish(cut)
     assert rc == 143, out
-    (run,) = list_runs(tmp_path / "logs")
-    assert run.status == "interrupted" and read_status(run.path)["signal"] == "SIGTERM"
-    assert torch.load(run.path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
-    command = out.split("Resume it", 1)[1].splitlines()[1].strip()
-    rc, out = _finish(_launch(shlex.split(command)[3:]))  # the waiting callback waits at step 5 only: not again
-    assert rc == 0, out
+    resumed = _resume_the_run_stopped_at_step_5(tmp_path / "logs", out)
     rc, out = _finish(plain)
     assert rc == 0, out
-
-    (resumed,) = list_runs(tmp_path / "logs")
-    assert resumed.path == run.path and resumed.status == "completed"
-    ours, theirs = resumed.metrics(), json.loads((tmp_path / "plain" / "metrics.json").read_text())
-    tests = sorted(k for k in theirs if k.startswith("test/"))
-    assert tests and {k: ours[k] for k in tests} == {k: theirs[k] for k in tests}
-    a = torch.load(resumed.path / "checkpoints" / "last.ckpt", weights_only=True)
-    b = torch.load(tmp_path / "plain" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert a["global_step"] == b["global_step"] == 8
-    for key, value in b["state_dict"].items():
-        assert torch.equal(a["state_dict"][key], value), key
+    _assert_same_end(resumed, tmp_path / "plain")
 
 
 @pytest.mark.slow
@@ -167,33 +186,13 @@ def test_sigterm_to_rank_0_of_a_ddp_run_stops_both_ranks_with_one_checkpoint_and
     plain = _finish(_launch([*args, f"hydra.run.dir={tmp_path / 'plain'}"]))
     assert plain[0] == 0, plain[1]
     marker = tmp_path / "reached_step_5"
-    wait = [
-        "+callbacks.wait._target_=tests.common.signals.WaitForSignalAt",
-        "+callbacks.wait.step=5",
-        f"+callbacks.wait.marker={marker}",
-        "+callbacks.wait.rank=0",  # rank 1 goes on and waits for rank 0 in the step's all-reduce
-    ]
-    cut = _launch([*args, f"paths.log_dir={tmp_path / 'logs'}", *wait])
+    # rank 1 goes on and waits for rank 0 in the step's all-reduce
+    cut = _launch([*args, f"paths.log_dir={tmp_path / 'logs'}", *_wait_at_step_5(marker, rank=0)])
     _wait_for(marker, cut)
     os.kill(cut.pid, signal.SIGTERM)  # rank 0 only
     rc, out = _finish(cut)
     assert rc == 143, out
-    (run,) = list_runs(tmp_path / "logs")
-    assert run.status == "interrupted" and read_status(run.path)["signal"] == "SIGTERM"
-    assert torch.load(run.path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
-    command = out.split("Resume it", 1)[1].splitlines()[1].strip()
-    rc, out = _finish(_launch(shlex.split(command)[3:]))
-    assert rc == 0, out
-    (resumed,) = list_runs(tmp_path / "logs")
-    assert resumed.path == run.path and resumed.status == "completed"
-    ours, theirs = resumed.metrics(), json.loads((tmp_path / "plain" / "metrics.json").read_text())
-    tests = sorted(k for k in theirs if k.startswith("test/"))
-    assert tests and {k: ours[k] for k in tests} == {k: theirs[k] for k in tests}
-    a = torch.load(resumed.path / "checkpoints" / "last.ckpt", weights_only=True)
-    b = torch.load(tmp_path / "plain" / "checkpoints" / "last.ckpt", weights_only=True)
-    assert a["global_step"] == b["global_step"] == 8
-    for key, value in b["state_dict"].items():
-        assert torch.equal(a["state_dict"][key], value), key
+    _assert_same_end(_resume_the_run_stopped_at_step_5(tmp_path / "logs", out), tmp_path / "plain")
 
 
 FAKE_SCONTROL = """#!/bin/sh
